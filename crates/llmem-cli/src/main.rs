@@ -1,0 +1,2 @@
+//! The llmem command line.
+fn main() {}

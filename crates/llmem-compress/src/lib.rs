@@ -1,0 +1,1 @@
+//! llmem-compress: under construction; see ARCHITECTURE.md.

@@ -1,0 +1,286 @@
+//! Model traits: chat, embeddings, summarisation. All async (they do I/O), all object-safe and
+//! used as `Arc<dyn …>`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::capabilities::Capabilities;
+use crate::message::Message;
+use crate::{Error, Result};
+
+/// Token usage a provider reported (or llmem estimated) for one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (billed at the cached price).
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+}
+
+/// A tool the model may call: name, description, JSON-schema parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Value,
+}
+
+/// One chat call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// Overrides the provider's configured model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Provider-specific fields passed through as they are.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<Message>) -> Self {
+        ChatRequest { messages, ..Default::default() }
+    }
+
+    #[must_use]
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    #[must_use]
+    pub fn with_temperature(mut self, t: f32) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+}
+
+/// A chat answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub message: Message,
+    /// The model that answered, as the provider named it.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChatChunk {
+    /// Text added by this chunk.
+    pub delta: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// Present on the last chunk when the provider reports usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// A stream of chunks.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
+
+/// A chat model.
+#[async_trait]
+pub trait ChatModel: Send + Sync + std::fmt::Debug {
+    /// The provider's name in the registry and in errors (`openai`, `anthropic`, …).
+    fn name(&self) -> &str;
+
+    /// The model used when a request names none.
+    fn model(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse>;
+
+    /// Streams the answer. Optional.
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        let _ = request;
+        Err(Error::unsupported("streaming chat", self.name()))
+    }
+
+    /// Exact prompt tokens as the provider counts them. Optional.
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<usize> {
+        let _ = request;
+        Err(Error::unsupported("token counting", self.name()))
+    }
+}
+
+/// A text-embedding model.
+#[async_trait]
+pub trait Embedder: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+
+    /// Length of every vector it returns.
+    fn dimensions(&self) -> usize;
+
+    /// One vector per text, in order. Vectors are L2-normalised unless documented otherwise.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// What to summarise and how short.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRequest {
+    /// The text to compress (a transcript, a document).
+    pub text: String,
+    /// A summary to extend rather than start anew (rolling summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_summary: Option<String>,
+    /// Upper bound on the summary's length in tokens.
+    pub max_tokens: usize,
+    /// Extra guidance ("keep names, numbers and dates").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+/// Compresses text into a shorter text.
+#[async_trait]
+pub trait Summarizer: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+
+    /// How many input tokens one call can take; larger inputs are chunked by the caller.
+    fn context_window(&self) -> usize;
+
+    async fn summarize(&self, request: SummaryRequest) -> Result<String>;
+}
+
+/// Any [`ChatModel`] as a [`Summarizer`], with seed 001's "extend the existing summary" prompt.
+#[derive(Debug, Clone)]
+pub struct ChatSummarizer {
+    model: Arc<dyn ChatModel>,
+    context_window: usize,
+}
+
+impl ChatSummarizer {
+    /// `context_window` is the model's input limit in tokens (take it from the catalog).
+    pub fn new(model: Arc<dyn ChatModel>, context_window: usize) -> Self {
+        ChatSummarizer { model, context_window }
+    }
+
+    /// The prompt sent for `req` (public so previews can show it).
+    pub fn prompt(req: &SummaryRequest) -> Vec<Message> {
+        let mut system = String::from(
+            "You compress conversations into short factual notes. Keep every name, number, date, \
+             decision and open question. Write plain sentences, no preamble.",
+        );
+        if let Some(extra) = &req.instructions {
+            system.push(' ');
+            system.push_str(extra);
+        }
+        let user = match &req.previous_summary {
+            Some(prev) if !prev.trim().is_empty() => format!(
+                "Extend the existing summary with these new lines. Be concise (at most about {} words).\n\n\
+                 Existing summary:\n{prev}\n\nNew lines:\n{}",
+                req.max_tokens * 3 / 4,
+                req.text
+            ),
+            _ => format!(
+                "Summarize the key facts from this conversation (at most about {} words).\n\n{}",
+                req.max_tokens * 3 / 4,
+                req.text
+            ),
+        };
+        vec![Message::system(system), Message::user(user)]
+    }
+}
+
+#[async_trait]
+impl Summarizer for ChatSummarizer {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn context_window(&self) -> usize {
+        self.context_window
+    }
+
+    async fn summarize(&self, request: SummaryRequest) -> Result<String> {
+        let max = u32::try_from(request.max_tokens.max(16)).unwrap_or(u32::MAX);
+        let req = ChatRequest::new(Self::prompt(&request)).with_max_tokens(max).with_temperature(0.0);
+        let resp = self.model.chat(req).await?;
+        let text = resp.message.text().trim().to_owned();
+        if text.is_empty() {
+            return Err(Error::Provider {
+                provider: self.model.name().to_owned(),
+                status: None,
+                message: "the summarizer returned an empty summary".into(),
+                retry_after: None,
+            });
+        }
+        Ok(text)
+    }
+}
+
+
+#[async_trait]
+impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn model(&self) -> &str {
+        (**self).model()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        (**self).chat(request).await
+    }
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        (**self).chat_stream(request).await
+    }
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<usize> {
+        (**self).count_tokens(request).await
+    }
+}
+
+#[async_trait]
+impl<T: Embedder + ?Sized> Embedder for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn dimensions(&self) -> usize {
+        (**self).dimensions()
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts).await
+    }
+}
+
+#[async_trait]
+impl<T: Summarizer + ?Sized> Summarizer for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn context_window(&self) -> usize {
+        (**self).context_window()
+    }
+    async fn summarize(&self, request: SummaryRequest) -> Result<String> {
+        (**self).summarize(request).await
+    }
+}
+
+/// `dyn ChatModel`, for `Arc<DynChatModel>` signatures.
+pub type DynChatModel = dyn ChatModel;
+/// `dyn Embedder`.
+pub type DynEmbedder = dyn Embedder;
+/// `dyn Summarizer`.
+pub type DynSummarizer = dyn Summarizer;

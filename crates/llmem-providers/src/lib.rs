@@ -1,0 +1,1 @@
+//! llmem-providers: under construction; see ARCHITECTURE.md.

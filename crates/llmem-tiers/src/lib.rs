@@ -1,0 +1,1 @@
+//! llmem-tiers: under construction; see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! llmem-tokens: under construction; see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! llmem-window: under construction; see ARCHITECTURE.md.

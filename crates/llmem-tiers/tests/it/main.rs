@@ -1,1 +1,13 @@
-//! Integration tests of llmem-tiers.
+//! Integration tests of llmem-tiers: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod durability;
+mod hybrid;
+mod tiered;
+mod warm;
+
+#[cfg(feature = "lance")]
+mod cold;
+#[cfg(feature = "glacier")]
+mod glacier;

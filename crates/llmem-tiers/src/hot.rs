@@ -1,0 +1,114 @@
+//! The hot tier: the working set (what is in the model's context) with its embeddings in one
+//! contiguous matrix, scored against a query in a single pass.
+//!
+//! It is a [`WarmStore`] named `hot` with a small capacity, so it inherits the exact,
+//! auto-vectorised CPU scoring, filters and LRU demotion (to warm). A GPU path (ort's CUDA
+//! provider) is not implemented yet: scoring a working set of a few thousand rows on the CPU
+//! takes well under a millisecond.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use llmem_core::{
+    Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
+    StoreCapabilities, StoreStats,
+};
+
+use crate::tier::Tier;
+use crate::warm::{WarmConfig, WarmStore};
+
+/// The hot tier.
+#[derive(Debug)]
+pub struct HotStore {
+    inner: WarmStore,
+}
+
+impl HotStore {
+    /// A hot tier holding at most `max_items` records.
+    pub fn new(max_items: usize) -> Result<Self> {
+        Ok(HotStore {
+            inner: WarmStore::open(WarmConfig::default().named("hot").max_items(max_items))?,
+        })
+    }
+
+    /// Where records pushed out of the working set go (the warm tier).
+    pub fn set_demotion_sink(&self, sink: Arc<dyn MemoryStore>) {
+        self.inner.set_demotion_sink(sink);
+    }
+
+    /// Cosine similarity of `query` with every record of the working set in `scope`, best first.
+    pub fn score(&self, scope: &Scope, query: &[f32]) -> Result<Vec<(String, f32)>> {
+        self.inner.score_all(scope, query)
+    }
+
+    /// The ids that a `gc(query)` keeping the `keep` most relevant records would push out:
+    /// the least similar to `query` (records without an embedding go first).
+    pub async fn gc_candidates(
+        &self,
+        scope: &Scope,
+        query: &[f32],
+        keep: usize,
+    ) -> Result<Vec<String>> {
+        let scored = self.score(scope, query)?;
+        let kept: std::collections::HashSet<&str> = scored
+            .iter()
+            .take(keep)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let all = self.inner.query(scope, &Filter::All, None).await?;
+        Ok(all
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|id| !kept.contains(id.as_str()))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MemoryStore for HotStore {
+    fn name(&self) -> &str {
+        "hot"
+    }
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        self.inner.put(records).await
+    }
+    async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        self.inner.get(scope, ids).await
+    }
+    async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        self.inner.delete(scope, ids).await
+    }
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        self.inner.query(scope, filter, limit).await
+    }
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        self.inner.count(scope, filter).await
+    }
+    async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
+        self.inner.search(scope, request).await
+    }
+    async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+        self.inner.scan_all(filter, limit).await
+    }
+    async fn stats(&self) -> Result<StoreStats> {
+        self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl Tier for HotStore {
+    async fn snapshot(&self) -> Result<String> {
+        self.inner.snapshot().await
+    }
+    async fn restore(&self, id: &str) -> Result<()> {
+        self.inner.restore(id).await
+    }
+}

@@ -1,0 +1,220 @@
+//! Lexical search: a tokeniser with light stemming and a BM25 inverted index, plus reciprocal-rank
+//! fusion of lexical and vector rankings for hybrid search.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use crate::vector::TopK;
+
+/// BM25 term-frequency saturation.
+const K1: f32 = 1.2;
+/// BM25 length normalisation.
+const B: f32 = 0.75;
+
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "of", "on", "or", "so", "such", "that", "the", "their", "then", "there", "these", "they",
+    "this", "to", "was", "were", "will", "with", "i", "my", "me", "we", "our", "you", "your",
+];
+
+/// Lower-case alphanumeric words, stop words dropped, lightly stemmed (plural and -ing/-ed endings).
+pub fn tokenize(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .map(|w| stem(&w))
+        .collect()
+}
+
+/// A deliberately small suffix stripper (a subset of Porter step 1): enough to match
+/// `squirrels`/`squirrel` and `moved`/`moving` without a dictionary.
+pub fn stem(w: &str) -> String {
+    let n = w.chars().count();
+    if n <= 3 {
+        return w.to_owned();
+    }
+    for (suffix, replacement, min_stem) in [
+        ("sses", "ss", 2),
+        ("ies", "y", 2),
+        ("ing", "", 3),
+        ("ed", "", 3),
+        ("ss", "ss", 2),
+        ("s", "", 3),
+    ] {
+        if let Some(stem) = w.strip_suffix(suffix)
+            && stem.chars().count() >= min_stem
+        {
+            return format!("{stem}{replacement}");
+        }
+    }
+    w.to_owned()
+}
+
+/// A BM25 inverted index over documents keyed by `K`.
+#[derive(Debug, Clone)]
+pub struct TextIndex<K: Hash + Eq + Clone> {
+    postings: HashMap<String, HashMap<K, u32>>,
+    doc_len: HashMap<K, u32>,
+    doc_terms: HashMap<K, Vec<String>>,
+    total_len: u64,
+}
+
+impl<K: Hash + Eq + Clone> Default for TextIndex<K> {
+    fn default() -> Self {
+        TextIndex {
+            postings: HashMap::new(),
+            doc_len: HashMap::new(),
+            doc_terms: HashMap::new(),
+            total_len: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> TextIndex<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.doc_len.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.doc_len.is_empty()
+    }
+
+    /// Indexes `text` under `key`, replacing what was there.
+    pub fn insert(&mut self, key: K, text: &str) {
+        self.remove(&key);
+        let tokens = tokenize(text);
+        let mut tf: HashMap<String, u32> = HashMap::new();
+        for t in &tokens {
+            *tf.entry(t.clone()).or_default() += 1;
+        }
+        for (term, n) in &tf {
+            self.postings
+                .entry(term.clone())
+                .or_default()
+                .insert(key.clone(), *n);
+        }
+        self.total_len += tokens.len() as u64;
+        self.doc_len.insert(key.clone(), tokens.len() as u32);
+        self.doc_terms.insert(key, tf.into_keys().collect());
+    }
+
+    pub fn remove(&mut self, key: &K) {
+        let Some(terms) = self.doc_terms.remove(key) else {
+            return;
+        };
+        for t in terms {
+            if let Some(p) = self.postings.get_mut(&t) {
+                p.remove(key);
+                if p.is_empty() {
+                    self.postings.remove(&t);
+                }
+            }
+        }
+        if let Some(l) = self.doc_len.remove(key) {
+            self.total_len -= u64::from(l);
+        }
+    }
+
+    /// The best `k` documents for `query` among those `accept` lets through, best first.
+    pub fn search(&self, query: &str, k: usize, accept: impl Fn(&K) -> bool) -> Vec<(K, f32)> {
+        let n = self.doc_len.len() as f32;
+        if n == 0.0 {
+            return Vec::new();
+        }
+        let avg = (self.total_len as f32 / n).max(1.0);
+        let mut terms = tokenize(query);
+        terms.sort();
+        terms.dedup();
+        let mut scores: HashMap<&K, f32> = HashMap::new();
+        for term in &terms {
+            let Some(post) = self.postings.get(term) else {
+                continue;
+            };
+            let df = post.len() as f32;
+            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+            for (key, &tf) in post {
+                let dl = self.doc_len.get(key).copied().unwrap_or(0) as f32;
+                let tf = tf as f32;
+                *scores.entry(key).or_default() +=
+                    idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl / avg));
+            }
+        }
+        let mut top = TopK::new(k);
+        for (key, s) in scores {
+            if s > top.threshold() && accept(key) {
+                top.push(key.clone(), s);
+            }
+        }
+        top.into_sorted()
+    }
+}
+
+/// Reciprocal-rank fusion constant (Cormack et al. 2009).
+pub const RRF_K: f32 = 60.0;
+
+/// Fuses ranked lists (best first) by reciprocal rank: `Σ 1 / (RRF_K + rank)`; best first.
+pub fn rrf<K: Hash + Eq + Clone>(lists: &[Vec<K>], k: usize) -> Vec<(K, f32)> {
+    let mut fused: HashMap<K, f32> = HashMap::new();
+    let mut order: Vec<K> = Vec::new();
+    for list in lists {
+        for (rank, key) in list.iter().enumerate() {
+            let e = fused.entry(key.clone()).or_insert_with(|| {
+                order.push(key.clone());
+                0.0
+            });
+            *e += 1.0 / (RRF_K + rank as f32 + 1.0);
+        }
+    }
+    let mut top = TopK::new(k);
+    for key in order {
+        let s = fused.get(&key).copied().unwrap_or(0.0);
+        top.push(key, s);
+    }
+    top.into_sorted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_lowercase_stemmed_and_without_stop_words() {
+        assert_eq!(
+            tokenize("The Squirrels moved to Lisbon!"),
+            vec!["squirrel", "mov", "lisbon"]
+        );
+        assert_eq!(stem("moving"), "mov");
+        assert_eq!(stem("class"), "class");
+        assert_eq!(stem("ponies"), "pony");
+    }
+
+    #[test]
+    fn bm25_prefers_rare_terms_and_forgets_removed_docs() {
+        let mut ix = TextIndex::new();
+        ix.insert(1, "the cat sat on the mat");
+        ix.insert(2, "the dog sat on the log");
+        ix.insert(3, "cats and dogs and a zebra");
+        let hits = ix.search("zebra cat", 3, |_| true);
+        assert_eq!(hits[0].0, 3, "{hits:?}");
+        assert_eq!(hits.len(), 2);
+        let hits = ix.search("zebra cat", 3, |k| *k != 3);
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1]);
+        ix.remove(&3);
+        assert!(ix.search("zebra", 3, |_| true).is_empty());
+        ix.insert(1, "replaced text");
+        assert!(ix.search("mat", 3, |_| true).is_empty());
+        assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn rrf_rewards_agreement() {
+        let fused = rrf(&[vec!["a", "b", "c"], vec!["b", "d", "e"]], 4);
+        assert_eq!(fused[0].0, "b", "{fused:?}");
+        assert_eq!(fused.len(), 4);
+    }
+}

@@ -1,0 +1,784 @@
+//! The warm tier: records in RAM with exact vector search, BM25 text search, metadata filters,
+//! capacity limits with LRU demotion to the next tier, and an optional write-ahead log.
+//!
+//! Embeddings live in one contiguous row-major matrix (row = slot) next to the inverse of each
+//! row's norm, so a search is one pass of auto-vectorised dot products over memory in order;
+//! the filter is evaluated only for rows whose score would enter the current top k.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use llmem_core::{
+    Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
+    StoreCapabilities, StoreStats, Timestamp, new_id,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::text::{TextIndex, rrf};
+use crate::tier::Tier;
+use crate::vector::{TopK, dot, norm};
+use crate::wal::{Wal, WalOp};
+
+/// How many candidates each ranking contributes to a hybrid (vector + text) fusion, at least.
+pub const HYBRID_CANDIDATES: usize = 50;
+
+/// Settings of a [`WarmStore`].
+#[derive(Debug, Clone)]
+pub struct WarmConfig {
+    /// The store's name (`warm`, or `hot` for the hot tier).
+    pub name: String,
+    /// At most this many records; past it the least recently used go to the demotion sink.
+    pub max_items: Option<usize>,
+    /// At most this many bytes (by [`MemoryRecord::approx_bytes`]).
+    pub max_bytes: Option<u64>,
+    /// A directory for the write-ahead log and snapshots; `None` keeps everything in RAM only.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            name: "warm".into(),
+            max_items: None,
+            max_bytes: None,
+            dir: None,
+        }
+    }
+}
+
+impl WarmConfig {
+    #[must_use]
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    #[must_use]
+    pub fn max_items(mut self, n: usize) -> Self {
+        self.max_items = Some(n);
+        self
+    }
+    #[must_use]
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+    #[must_use]
+    pub fn persist_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The record without its embedding (that lives in the matrix).
+    rec: MemoryRecord,
+    has_vec: bool,
+    inv_norm: f32,
+    tick: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    by_id: HashMap<String, u32>,
+    dim: usize,
+    matrix: Vec<f32>,
+    text: TextIndex<u32>,
+    lru: BTreeMap<u64, u32>,
+    tick: u64,
+    bytes: u64,
+    snapshots: HashMap<String, Vec<MemoryRecord>>,
+}
+
+impl Inner {
+    fn live(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn check_dims(&self, records: &[MemoryRecord]) -> Result<()> {
+        let mut dim = self.dim;
+        for r in records {
+            if r.tenant.is_empty() {
+                return Err(Error::invalid(format!("record `{}` has no tenant", r.id)));
+            }
+            if let Some(e) = &r.embedding {
+                if dim == 0 {
+                    dim = e.len();
+                }
+                if e.len() != dim || e.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "record `{}` has a {}-dimensional embedding but this store holds {dim}-dimensional ones",
+                        r.id,
+                        e.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, mut rec: MemoryRecord) {
+        if let Some(old) = self.by_id.get(&rec.id).copied() {
+            self.remove_slot(old);
+        }
+        let bytes = rec.approx_bytes() as u64;
+        let emb = rec.embedding.take();
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.matrix.resize(self.slots.len() * self.dim, 0.0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (has_vec, inv_norm) = match emb {
+            Some(e) => {
+                if self.dim == 0 {
+                    self.dim = e.len();
+                    self.matrix.resize(self.slots.len() * self.dim, 0.0);
+                }
+                let at = slot as usize * self.dim;
+                self.matrix[at..at + self.dim].copy_from_slice(&e);
+                let n = norm(&e);
+                (true, if n > 0.0 { 1.0 / n } else { 0.0 })
+            }
+            None => (false, 0.0),
+        };
+        self.tick += 1;
+        self.lru.insert(self.tick, slot);
+        self.text.insert(slot, &rec.text);
+        self.by_id.insert(rec.id.clone(), slot);
+        self.bytes += bytes;
+        self.slots[slot as usize] = Some(Slot {
+            rec,
+            has_vec,
+            inv_norm,
+            tick: self.tick,
+            bytes,
+        });
+    }
+
+    fn remove_slot(&mut self, slot: u32) -> Option<MemoryRecord> {
+        let s = self.slots.get_mut(slot as usize)?.take()?;
+        let rec = self.full(slot, &s);
+        self.by_id.remove(&s.rec.id);
+        self.lru.remove(&s.tick);
+        self.text.remove(&slot);
+        self.bytes -= s.bytes;
+        self.free.push(slot);
+        Some(rec)
+    }
+
+    /// The record with its embedding put back.
+    fn full(&self, slot: u32, s: &Slot) -> MemoryRecord {
+        let mut r = s.rec.clone();
+        if s.has_vec {
+            let at = slot as usize * self.dim;
+            r.embedding = Some(self.matrix[at..at + self.dim].to_vec());
+        }
+        r
+    }
+
+    fn get_full(&self, slot: u32) -> Option<MemoryRecord> {
+        let s = self.slots.get(slot as usize)?.as_ref()?;
+        Some(self.full(slot, s))
+    }
+
+    fn touch(&mut self, slot: u32) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
+            self.lru.remove(&s.tick);
+            s.tick = tick;
+            s.rec.access_count += 1;
+            s.rec.accessed_at = Timestamp::now();
+            self.lru.insert(tick, slot);
+        }
+    }
+
+    fn over(&self, max_items: Option<usize>, max_bytes: Option<u64>) -> bool {
+        max_items.is_some_and(|m| self.live() > m) || max_bytes.is_some_and(|m| self.bytes > m)
+    }
+
+    /// Least recently used first, until the store fits again: `(slot, tick)` of each victim.
+    fn victims(&self, max_items: Option<usize>, max_bytes: Option<u64>) -> Vec<(u32, u64)> {
+        let (mut items, mut bytes) = (self.live(), self.bytes);
+        let mut out = Vec::new();
+        for (&tick, &slot) in &self.lru {
+            if !(max_items.is_some_and(|m| items > m) || max_bytes.is_some_and(|m| bytes > m)) {
+                break;
+            }
+            if let Some(Some(s)) = self.slots.get(slot as usize) {
+                items -= 1;
+                bytes -= s.bytes;
+                out.push((slot, tick));
+            }
+        }
+        out
+    }
+
+    fn visible(
+        &self,
+        slot: u32,
+        scope: Option<&Scope>,
+        filter: &Filter,
+        include_superseded: bool,
+    ) -> bool {
+        match self.slots.get(slot as usize) {
+            Some(Some(s)) => {
+                scope.is_none_or(|sc| s.rec.in_scope(sc))
+                    && (include_superseded || !s.rec.is_superseded())
+                    && filter.matches(&s.rec)
+            }
+            _ => false,
+        }
+    }
+
+    fn vector_search(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        q: &[f32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        if self.dim == 0 {
+            return Ok(Vec::new());
+        }
+        if q.len() != self.dim {
+            return Err(Error::invalid(format!(
+                "the query vector has {} dimensions but this store holds {}-dimensional embeddings",
+                q.len(),
+                self.dim
+            )));
+        }
+        let qn = norm(q);
+        let qinv = if qn > 0.0 { 1.0 / qn } else { 0.0 };
+        let mut top = TopK::new(k);
+        for (i, row) in self.matrix.chunks_exact(self.dim).enumerate() {
+            let Some(Some(s)) = self.slots.get(i) else {
+                continue;
+            };
+            if !s.has_vec {
+                continue;
+            }
+            let score = dot(q, row) * s.inv_norm * qinv;
+            if score > top.threshold()
+                && self.visible(i as u32, Some(scope), &req.filter, req.include_superseded)
+            {
+                top.push(i as u32, score);
+            }
+        }
+        Ok(top.into_sorted())
+    }
+
+    fn text_search(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        q: &str,
+        k: usize,
+    ) -> Vec<(u32, f32)> {
+        self.text.search(q, k, |slot| {
+            self.visible(*slot, Some(scope), &req.filter, req.include_superseded)
+        })
+    }
+
+    fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<(u32, f32)>> {
+        match (&req.vector, &req.text) {
+            (Some(v), None) => self.vector_search(scope, req, v, req.k),
+            (None, Some(t)) => Ok(self.text_search(scope, req, t, req.k)),
+            (Some(v), Some(t)) => {
+                let n = (req.k * 4).max(HYBRID_CANDIDATES);
+                let by_vec: Vec<u32> = self
+                    .vector_search(scope, req, v, n)?
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect();
+                let by_text: Vec<u32> = self
+                    .text_search(scope, req, t, n)
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect();
+                Ok(rrf(&[by_vec, by_text], req.k))
+            }
+            (None, None) => Err(Error::invalid(
+                "a search needs a query vector, a query text, or both",
+            )),
+        }
+    }
+
+    fn all_records(&self) -> Vec<MemoryRecord> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some(self.full(i as u32, s.as_ref()?)))
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        let snapshots = std::mem::take(&mut self.snapshots);
+        *self = Inner {
+            snapshots,
+            ..Inner::default()
+        };
+    }
+}
+
+/// The in-process warm tier (and, named `hot`, the hot tier's store).
+#[derive(Debug)]
+pub struct WarmStore {
+    cfg: WarmConfig,
+    inner: Mutex<Inner>,
+    wal: Mutex<Option<Wal>>,
+    sink: RwLock<Option<Arc<dyn MemoryStore>>>,
+}
+
+impl WarmStore {
+    /// An empty store kept in RAM only.
+    pub fn in_memory() -> Self {
+        WarmStore {
+            cfg: WarmConfig::default(),
+            inner: Mutex::new(Inner::default()),
+            wal: Mutex::new(None),
+            sink: RwLock::new(None),
+        }
+    }
+
+    /// Opens a store; with `cfg.dir` set, replays the write-ahead log found there.
+    pub fn open(cfg: WarmConfig) -> Result<Self> {
+        let mut inner = Inner::default();
+        let wal = match &cfg.dir {
+            None => None,
+            Some(dir) => {
+                let (mut wal, ops) = Wal::open(&dir.join(format!("{}.wal", cfg.name)))?;
+                for op in ops {
+                    match op {
+                        WalOp::Put { records } => {
+                            for r in records {
+                                inner.insert(r);
+                            }
+                        }
+                        WalOp::Delete { ids } => {
+                            for id in ids {
+                                if let Some(s) = inner.by_id.get(&id).copied() {
+                                    inner.remove_slot(s);
+                                }
+                            }
+                        }
+                        WalOp::Clear => inner.clear(),
+                    }
+                }
+                let all = inner.all_records();
+                wal.compact(all.iter())?;
+                Some(wal)
+            }
+        };
+        Ok(WarmStore {
+            cfg,
+            inner: Mutex::new(inner),
+            wal: Mutex::new(wal),
+            sink: RwLock::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &WarmConfig {
+        &self.cfg
+    }
+
+    /// Where records evicted by the capacity limits go (the next tier). Without a sink, a put
+    /// that would exceed the capacity fails instead of dropping anything.
+    pub fn set_demotion_sink(&self, sink: Arc<dyn MemoryStore>) {
+        *self.sink.write() = Some(sink);
+    }
+
+    /// The dimension of the stored embeddings (0 before the first one).
+    pub fn dimensions(&self) -> usize {
+        self.inner.lock().dim
+    }
+
+    /// Cosine similarity of `query` with every embedded record in `scope`, best first: the
+    /// scoring of a working set (`gc(query)`).
+    pub fn score_all(&self, scope: &Scope, query: &[f32]) -> Result<Vec<(String, f32)>> {
+        let inner = self.inner.lock();
+        let req = SearchRequest {
+            include_superseded: true,
+            ..SearchRequest::vector(query.to_vec(), inner.live())
+        };
+        let hits = inner.vector_search(scope, &req, query, inner.live())?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(slot, s)| {
+                Some((inner.slots.get(slot as usize)?.as_ref()?.rec.id.clone(), s))
+            })
+            .collect())
+    }
+
+    fn maybe_compact(&self) -> Result<()> {
+        let mut wal = self.wal.lock();
+        if let Some(w) = wal.as_mut() {
+            let inner = self.inner.lock();
+            if w.appended > 10_000.max(inner.live() * 2) {
+                let all = inner.all_records();
+                w.compact(all.iter())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_path(&self, id: &str) -> Option<PathBuf> {
+        self.cfg.dir.as_ref().map(|d| {
+            d.join("snapshots")
+                .join(format!("{}-{id}.jsonl", self.cfg.name))
+        })
+    }
+
+    /// Moves over-capacity records, least recently used first, to the sink.
+    async fn evict(&self) -> Result<()> {
+        let (victims, records) = {
+            let inner = self.inner.lock();
+            if !inner.over(self.cfg.max_items, self.cfg.max_bytes) {
+                return Ok(());
+            }
+            let v = inner.victims(self.cfg.max_items, self.cfg.max_bytes);
+            let recs: Vec<MemoryRecord> = v
+                .iter()
+                .filter_map(|(slot, _)| inner.get_full(*slot))
+                .collect();
+            (v, recs)
+        };
+        let sink = self.sink.read().clone();
+        let Some(sink) = sink else {
+            return Err(Error::storage(
+                &self.cfg.name,
+                "over capacity with no demotion sink",
+            ));
+        };
+        tracing::debug!(tier = %self.cfg.name, n = records.len(), to = sink.name(), "demoting least recently used");
+        sink.put(records).await?;
+        let mut wal = self.wal.lock();
+        let mut inner = self.inner.lock();
+        let mut gone = Vec::new();
+        for (slot, tick) in victims {
+            // Skip a record touched or replaced meanwhile; it stays (both copies exist, nothing is lost).
+            if inner
+                .slots
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.tick == tick)
+                && let Some(r) = inner.remove_slot(slot)
+            {
+                gone.push(r.id);
+            }
+        }
+        drop(inner);
+        match wal.as_mut() {
+            Some(w) if !gone.is_empty() => w.append(&WalOp::Delete { ids: gone }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl MemoryStore for WarmStore {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            vector_search: true,
+            text_search: true,
+            persistent: self.cfg.dir.is_some(),
+            snapshots: true,
+        }
+    }
+
+    async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut wal = self.wal.lock();
+            let mut inner = self.inner.lock();
+            inner.check_dims(&records)?;
+            if self.sink.read().is_none() {
+                let new_items = records
+                    .iter()
+                    .filter(|r| !inner.by_id.contains_key(&r.id))
+                    .count();
+                let new_bytes: u64 = records.iter().map(|r| r.approx_bytes() as u64).sum();
+                if self
+                    .cfg
+                    .max_items
+                    .is_some_and(|m| inner.live() + new_items > m)
+                    || self
+                        .cfg
+                        .max_bytes
+                        .is_some_and(|m| inner.bytes + new_bytes > m)
+                {
+                    return Err(Error::storage(
+                        &self.cfg.name,
+                        format!(
+                            "full ({} items, {} bytes; limits {:?} items, {:?} bytes) and no demotion sink is set",
+                            inner.live(),
+                            inner.bytes,
+                            self.cfg.max_items,
+                            self.cfg.max_bytes
+                        ),
+                    ));
+                }
+            }
+            if let Some(w) = wal.as_mut() {
+                w.append(&WalOp::Put {
+                    records: records.clone(),
+                })?;
+            }
+            for r in records {
+                inner.insert(r);
+            }
+        }
+        self.evict().await?;
+        self.maybe_compact()
+    }
+
+    async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        let mut inner = self.inner.lock();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(slot) = inner.by_id.get(id).copied() else {
+                continue;
+            };
+            if inner.visible(slot, Some(scope), &Filter::All, true) {
+                inner.touch(slot);
+                out.extend(inner.get_full(slot));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        let mut wal = self.wal.lock();
+        let mut inner = self.inner.lock();
+        let mine: Vec<(String, u32)> = ids
+            .iter()
+            .filter_map(|id| {
+                let slot = inner.by_id.get(id).copied()?;
+                inner
+                    .visible(slot, Some(scope), &Filter::All, true)
+                    .then(|| (id.clone(), slot))
+            })
+            .collect();
+        if mine.is_empty() {
+            return Ok(0);
+        }
+        if let Some(w) = wal.as_mut() {
+            w.append(&WalOp::Delete {
+                ids: mine.iter().map(|m| m.0.clone()).collect(),
+            })?;
+        }
+        for (_, slot) in &mine {
+            inner.remove_slot(*slot);
+        }
+        Ok(mine.len())
+    }
+
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        Ok(select(&self.inner.lock(), Some(scope), filter, limit))
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        let inner = self.inner.lock();
+        Ok((0..inner.slots.len() as u32)
+            .filter(|s| inner.visible(*s, Some(scope), filter, true))
+            .count())
+    }
+
+    async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
+        let inner = self.inner.lock();
+        let hits = inner.search(scope, request)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(slot, score)| {
+                Some(ScoredRecord {
+                    record: inner.get_full(slot)?,
+                    score,
+                })
+            })
+            .collect())
+    }
+
+    async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+        Ok(select(&self.inner.lock(), None, filter, limit))
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let inner = self.inner.lock();
+        Ok(StoreStats {
+            items: inner.live() as u64,
+            bytes: inner.bytes,
+            capacity_bytes: self.cfg.max_bytes,
+        })
+    }
+}
+
+fn select(
+    inner: &Inner,
+    scope: Option<&Scope>,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> Vec<MemoryRecord> {
+    let mut hits: Vec<(Timestamp, &str, u32)> = inner
+        .slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let s = s.as_ref()?;
+            inner.visible(i as u32, scope, filter, true).then_some((
+                s.rec.created_at,
+                s.rec.id.as_str(),
+                i as u32,
+            ))
+        })
+        .collect();
+    hits.sort_unstable();
+    hits.into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .filter_map(|(_, _, slot)| inner.get_full(slot))
+        .collect()
+}
+
+#[async_trait]
+impl Tier for WarmStore {
+    async fn snapshot(&self) -> Result<String> {
+        let id = new_id();
+        let all = self.inner.lock().all_records();
+        match self.snapshot_path(&id) {
+            Some(path) => write_jsonl(&path, &all)?,
+            None => {
+                self.inner.lock().snapshots.insert(id.clone(), all);
+            }
+        }
+        Ok(id)
+    }
+
+    async fn restore(&self, id: &str) -> Result<()> {
+        let records = match self.snapshot_path(id) {
+            Some(path) if path.exists() => read_jsonl(&path)?,
+            _ => self
+                .inner
+                .lock()
+                .snapshots
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("snapshot `{id}` of tier {}", self.cfg.name),
+                })?,
+        };
+        let mut wal = self.wal.lock();
+        let mut inner = self.inner.lock();
+        inner.clear();
+        for r in records {
+            inner.insert(r);
+        }
+        if let Some(w) = wal.as_mut() {
+            let all = inner.all_records();
+            w.compact(all.iter())?;
+        }
+        Ok(())
+    }
+}
+
+fn write_jsonl(path: &Path, records: &[MemoryRecord]) -> Result<()> {
+    use std::io::Write;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    }
+    let mut buf = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut buf, r).map_err(|e| Error::serde("snapshot record", e))?;
+        buf.push(b'\n');
+    }
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    f.write_all(&buf)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<MemoryRecord>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::serde(format!("snapshot {}", path.display()), e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(t: &str, i: usize, dim: usize) -> MemoryRecord {
+        let mut e = vec![0.0; dim];
+        e[i % dim] = 1.0;
+        MemoryRecord::new(t, format!("record number {i}"))
+            .with_id(format!("r{i}"))
+            .with_embedding(e)
+    }
+
+    #[tokio::test]
+    async fn lru_evicts_to_the_sink_and_never_drops() {
+        let sink = Arc::new(WarmStore::open(WarmConfig::default().named("sink")).unwrap());
+        let warm = WarmStore::open(WarmConfig::default().max_items(3)).unwrap();
+        let err = warm
+            .put((0..4).map(|i| rec("u", i, 4)).collect())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no demotion sink"), "{err}");
+        warm.set_demotion_sink(sink.clone());
+        warm.put((0..3).map(|i| rec("u", i, 4)).collect())
+            .await
+            .unwrap();
+        let s = Scope::tenant("u");
+        // Touch r0 so that r1 is the least recently used.
+        assert_eq!(warm.get(&s, &["r0".into()]).await.unwrap().len(), 1);
+        warm.put(vec![rec("u", 3, 4)]).await.unwrap();
+        assert_eq!(warm.count(&s, &Filter::All).await.unwrap(), 3);
+        let demoted = sink.get(&s, &["r1".into()]).await.unwrap();
+        assert_eq!(demoted.len(), 1, "r1 went to the sink");
+        assert_eq!(
+            demoted[0].embedding.as_deref(),
+            Some(&[0.0, 1.0, 0.0, 0.0][..]),
+            "with its embedding"
+        );
+        assert!(warm.get(&s, &["r1".into()]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_dimensions_are_refused_with_a_message() {
+        let warm = WarmStore::in_memory();
+        warm.put(vec![rec("u", 0, 4)]).await.unwrap();
+        let err = warm.put(vec![rec("u", 1, 5)]).await.unwrap_err();
+        assert!(err.to_string().contains("5-dimensional"), "{err}");
+        let err = warm
+            .search(&Scope::tenant("u"), &SearchRequest::vector(vec![1.0; 3], 1))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("3 dimensions"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! The cold tier on a real Lance dataset.

@@ -1,0 +1,2 @@
+//! Embedding benchmark (being written).
+fn main() {}

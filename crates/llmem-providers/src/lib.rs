@@ -33,6 +33,9 @@ pub mod llamacpp;
 #[cfg(feature = "http")]
 pub mod openai;
 
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
 pub use registry::{
     chat_registry, embedder_registry, register_builtin_chat_models, register_builtin_embedders,
 };

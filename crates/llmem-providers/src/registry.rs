@@ -149,6 +149,7 @@ pub fn register_builtin_embedders(r: &mut Registry<dyn Embedder>) {
             ))
         }),
     );
+    #[cfg(not(feature = "onnx"))]
     r.register_disabled("onnx-embedder", "onnx");
 }
 

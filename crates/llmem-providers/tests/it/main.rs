@@ -17,3 +17,6 @@ mod llamacpp;
 mod openai;
 #[cfg(feature = "http")]
 mod registry;
+
+#[cfg(feature = "onnx")]
+mod onnx_embedder;

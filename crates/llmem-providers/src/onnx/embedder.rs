@@ -1,0 +1,345 @@
+//! Sentence embeddings from a BERT-style ONNX model (MiniLM-L6-v2 by default): tokenise, run,
+//! mean-pool with the attention mask, L2-normalise.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use llmem_core::{Embedder, Error, Result};
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer};
+
+use super::{environment, ort_error, session};
+use crate::assets;
+
+/// The default model directory under the llmem cache.
+pub const DEFAULT_MODEL_DIR: &str = "models/all-minilm-l6-v2";
+
+/// Configuration of [`OnnxEmbedder`] (TOML keys of `kind = "onnx-embedder"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxEmbedderConfig {
+    /// `model.onnx`; default `<cache>/models/all-minilm-l6-v2/model.onnx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<PathBuf>,
+    /// `tokenizer.json`; default next to the default model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_path: Option<PathBuf>,
+    /// The ONNX Runtime library; default `$ORT_DYLIB_PATH` or the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_path: Option<PathBuf>,
+    /// Texts per model run (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Intra-op threads (default: ONNX Runtime's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Longest input in tokens; longer texts are truncated (default: the tokenizer's setting, else 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+}
+
+/// Builds an [`OnnxEmbedder`].
+#[derive(Debug, Clone, Default)]
+pub struct OnnxEmbedderBuilder {
+    config: OnnxEmbedderConfig,
+}
+
+impl OnnxEmbedderBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Paths from `$LLMEM_CACHE_DIR` (the default), threads from `$LLMEM_ONNX_THREADS`.
+    pub fn from_env() -> Self {
+        let mut b = Self::new();
+        b.config.threads = std::env::var("LLMEM_ONNX_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok());
+        b
+    }
+
+    pub fn from_config(config: OnnxEmbedderConfig) -> Self {
+        OnnxEmbedderBuilder { config }
+    }
+
+    pub fn from_table(table: &toml::Table) -> Result<Self> {
+        let mut t = table.clone();
+        t.remove("kind");
+        let config = t
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config("onnx-embedder", e.message().to_owned()))?;
+        Ok(Self::from_config(config))
+    }
+
+    #[must_use]
+    pub fn with_model_path(mut self, p: impl Into<PathBuf>) -> Self {
+        self.config.model_path = Some(p.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_tokenizer_path(mut self, p: impl Into<PathBuf>) -> Self {
+        self.config.tokenizer_path = Some(p.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_library_path(mut self, p: impl Into<PathBuf>) -> Self {
+        self.config.library_path = Some(p.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = Some(n.max(1));
+        self
+    }
+
+    #[must_use]
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.config.threads = Some(n);
+        self
+    }
+
+    #[must_use]
+    pub fn with_max_length(mut self, n: usize) -> Self {
+        self.config.max_length = Some(n);
+        self
+    }
+
+    /// Loads the runtime, the tokenizer and the model; errors name `cargo xtask setup` when an
+    /// asset is missing.
+    pub fn build(self) -> Result<OnnxEmbedder> {
+        let c = self.config;
+        let model = assets::resolve(
+            "the embedding model",
+            c.model_path.as_deref(),
+            &format!("{DEFAULT_MODEL_DIR}/model.onnx"),
+        )?;
+        let tok_default = match &c.model_path {
+            Some(m) => m.with_file_name("tokenizer.json"),
+            None => assets::cache_dir()
+                .join(DEFAULT_MODEL_DIR)
+                .join("tokenizer.json"),
+        };
+        let tok_path = assets::resolve(
+            "the tokenizer",
+            Some(c.tokenizer_path.as_deref().unwrap_or(&tok_default)),
+            "",
+        )?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Other {
+            context: format!("reading {}", tok_path.display()),
+            source: e,
+        })?;
+        // The shipped tokenizer pads every input to 128; pad to the batch's longest instead.
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        let max_length = c
+            .max_length
+            .or_else(|| tokenizer.get_truncation().map(|t| t.max_length))
+            .unwrap_or(256);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Other {
+                context: "configuring truncation".into(),
+                source: e,
+            })?;
+        let env = environment(c.library_path.as_deref())?;
+        let session = session(&env, &model, c.threads.unwrap_or(0))?;
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
+        for needed in ["input_ids", "attention_mask"] {
+            if !inputs.iter().any(|i| i == needed) {
+                return Err(Error::invalid(format!(
+                    "{} has no `{needed}` input (inputs: {inputs:?})",
+                    model.display()
+                )));
+            }
+        }
+        let output = session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_owned())
+            .unwrap_or_default();
+        let mut e = OnnxEmbedder {
+            inner: Arc::new(Inner {
+                session: Mutex::new(session),
+                tokenizer,
+                token_type_ids: inputs.iter().any(|i| i == "token_type_ids"),
+                output,
+            }),
+            dimensions: 0,
+            batch_size: c.batch_size.unwrap_or(32).max(1),
+            name: format!(
+                "onnx:{}",
+                model
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+        };
+        e.dimensions = e
+            .inner
+            .run(&["dimension probe".to_owned()])?
+            .first()
+            .map(Vec::len)
+            .unwrap_or(0);
+        tracing::info!(model = %model.display(), dimensions = e.dimensions, "ONNX embedder loaded");
+        Ok(e)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    token_type_ids: bool,
+    output: String,
+}
+
+impl Inner {
+    /// One model run over `texts`.
+    fn run(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
+            .map_err(|e| Error::Other {
+                context: "tokenising".into(),
+                source: e,
+            })?;
+        let (b, len) = (
+            enc.len(),
+            enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0),
+        );
+        let mut ids = Vec::with_capacity(b * len);
+        let mut mask = Vec::with_capacity(b * len);
+        let mut types = Vec::with_capacity(b * len);
+        for e in &enc {
+            ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+            types.extend(e.get_type_ids().iter().map(|&x| i64::from(x)));
+        }
+        let shape = [b, len];
+        let t = |v: Vec<i64>| {
+            Tensor::from_array((shape, v)).map_err(|e| ort_error("building an input tensor", e))
+        };
+        let mut inputs = ort::inputs!["input_ids" => t(ids)?, "attention_mask" => t(mask.clone())?];
+        if self.token_type_ids {
+            inputs.push(("token_type_ids".into(), t(types)?.into()));
+        }
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| Error::invalid("the ONNX session lock was poisoned"))?;
+        let outputs = session
+            .run(inputs)
+            .map_err(|e| ort_error("running the embedding model", e))?;
+        let value = outputs
+            .get(&self.output)
+            .ok_or_else(|| Error::invalid(format!("the model has no output `{}`", self.output)))?;
+        let (oshape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| ort_error("reading the model output", e))?;
+        let dims: Vec<usize> = oshape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
+        let mut out = Vec::with_capacity(b);
+        match dims.as_slice() {
+            // Token states: mean over the tokens the mask keeps.
+            [ob, ol, h] if *ob == b && *ol == len => {
+                for i in 0..b {
+                    let mut v = vec![0.0f32; *h];
+                    let mut n = 0.0f32;
+                    for j in 0..len {
+                        if mask[i * len + j] == 0 {
+                            continue;
+                        }
+                        n += 1.0;
+                        let row = &data[(i * len + j) * h..(i * len + j + 1) * h];
+                        v.iter_mut().zip(row).for_each(|(a, x)| *a += x);
+                    }
+                    v.iter_mut().for_each(|a| *a /= n.max(1e-9));
+                    crate::l2_normalize(&mut v);
+                    out.push(v);
+                }
+            }
+            // Already pooled.
+            [ob, h] if *ob == b => {
+                for i in 0..b {
+                    let mut v = data[i * h..(i + 1) * h].to_vec();
+                    crate::l2_normalize(&mut v);
+                    out.push(v);
+                }
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unexpected output shape {other:?} for {b} texts of {len} tokens"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A local sentence embedder on ONNX Runtime. Runs on a blocking thread; one model run at a
+/// time per embedder (clone it to share; build several to run in parallel).
+#[derive(Debug, Clone)]
+pub struct OnnxEmbedder {
+    inner: Arc<Inner>,
+    dimensions: usize,
+    batch_size: usize,
+    name: String,
+}
+
+impl OnnxEmbedder {
+    pub fn builder() -> OnnxEmbedderBuilder {
+        OnnxEmbedderBuilder::new()
+    }
+
+    /// Embeds synchronously (for benchmarks and non-async callers).
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.batch_size) {
+            out.extend(self.inner.run(chunk)?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Embedder for OnnxEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || this.embed_blocking(&texts))
+            .await
+            .map_err(|e| Error::Other {
+                context: "the embedding task failed".into(),
+                source: Box::new(e),
+            })?
+    }
+}

@@ -1,0 +1,5 @@
+//! stub
+#[derive(Debug)]
+pub struct OnnxLmSummarizer;
+#[derive(Debug)]
+pub struct OnnxLmSummarizerBuilder;

@@ -1,0 +1,134 @@
+//! The local MiniLM embedder on ONNX Runtime: conformance, and cosine similarities within 0.01
+//! of Python onnxruntime on the same model and tokenizer.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use llmem_core::Embedder;
+use llmem_core::test_kit::embedder_conformance;
+use llmem_providers::assets;
+use llmem_providers::onnx::{OnnxEmbedder, OnnxEmbedderBuilder};
+
+pub fn embedder() -> OnnxEmbedder {
+    OnnxEmbedderBuilder::from_env()
+        .with_threads(2)
+        .with_batch_size(8)
+        .build()
+        .unwrap_or_else(|e| panic!("the ONNX embedder could not load: {e}\nRun `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`."))
+}
+
+pub fn python() -> PathBuf {
+    std::env::var_os("LLMEM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| assets::cache_dir().join("venv/bin/python"))
+}
+
+const PAIRS: [(&str, &str); 5] = [
+    ("The cat sat on the mat.", "A cat was sitting on a rug."),
+    (
+        "The cat sat on the mat.",
+        "Quarterly revenue grew by twelve percent.",
+    ),
+    (
+        "How do I reset my password?",
+        "I forgot my login credentials and need to change them.",
+    ),
+    (
+        "We moved to Lisbon in March 2023.",
+        "In spring 2023 our family relocated to Portugal's capital.",
+    ),
+    (
+        "Rust guarantees memory safety without a garbage collector.",
+        "Bananas are rich in potassium.",
+    ),
+];
+
+const REFERENCE: &str = r#"
+import json, sys
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+model_dir, pairs = sys.argv[1], json.loads(sys.argv[2])
+tok = Tokenizer.from_file(model_dir + "/tokenizer.json")
+tok.no_padding()
+sess = ort.InferenceSession(model_dir + "/model.onnx", providers=["CPUExecutionProvider"])
+names = [i.name for i in sess.get_inputs()]
+def embed(text):
+    e = tok.encode(text)
+    feed = {"input_ids": np.array([e.ids], dtype=np.int64), "attention_mask": np.array([e.attention_mask], dtype=np.int64)}
+    if "token_type_ids" in names:
+        feed["token_type_ids"] = np.array([e.type_ids], dtype=np.int64)
+    h = sess.run(None, feed)[0][0]
+    m = np.array(e.attention_mask, dtype=np.float32)[:, None]
+    v = (h * m).sum(0) / m.sum()
+    return v / np.linalg.norm(v)
+print(json.dumps([float(embed(a) @ embed(b)) for a, b in pairs]))
+"#;
+
+#[tokio::test]
+async fn minilm_passes_embedder_conformance() {
+    let e = embedder();
+    assert_eq!(e.dimensions(), 384);
+    embedder_conformance(&e).await;
+    // More texts than one batch: batching keeps order and values.
+    let texts: Vec<String> = (0..19)
+        .map(|i| format!("sentence number {i} about memory"))
+        .collect();
+    let all = e.embed(&texts).await.unwrap();
+    let one = e.embed(&texts[13..14]).await.unwrap();
+    let diff = all[13]
+        .iter()
+        .zip(&one[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-4, "batching changes nothing ({diff})");
+}
+
+#[tokio::test]
+async fn cosines_match_python_onnxruntime() {
+    let e = embedder();
+    let model_dir = assets::cache_dir().join("models/all-minilm-l6-v2");
+    let pairs: Vec<[&str; 2]> = PAIRS.iter().map(|(a, b)| [*a, *b]).collect();
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(REFERENCE)
+        .arg(&model_dir)
+        .arg(serde_json::to_string(&pairs).unwrap())
+        .output()
+        .unwrap_or_else(|err| panic!("could not run the Python reference ({err}); run `cargo xtask setup` and `eval \"$(cargo xtask env)\"`"));
+    assert!(
+        out.status.success(),
+        "Python reference failed (run `cargo xtask setup`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    let texts: Vec<String> = PAIRS
+        .iter()
+        .flat_map(|(a, b)| [a.to_string(), b.to_string()])
+        .collect();
+    let vs = e.embed(&texts).await.unwrap();
+    for (i, w) in want.iter().enumerate() {
+        let got: f32 = vs[2 * i]
+            .iter()
+            .zip(&vs[2 * i + 1])
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!(
+            (got - w).abs() < 0.01,
+            "pair {i} {:?}: rust {got} vs python {w}",
+            PAIRS[i]
+        );
+    }
+    assert!(
+        want[0] > want[1] && want[2] > want[4],
+        "the reference itself is sensible: {want:?}"
+    );
+}
+
+#[test]
+fn a_missing_model_names_the_setup_command() {
+    let err = OnnxEmbedderBuilder::new()
+        .with_model_path("/nonexistent/model.onnx")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("cargo xtask setup"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! Layers: wrappers that take an `Arc<dyn ChatModel>` (or `Arc<dyn Embedder>`) and implement the
 //! same trait, like tower's `Layer` or opendal's layers. Stack them in any order:
 //!
-//! ```ignore
+//! ```text
 //! let model: Arc<dyn ChatModel> = Arc::new(OpenAi::builder().build()?);
 //! let model = Arc::new(RateLimit::new(model, 5.0));           // at most 5 requests/s
 //! let model = Arc::new(Timeout::new(model, Duration::from_secs(60)));

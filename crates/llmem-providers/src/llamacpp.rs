@@ -1,7 +1,7 @@
 //! Runs llama.cpp's OpenAI-compatible HTTP server (from the `xllamacpp` Python package) as a
 //! child process on 127.0.0.1, for a local chat model and summariser without any network.
 //!
-//! ```ignore
+//! ```text
 //! let server = LlamaCppServer::builder().start().await?;     // SmolLM2 from the llmem cache
 //! let summarizer = server.summarizer(2048)?;                  // ChatSummarizer over OpenAI-compatible
 //! ```

@@ -20,3 +20,5 @@ mod registry;
 
 #[cfg(feature = "onnx")]
 mod onnx_embedder;
+#[cfg(feature = "onnx")]
+mod onnx_lm;

@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     };
     let rest = &args[1..];
     match task.as_str() {
-        "setup" => setup::run(rest),
+        "setup" => setup::setup(rest),
         "test" => test(rest),
         "ci" => ci(rest),
         "bench" => bench(rest),

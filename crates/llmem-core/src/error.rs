@@ -28,11 +28,21 @@ pub enum Error {
 
     /// A registry has no factory of this name at all.
     #[error("unknown {kind} `{name}`; known: {known}")]
-    UnknownPlugin { kind: String, name: String, known: String },
+    UnknownPlugin {
+        kind: String,
+        name: String,
+        known: String,
+    },
 
     /// A registry knows this name but the cargo feature that builds it is off.
-    #[error("{kind} `{name}` needs the cargo feature `{feature}`, which is not enabled in this build")]
-    FeatureDisabled { kind: String, name: String, feature: String },
+    #[error(
+        "{kind} `{name}` needs the cargo feature `{feature}`, which is not enabled in this build"
+    )]
+    FeatureDisabled {
+        kind: String,
+        name: String,
+        feature: String,
+    },
 
     /// A remote or local model provider answered with an error.
     #[error("provider `{provider}`{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
@@ -49,7 +59,11 @@ pub enum Error {
 
     /// A text, message or prompt does not fit the number of tokens it must fit.
     #[error("{what} needs {needed} tokens but only {limit} fit")]
-    TokenLimit { what: String, needed: usize, limit: usize },
+    TokenLimit {
+        what: String,
+        needed: usize,
+        limit: usize,
+    },
 
     /// A spending or token budget was exhausted and its policy is to refuse.
     #[error("budget exceeded: {message}")]
@@ -57,7 +71,11 @@ pub enum Error {
 
     /// A storage backend failed.
     #[error("storage `{backend}`: {message}")]
-    Storage { backend: String, message: String, temporary: bool },
+    Storage {
+        backend: String,
+        message: String,
+        temporary: bool,
+    },
 
     /// An I/O error, with the file or operation it concerned.
     #[error("{context}: {source}")]
@@ -83,32 +101,50 @@ pub enum Error {
 impl Error {
     /// Bad input, with a message that says what to fix.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Error::InvalidInput { message: message.into() }
+        Error::InvalidInput {
+            message: message.into(),
+        }
     }
 
     /// A bad configuration value for `key`.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), message: message.into() }
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// `by` does not implement `operation`.
     pub fn unsupported(operation: impl Into<String>, by: impl Into<String>) -> Self {
-        Error::Unsupported { operation: operation.into(), by: by.into() }
+        Error::Unsupported {
+            operation: operation.into(),
+            by: by.into(),
+        }
     }
 
     /// An I/O error about `context` (a path or an operation).
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// A storage backend error, final unless `temporary`.
     pub fn storage(backend: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Storage { backend: backend.into(), message: message.into(), temporary: false }
+        Error::Storage {
+            backend: backend.into(),
+            message: message.into(),
+            temporary: false,
+        }
     }
 
     /// A parse or encode error about `context`.
     pub fn serde(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Serde { context: context.into(), message: err.to_string() }
+        Error::Serde {
+            context: context.into(),
+            message: err.to_string(),
+        }
     }
 
     /// Whether retrying the same call later may succeed: rate limits, timeouts, 5xx answers,
@@ -169,10 +205,25 @@ mod tests {
             (p(Some(400)), false),
             (p(Some(401)), false),
             (p(Some(404)), false),
-            (Error::Timeout { what: "chat".into(), after: Duration::from_secs(1) }, true),
+            (
+                Error::Timeout {
+                    what: "chat".into(),
+                    after: Duration::from_secs(1),
+                },
+                true,
+            ),
             (Error::invalid("x"), false),
-            (Error::io("f", std::io::Error::from(std::io::ErrorKind::NotFound)), false),
-            (Error::io("f", std::io::Error::from(std::io::ErrorKind::ConnectionReset)), true),
+            (
+                Error::io("f", std::io::Error::from(std::io::ErrorKind::NotFound)),
+                false,
+            ),
+            (
+                Error::io(
+                    "f",
+                    std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                ),
+                true,
+            ),
         ];
         for (err, want) in cases {
             assert_eq!(err.is_temporary(), want, "{err}");

@@ -62,8 +62,16 @@ pub enum Filter {
     All,
     And(Vec<Filter>),
     Or(Vec<Filter>),
-    Cmp { path: String, op: CmpOp, value: Value },
-    In { path: String, values: Vec<Value>, negate: bool },
+    Cmp {
+        path: String,
+        op: CmpOp,
+        value: Value,
+    },
+    In {
+        path: String,
+        values: Vec<Value>,
+        negate: bool,
+    },
 }
 
 const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $and, $or";
@@ -72,20 +80,27 @@ impl Filter {
     /// Parses a filter from JSON, with errors that name the offending key.
     pub fn parse(v: &Value) -> Result<Filter> {
         let obj = v.as_object().ok_or_else(|| {
-            Error::invalid(format!("a filter must be a JSON object like {{\"type\": \"knowledge\"}}, got {v}"))
+            Error::invalid(format!(
+                "a filter must be a JSON object like {{\"type\": \"knowledge\"}}, got {v}"
+            ))
         })?;
         parse_object(obj, "")
     }
 
     /// Parses filter JSON text.
     pub fn from_json_str(s: &str) -> Result<Filter> {
-        let v: Value = serde_json::from_str(s).map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(s)
+            .map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;
         Filter::parse(&v)
     }
 
     /// `path == value`.
     pub fn eq(path: impl Into<String>, value: impl Into<Value>) -> Filter {
-        Filter::Cmp { path: path.into(), op: CmpOp::Eq, value: value.into() }
+        Filter::Cmp {
+            path: path.into(),
+            op: CmpOp::Eq,
+            value: value.into(),
+        }
     }
 
     /// Both filters.
@@ -136,7 +151,11 @@ impl Filter {
                     }),
                 }
             }
-            Filter::In { path, values, negate } => {
+            Filter::In {
+                path,
+                values,
+                negate,
+            } => {
                 let hit = get(path).is_some_and(|f| values.iter().any(|v| eq_or_contains(&f, v)));
                 hit != *negate
             }
@@ -147,10 +166,20 @@ impl Filter {
     pub fn to_json(&self) -> Value {
         match self {
             Filter::All => Value::Object(Map::new()),
-            Filter::And(fs) => serde_json::json!({"$and": fs.iter().map(Filter::to_json).collect::<Vec<_>>()}),
-            Filter::Or(fs) => serde_json::json!({"$or": fs.iter().map(Filter::to_json).collect::<Vec<_>>()}),
-            Filter::Cmp { path, op, value } => serde_json::json!({path.clone(): {op.name(): value}}),
-            Filter::In { path, values, negate } => {
+            Filter::And(fs) => {
+                serde_json::json!({"$and": fs.iter().map(Filter::to_json).collect::<Vec<_>>()})
+            }
+            Filter::Or(fs) => {
+                serde_json::json!({"$or": fs.iter().map(Filter::to_json).collect::<Vec<_>>()})
+            }
+            Filter::Cmp { path, op, value } => {
+                serde_json::json!({path.clone(): {op.name(): value}})
+            }
+            Filter::In {
+                path,
+                values,
+                negate,
+            } => {
                 serde_json::json!({path.clone(): {if *negate {"$nin"} else {"$in"}: values}})
             }
         }
@@ -162,7 +191,9 @@ impl Filter {
     /// Missing-field semantics are kept: `$ne`/`$nin` also match NULL.
     pub fn to_sql(&self, column: &dyn Fn(&str) -> Option<String>) -> Result<String> {
         let col = |p: &str| {
-            column(p).ok_or_else(|| Error::unsupported(format!("SQL filter on `{p}`"), "filter translation"))
+            column(p).ok_or_else(|| {
+                Error::unsupported(format!("SQL filter on `{p}`"), "filter translation")
+            })
         };
         Ok(match self {
             Filter::All => "TRUE".to_owned(),
@@ -178,12 +209,20 @@ impl Filter {
                     (op, v) => format!("{c} {} {}", op.sql(), sql_literal(v)?),
                 }
             }
-            Filter::In { path, values, negate } => {
+            Filter::In {
+                path,
+                values,
+                negate,
+            } => {
                 let c = col(path)?;
                 if values.is_empty() {
                     return Ok(if *negate { "TRUE" } else { "FALSE" }.to_owned());
                 }
-                let list = values.iter().map(sql_literal).collect::<Result<Vec<_>>>()?.join(", ");
+                let list = values
+                    .iter()
+                    .map(sql_literal)
+                    .collect::<Result<Vec<_>>>()?
+                    .join(", ");
                 if *negate {
                     format!("({c} IS NULL OR {c} NOT IN ({list}))")
                 } else {
@@ -195,7 +234,10 @@ impl Filter {
 }
 
 fn join_sql(fs: &[Filter], sep: &str, column: &dyn Fn(&str) -> Option<String>) -> Result<String> {
-    let parts = fs.iter().map(|f| f.to_sql(column)).collect::<Result<Vec<_>>>()?;
+    let parts = fs
+        .iter()
+        .map(|f| f.to_sql(column))
+        .collect::<Result<Vec<_>>>()?;
     Ok(format!("({})", parts.join(sep)))
 }
 
@@ -207,7 +249,10 @@ pub fn sql_literal(v: &Value) -> Result<String> {
         Value::Number(n) => n.to_string(),
         Value::String(s) => format!("'{}'", s.replace('\'', "''")),
         other => {
-            return Err(Error::unsupported(format!("SQL literal for {other}"), "filter translation"));
+            return Err(Error::unsupported(
+                format!("SQL literal for {other}"),
+                "filter translation",
+            ));
         }
     })
 }
@@ -218,7 +263,9 @@ fn parse_object(obj: &Map<String, Value>, at: &str) -> Result<Filter> {
         match key.as_str() {
             "$and" | "$or" => {
                 let arr = val.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                    Error::invalid(format!("`{key}`{at} needs a non-empty array of filter objects"))
+                    Error::invalid(format!(
+                        "`{key}`{at} needs a non-empty array of filter objects"
+                    ))
                 })?;
                 let subs = arr
                     .iter()
@@ -230,7 +277,11 @@ fn parse_object(obj: &Map<String, Value>, at: &str) -> Result<Filter> {
                         parse_object(o, &format!(" in `{key}`[{i}]"))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                parts.push(if key == "$and" { Filter::And(subs) } else { Filter::Or(subs) });
+                parts.push(if key == "$and" {
+                    Filter::And(subs)
+                } else {
+                    Filter::Or(subs)
+                });
             }
             k if k.starts_with('$') => {
                 return Err(Error::invalid(format!(
@@ -254,11 +305,21 @@ fn parse_field(path: &str, val: &Value) -> Result<Filter> {
     let ops = match val {
         Value::Object(o) if o.keys().any(|k| k.starts_with('$')) => o,
         // A literal (including an object without operators) means equality.
-        v => return Ok(Filter::Cmp { path: path.to_owned(), op: CmpOp::Eq, value: v.clone() }),
+        v => {
+            return Ok(Filter::Cmp {
+                path: path.to_owned(),
+                op: CmpOp::Eq,
+                value: v.clone(),
+            });
+        }
     };
     let mut parts = Vec::new();
     for (op, v) in ops {
-        let cmp = |op| Filter::Cmp { path: path.to_owned(), op, value: v.clone() };
+        let cmp = |op| Filter::Cmp {
+            path: path.to_owned(),
+            op,
+            value: v.clone(),
+        };
         let f = match op.as_str() {
             "$eq" => cmp(CmpOp::Eq),
             "$ne" => cmp(CmpOp::Ne),
@@ -277,9 +338,15 @@ fn parse_field(path: &str, val: &Value) -> Result<Filter> {
             }
             "$in" | "$nin" => {
                 let values = v.as_array().ok_or_else(|| {
-                    Error::invalid(format!("`{path}`: `{op}` needs an array of values, got {v}"))
+                    Error::invalid(format!(
+                        "`{path}`: `{op}` needs an array of values, got {v}"
+                    ))
                 })?;
-                Filter::In { path: path.to_owned(), values: values.clone(), negate: op == "$nin" }
+                Filter::In {
+                    path: path.to_owned(),
+                    values: values.clone(),
+                    negate: op == "$nin",
+                }
             }
             other => {
                 return Err(Error::invalid(format!(
@@ -289,7 +356,11 @@ fn parse_field(path: &str, val: &Value) -> Result<Filter> {
         };
         parts.push(f);
     }
-    Ok(if parts.len() == 1 { parts.remove(0) } else { Filter::And(parts) })
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Filter::And(parts)
+    })
 }
 
 fn eq_or_contains(field: &Value, want: &Value) -> bool {
@@ -371,7 +442,10 @@ mod tests {
             (json!({"place": {"city": "Paris"}}), true),
             (json!({"$or": [{"n": 1}, {"flag": true}]}), true),
             (json!({"$and": [{"n": 5}, {"flag": false}]}), false),
-            (json!({"type": "knowledge", "$or": [{"n": 1}, {"tags": "go"}]}), true),
+            (
+                json!({"type": "knowledge", "$or": [{"n": 1}, {"tags": "go"}]}),
+                true,
+            ),
         ];
         let get = doc(d);
         for (f, want) in cases {
@@ -402,13 +476,18 @@ mod tests {
 
     #[test]
     fn sql_translation_quotes_and_keeps_missing_semantics() {
-        let f = Filter::parse(&json!({"kind": "know'ledge", "n": {"$gte": 2}, "tags": {"$nin": ["a"]},
-            "$or": [{"session": null}, {"x": {"$ne": true}}]}))
+        let f = Filter::parse(
+            &json!({"kind": "know'ledge", "n": {"$gte": 2}, "tags": {"$nin": ["a"]},
+            "$or": [{"session": null}, {"x": {"$ne": true}}]}),
+        )
         .unwrap();
         let sql = f.to_sql(&|p| Some(format!("\"{p}\""))).unwrap();
         assert!(sql.contains("\"kind\" = 'know''ledge'"), "{sql}");
         assert!(sql.contains("\"n\" >= 2"), "{sql}");
-        assert!(sql.contains("(\"tags\" IS NULL OR \"tags\" NOT IN ('a'))"), "{sql}");
+        assert!(
+            sql.contains("(\"tags\" IS NULL OR \"tags\" NOT IN ('a'))"),
+            "{sql}"
+        );
         assert!(sql.contains("\"session\" IS NULL"), "{sql}");
         assert!(sql.contains("(\"x\" IS NULL OR \"x\" <> TRUE)"), "{sql}");
         let err = f.to_sql(&|p| (p != "n").then(|| p.to_owned())).unwrap_err();

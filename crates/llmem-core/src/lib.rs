@@ -29,8 +29,8 @@ pub use error::{Error, Result};
 pub use filter::{CmpOp, Filter};
 pub use message::{ContentPart, ImageUrl, Message, Role, ToolCall};
 pub use provider::{
-    ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel, DynEmbedder,
-    DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
+    ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
+    DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
 };
 pub use record::{MemoryRecord, RecordKind, Scope, ScoredRecord, new_id};
 pub use registry::{Factory, Registry};

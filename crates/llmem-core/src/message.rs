@@ -87,7 +87,11 @@ fn function_type() -> String {
 
 impl From<ToolCallRepr> for ToolCall {
     fn from(r: ToolCallRepr) -> Self {
-        ToolCall { id: r.id, name: r.function.name, arguments: r.function.arguments }
+        ToolCall {
+            id: r.id,
+            name: r.function.name,
+            arguments: r.function.arguments,
+        }
     }
 }
 
@@ -96,7 +100,10 @@ impl From<ToolCall> for ToolCallRepr {
         ToolCallRepr {
             id: t.id,
             kind: function_type(),
-            function: FunctionRepr { name: t.name, arguments: t.arguments },
+            function: FunctionRepr {
+                name: t.name,
+                arguments: t.arguments,
+            },
         }
     }
 }
@@ -245,7 +252,11 @@ impl Message {
                 ContentPart::ImageUrl { .. } => 0,
             })
             .sum::<usize>()
-            + self.tool_calls.iter().map(|c| c.name.len() + c.arguments.len()).sum::<usize>()
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len())
+                .sum::<usize>()
     }
 }
 
@@ -276,13 +287,15 @@ mod tests {
 
     #[test]
     fn developer_role_is_read_as_system() {
-        let m: Message = serde_json::from_value(json!({"role": "developer", "content": "x"})).unwrap();
+        let m: Message =
+            serde_json::from_value(json!({"role": "developer", "content": "x"})).unwrap();
         assert_eq!(m.role, Role::System);
     }
 
     #[test]
     fn unknown_role_is_an_error_naming_the_variants() {
-        let err = serde_json::from_value::<Message>(json!({"role": "robot", "content": "x"})).unwrap_err();
+        let err = serde_json::from_value::<Message>(json!({"role": "robot", "content": "x"}))
+            .unwrap_err();
         assert!(err.to_string().contains("robot"), "{err}");
     }
 }

@@ -55,7 +55,10 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     pub fn new(messages: Vec<Message>) -> Self {
-        ChatRequest { messages, ..Default::default() }
+        ChatRequest {
+            messages,
+            ..Default::default()
+        }
     }
 
     #[must_use]
@@ -172,7 +175,10 @@ pub struct ChatSummarizer {
 impl ChatSummarizer {
     /// `context_window` is the model's input limit in tokens (take it from the catalog).
     pub fn new(model: Arc<dyn ChatModel>, context_window: usize) -> Self {
-        ChatSummarizer { model, context_window }
+        ChatSummarizer {
+            model,
+            context_window,
+        }
     }
 
     /// The prompt sent for `req` (public so previews can show it).
@@ -214,7 +220,9 @@ impl Summarizer for ChatSummarizer {
 
     async fn summarize(&self, request: SummaryRequest) -> Result<String> {
         let max = u32::try_from(request.max_tokens.max(16)).unwrap_or(u32::MAX);
-        let req = ChatRequest::new(Self::prompt(&request)).with_max_tokens(max).with_temperature(0.0);
+        let req = ChatRequest::new(Self::prompt(&request))
+            .with_max_tokens(max)
+            .with_temperature(0.0);
         let resp = self.model.chat(req).await?;
         let text = resp.message.text().trim().to_owned();
         if text.is_empty() {
@@ -228,7 +236,6 @@ impl Summarizer for ChatSummarizer {
         Ok(text)
     }
 }
-
 
 #[async_trait]
 impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {

@@ -146,7 +146,11 @@ impl MemoryRecord {
 
     /// Rough in-memory size in bytes (text, metadata, embedding), for tier capacity accounting.
     pub fn approx_bytes(&self) -> usize {
-        let meta: usize = self.metadata.iter().map(|(k, v)| k.len() + v.to_string().len()).sum();
+        let meta: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.to_string().len())
+            .sum();
         96 + self.id.len()
             + self.tenant.len()
             + self.session.as_ref().map_or(0, String::len)
@@ -163,9 +167,13 @@ impl MemoryRecord {
             "id" => Value::String(self.id.clone()),
             "tenant" => Value::String(self.tenant.clone()),
             "session" => self.session.clone().map(Value::String)?,
-            "kind" | "type" if !self.metadata.contains_key(path) => Value::String(self.kind.as_str().to_owned()),
+            "kind" | "type" if !self.metadata.contains_key(path) => {
+                Value::String(self.kind.as_str().to_owned())
+            }
             "text" => Value::String(self.text.clone()),
-            "created_at" if !self.metadata.contains_key(path) => Value::String(self.created_at.to_rfc3339()),
+            "created_at" if !self.metadata.contains_key(path) => {
+                Value::String(self.created_at.to_rfc3339())
+            }
             "accessed_at" => Value::String(self.accessed_at.to_rfc3339()),
             "access_count" => Value::from(self.access_count),
             "supersedes" => self.supersedes.clone().map(Value::String)?,
@@ -231,12 +239,18 @@ pub struct Scope {
 impl Scope {
     /// All of a tenant's records.
     pub fn tenant(tenant: impl Into<String>) -> Self {
-        Scope { tenant: tenant.into(), session: None }
+        Scope {
+            tenant: tenant.into(),
+            session: None,
+        }
     }
 
     /// One session of a tenant.
     pub fn session(tenant: impl Into<String>, session: impl Into<String>) -> Self {
-        Scope { tenant: tenant.into(), session: Some(session.into()) }
+        Scope {
+            tenant: tenant.into(),
+            session: Some(session.into()),
+        }
     }
 }
 
@@ -283,7 +297,9 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_json() {
-        let r = MemoryRecord::new("u1", "x").with_embedding(vec![0.5, -1.0]).with_kind(RecordKind::Knowledge);
+        let r = MemoryRecord::new("u1", "x")
+            .with_embedding(vec![0.5, -1.0])
+            .with_kind(RecordKind::Knowledge);
         let back: MemoryRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
     }

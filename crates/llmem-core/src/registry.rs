@@ -38,7 +38,11 @@ impl<T: ?Sized> std::fmt::Debug for Registry<T> {
 impl<T: ?Sized> Registry<T> {
     /// An empty registry; `what` names the plugin type in errors (`provider`, `store`).
     pub fn new(what: &'static str) -> Self {
-        Registry { what, factories: BTreeMap::new(), disabled: BTreeMap::new() }
+        Registry {
+            what,
+            factories: BTreeMap::new(),
+            disabled: BTreeMap::new(),
+        }
     }
 
     /// Registers (or replaces) the factory for `kind`.
@@ -54,7 +58,11 @@ impl<T: ?Sized> Registry<T> {
     }
 
     /// Records that `kind` exists but needs cargo feature `feature`, so building it says so.
-    pub fn register_disabled(&mut self, kind: impl Into<String>, feature: impl Into<String>) -> &mut Self {
+    pub fn register_disabled(
+        &mut self,
+        kind: impl Into<String>,
+        feature: impl Into<String>,
+    ) -> &mut Self {
         let kind = kind.into();
         if !self.factories.contains_key(&kind) {
             self.disabled.insert(kind, feature.into());
@@ -73,12 +81,19 @@ impl<T: ?Sized> Registry<T> {
 
     /// Builds from a table whose `kind` key names the factory.
     pub fn build(&self, table: &toml::Table) -> Result<Arc<T>> {
-        let kind = table.get("kind").and_then(toml::Value::as_str).ok_or_else(|| {
-            Error::config(
-                "kind",
-                format!("each {} table needs `kind = \"…\"`; known kinds: {}", self.what, self.kinds().join(", ")),
-            )
-        })?;
+        let kind = table
+            .get("kind")
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| {
+                Error::config(
+                    "kind",
+                    format!(
+                        "each {} table needs `kind = \"…\"`; known kinds: {}",
+                        self.what,
+                        self.kinds().join(", ")
+                    ),
+                )
+            })?;
         self.build_kind(kind, table)
     }
 
@@ -106,7 +121,10 @@ impl<T: ?Sized> Registry<T> {
         let mut out = BTreeMap::new();
         for (name, v) in section {
             let table = v.as_table().ok_or_else(|| {
-                Error::config(name.clone(), format!("must be a table like [{}.{name}] with a `kind`", self.what))
+                Error::config(
+                    name.clone(),
+                    format!("must be a table like [{}.{name}] with a `kind`", self.what),
+                )
             })?;
             let built = self.build(table).map_err(|e| match e {
                 Error::Config { key, message } => Error::config(format!("{name}.{key}"), message),
@@ -132,7 +150,10 @@ pub fn opt_u64(table: &toml::Table, key: &str) -> Result<Option<u64>> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::Integer(i)) if *i >= 0 => Ok(Some(*i as u64)),
-        Some(other) => Err(Error::config(key, format!("must be a non-negative integer, got {other}"))),
+        Some(other) => Err(Error::config(
+            key,
+            format!("must be a non-negative integer, got {other}"),
+        )),
     }
 }
 
@@ -140,7 +161,10 @@ pub fn opt_u64(table: &toml::Table, key: &str) -> Result<Option<u64>> {
 pub fn deny_unknown(table: &toml::Table, known: &[&str]) -> Result<()> {
     for key in table.keys() {
         if key != "kind" && !known.contains(&key.as_str()) {
-            return Err(Error::config(key.clone(), format!("unknown key; known keys: kind, {}", known.join(", "))));
+            return Err(Error::config(
+                key.clone(),
+                format!("unknown key; known keys: kind, {}", known.join(", ")),
+            ));
         }
     }
     Ok(())
@@ -176,20 +200,33 @@ mod tests {
         let r = registry();
         let t: toml::Table = toml::from_str("kind = \"en\"\nto = \"you\"").unwrap();
         assert_eq!(r.build(&t).unwrap().hello(), "hello you");
-        let err = r.build(&toml::from_str("kind = \"fr\"").unwrap()).err().unwrap();
+        let err = r
+            .build(&toml::from_str("kind = \"fr\"").unwrap())
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::FeatureDisabled { .. }), "{err}");
-        let err = r.build(&toml::from_str("kind = \"de\"").unwrap()).err().unwrap();
+        let err = r
+            .build(&toml::from_str("kind = \"de\"").unwrap())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("known: en"), "{err}");
-        let err = r.build(&toml::from_str("to = \"x\"").unwrap()).err().unwrap();
+        let err = r
+            .build(&toml::from_str("to = \"x\"").unwrap())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("kind"), "{err}");
-        let err = r.build(&toml::from_str("kind = \"en\"\ntoo = 1").unwrap()).err().unwrap();
+        let err = r
+            .build(&toml::from_str("kind = \"en\"\ntoo = 1").unwrap())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("`too`"), "{err}");
     }
 
     #[test]
     fn build_all_names_the_section_in_errors() {
         let r = registry();
-        let cfg: toml::Table = toml::from_str("[a]\nkind = \"en\"\n[b]\nkind = \"en\"\nto = 3").unwrap();
+        let cfg: toml::Table =
+            toml::from_str("[a]\nkind = \"en\"\n[b]\nkind = \"en\"\nto = 3").unwrap();
         let err = r.build_all(&cfg).err().unwrap();
         assert!(err.to_string().contains("b.to"), "{err}");
     }

@@ -34,11 +34,23 @@ fn all() -> Filter {
 
 impl SearchRequest {
     pub fn vector(v: Vec<f32>, k: usize) -> Self {
-        SearchRequest { vector: Some(v), text: None, k, filter: Filter::All, include_superseded: false }
+        SearchRequest {
+            vector: Some(v),
+            text: None,
+            k,
+            filter: Filter::All,
+            include_superseded: false,
+        }
     }
 
     pub fn text(t: impl Into<String>, k: usize) -> Self {
-        SearchRequest { vector: None, text: Some(t.into()), k, filter: Filter::All, include_superseded: false }
+        SearchRequest {
+            vector: None,
+            text: Some(t.into()),
+            k,
+            filter: Filter::All,
+            include_superseded: false,
+        }
     }
 
     #[must_use]
@@ -83,7 +95,12 @@ pub trait MemoryStore: Send + Sync + std::fmt::Debug {
     async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize>;
 
     /// Every record in `scope` that passes `filter`, oldest first, at most `limit`.
-    async fn query(&self, scope: &Scope, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>>;
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>>;
 
     /// How many records in `scope` pass `filter`.
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
@@ -92,7 +109,12 @@ pub trait MemoryStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes every record in `scope` that passes `filter`.
     async fn delete_by_filter(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
-        let ids: Vec<String> = self.query(scope, filter, None).await?.into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = self
+            .query(scope, filter, None)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         self.delete(scope, &ids).await
     }
 
@@ -131,7 +153,12 @@ impl<T: MemoryStore + ?Sized> MemoryStore for Arc<T> {
     async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
         (**self).delete(scope, ids).await
     }
-    async fn query(&self, scope: &Scope, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
         (**self).query(scope, filter, limit).await
     }
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {

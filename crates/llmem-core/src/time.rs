@@ -90,6 +90,11 @@ mod tests {
         let d = Timestamp::parse("2023-05-08").unwrap();
         assert!(d < t);
         assert_eq!(Timestamp::parse("2023-05-08T15:56:00+02:00").unwrap(), t);
-        assert!(Timestamp::parse("8 May").unwrap_err().to_string().contains("RFC 3339"));
+        assert!(
+            Timestamp::parse("8 May")
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
     }
 }

@@ -47,7 +47,11 @@ pub trait TokenCounter: Send + Sync + std::fmt::Debug {
 
     /// Tokens a whole prompt costs: every message plus the per-request framing.
     fn count_messages(&self, messages: &[Message]) -> usize {
-        messages.iter().map(|m| self.count_message(m)).sum::<usize>() + self.request_overhead()
+        messages
+            .iter()
+            .map(|m| self.count_message(m))
+            .sum::<usize>()
+            + self.request_overhead()
     }
 
     /// Splits `text` into pieces of at most `max_tokens` tokens each, cutting at whitespace when
@@ -70,7 +74,12 @@ pub fn split_by_count(text: &str, max_tokens: usize, count: &dyn Fn(&str) -> usi
             break;
         }
         // Largest char boundary `end` with count(rest[..end]) <= max_tokens (binary search).
-        let bounds: Vec<usize> = rest.char_indices().map(|(i, _)| i).skip(1).chain([rest.len()]).collect();
+        let bounds: Vec<usize> = rest
+            .char_indices()
+            .map(|(i, _)| i)
+            .skip(1)
+            .chain([rest.len()])
+            .collect();
         let (mut lo, mut hi) = (0usize, bounds.len());
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);

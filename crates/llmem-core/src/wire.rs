@@ -27,8 +27,7 @@ pub fn openai_messages(messages: &[Message]) -> Result<Value> {
 
 /// Parses an OpenAI `messages` array.
 pub fn from_openai(messages: &Value) -> Result<Vec<Message>> {
-    serde_json::from_value(messages.clone())
-        .map_err(|e| Error::serde("OpenAI messages array", e))
+    serde_json::from_value(messages.clone()).map_err(|e| Error::serde("OpenAI messages array", e))
 }
 
 /// The Anthropic request parts: the top-level `system` text (if any) and the `messages` array.
@@ -83,7 +82,11 @@ pub fn to_anthropic(messages: &[Message]) -> Result<(Option<String>, Value)> {
             }
         }
     }
-    let system = if system.is_empty() { None } else { Some(system.join("\n\n")) };
+    let system = if system.is_empty() {
+        None
+    } else {
+        Some(system.join("\n\n"))
+    };
     Ok((system, Value::Array(out)))
 }
 
@@ -115,7 +118,11 @@ pub fn from_anthropic(system: Option<&Value>, messages: &Value) -> Result<Vec<Me
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
                 .collect::<Vec<_>>()
                 .join("\n\n"),
-            other => return Err(Error::invalid(format!("Anthropic `system` must be text or blocks, got {other}"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "Anthropic `system` must be text or blocks, got {other}"
+                )));
+            }
         };
         out.push(Message::system(text));
     }
@@ -135,14 +142,22 @@ pub fn from_anthropic(system: Option<&Value>, messages: &Value) -> Result<Vec<Me
         let blocks: Vec<Value> = match m.get("content") {
             Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
             Some(Value::Array(b)) => b.clone(),
-            _ => return Err(Error::invalid(format!("Anthropic message {i} has no `content`"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "Anthropic message {i} has no `content`"
+                )));
+            }
         };
         let mut msg = Message::new(role, "");
         msg.content.clear();
         for b in blocks {
             match b.get("type").and_then(Value::as_str) {
                 Some("text") => msg.content.push(ContentPart::Text {
-                    text: b.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    text: b
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
                 }),
                 Some("image") => {
                     let src = &b["source"];
@@ -154,7 +169,9 @@ pub fn from_anthropic(system: Option<&Value>, messages: &Value) -> Result<Vec<Me
                         ),
                         _ => src["url"].as_str().unwrap_or_default().to_owned(),
                     };
-                    msg.content.push(ContentPart::ImageUrl { image_url: ImageUrl { url, detail: None } });
+                    msg.content.push(ContentPart::ImageUrl {
+                        image_url: ImageUrl { url, detail: None },
+                    });
                 }
                 Some("tool_use") => msg.tool_calls.push(ToolCall {
                     id: b["id"].as_str().unwrap_or_default().to_owned(),

@@ -1,2 +1,113 @@
-//! Token benchmarks.
-fn main() {}
+//! Token-counting throughput on the LoCoMo turns (the corpus `benches/peers/tiktoken_bench.py`
+//! counts with Python tiktoken in the same `cargo xtask bench` run):
+//!
+//! - `o200k/large`: one document of every turn; `o200k/small`: every turn on its own;
+//!   llmem's counter (fast path) against tiktoken-rs's `encode_ordinary`.
+//! - `history/add_one`: cost of adding one message to a 1k-message history with the cached
+//!   counter, against recounting the whole history.
+//!
+//! `cargo bench -p llmem-tokens --bench tokens`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use llmem_core::{Message, TokenCounter};
+use llmem_tokens::{CachedCounter, Counters, ModelCounter};
+
+fn corpus() -> Vec<String> {
+    let path = std::env::var_os("LLMEM_LOCOMO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/locomo/locomo-dev.json")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the LoCoMo data at {} ({e}); set LLMEM_LOCOMO",
+            path.display()
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for sample in v.as_array().unwrap() {
+        let conv = sample["conversation"].as_object().unwrap();
+        let mut keys: Vec<&String> = conv
+            .keys()
+            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
+            .collect();
+        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
+        for k in keys {
+            for t in conv[k].as_array().into_iter().flatten() {
+                if let Some(s) = t["text"].as_str() {
+                    out.push(format!("{}: {s}", t["speaker"].as_str().unwrap_or("?")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn counting(c: &mut Criterion) {
+    let turns = corpus();
+    let large = turns.join("\n");
+    let counter = ModelCounter::encoding("o200k_base").unwrap();
+    assert_eq!(
+        counter.count(&large),
+        counter.count_reference(&large),
+        "fast path must equal tiktoken-rs"
+    );
+    eprintln!(
+        "corpus: {} turns, {} bytes, {} o200k tokens",
+        turns.len(),
+        large.len(),
+        counter.count(&large)
+    );
+
+    let mut g = c.benchmark_group("o200k");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(large.len() as u64));
+    g.bench_function(BenchmarkId::new("large", "llmem"), |b| {
+        b.iter(|| counter.count(&large))
+    });
+    g.bench_function(BenchmarkId::new("large", "tiktoken-rs"), |b| {
+        b.iter(|| counter.count_reference(&large))
+    });
+    let small_bytes: usize = turns.iter().map(String::len).sum();
+    g.throughput(Throughput::Bytes(small_bytes as u64));
+    g.bench_function(BenchmarkId::new("small", "llmem"), |b| {
+        b.iter(|| turns.iter().map(|t| counter.count(t)).sum::<usize>())
+    });
+    g.bench_function(BenchmarkId::new("small", "tiktoken-rs"), |b| {
+        b.iter(|| {
+            turns
+                .iter()
+                .map(|t| counter.count_reference(t))
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+
+    let model: Arc<dyn TokenCounter> = Counters::embedded().unwrap().for_model("gpt-4o").unwrap();
+    let history: Vec<Message> = turns
+        .iter()
+        .take(1000)
+        .map(|t| Message::user(t.clone()))
+        .collect();
+    let cached = CachedCounter::new(model.clone());
+    cached.count_messages(&history);
+    let new =
+        Message::assistant("A new reply that mentions 7 May 2023 and Caroline's support group.");
+    let mut g = c.benchmark_group("history");
+    g.bench_function("add_one/cached_1k", |b| {
+        b.iter(|| cached.count_message(&new))
+    });
+    g.bench_function("add_one/recount_1k", |b| {
+        b.iter(|| model.count_messages(&history) + model.count_message(&new))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, counting);
+criterion_main!(benches);

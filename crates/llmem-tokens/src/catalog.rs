@@ -161,8 +161,12 @@ impl Catalog {
         let default = file
             .default
             .ok_or_else(|| Error::config("default", format!("{origin} needs a [default] table")))?;
-        let mut cat =
-            Catalog { models: Vec::new(), names: BTreeMap::new(), default, estimates: file.estimate };
+        let mut cat = Catalog {
+            models: Vec::new(),
+            names: BTreeMap::new(),
+            default,
+            estimates: file.estimate,
+        };
         for m in file.model {
             cat.insert(m)?;
         }
@@ -171,7 +175,8 @@ impl Catalog {
 
     /// This catalog with the entries of the user's file added or replacing ours (by id).
     pub fn with_overrides(mut self, path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
         self.merge_toml_str(&text, &path.display().to_string())?;
         Ok(self)
     }
@@ -191,12 +196,19 @@ impl Catalog {
 
     fn insert(&mut self, m: ModelInfo) -> Result<()> {
         if !(m.input >= 0.0 && m.output >= 0.0 && m.cached_input.unwrap_or(0.0) >= 0.0) {
-            return Err(Error::config(format!("model `{}`", m.id), "prices must be non-negative numbers"));
+            return Err(Error::config(
+                format!("model `{}`", m.id),
+                "prices must be non-negative numbers",
+            ));
         }
         if m.context_window == 0 {
-            return Err(Error::config(format!("model `{}`", m.id), "context_window must be positive"));
+            return Err(Error::config(
+                format!("model `{}`", m.id),
+                "context_window must be positive",
+            ));
         }
-        parse_tokenizer(&m.tokenizer).map_err(|e| Error::config(format!("model `{}`.tokenizer", m.id), e.to_string()))?;
+        parse_tokenizer(&m.tokenizer)
+            .map_err(|e| Error::config(format!("model `{}`.tokenizer", m.id), e.to_string()))?;
         let idx = match self.models.iter().position(|x| x.id == m.id) {
             Some(i) => {
                 self.names.retain(|_, v| *v != i);
@@ -233,7 +245,10 @@ impl Catalog {
         let bare = lower.rsplit_once('/').map_or(lower.as_str(), |(_, b)| b);
         for candidate in [lower.as_str(), bare] {
             if let Some(&i) = self.names.get(candidate) {
-                return Lookup { info: self.models[i].clone(), known: true };
+                return Lookup {
+                    info: self.models[i].clone(),
+                    known: true,
+                };
             }
         }
         // Longest prefix that ends at a separator.
@@ -250,7 +265,10 @@ impl Catalog {
             }
         }
         if let Some((_, i)) = best {
-            return Lookup { info: self.models[i].clone(), known: true };
+            return Lookup {
+                info: self.models[i].clone(),
+                known: true,
+            };
         }
         let d = &self.default;
         Lookup {
@@ -278,14 +296,29 @@ impl Catalog {
         }
         let lower = name.to_lowercase();
         let head: String = lower.chars().take(4).collect();
-        let close: Vec<&str> =
-            self.models.iter().map(|m| m.id.as_str()).filter(|id| id.starts_with(head.as_str())).take(8).collect();
+        let close: Vec<&str> = self
+            .models
+            .iter()
+            .map(|m| m.id.as_str())
+            .filter(|id| id.starts_with(head.as_str()))
+            .take(8)
+            .collect();
         let hint = if close.is_empty() {
-            format!("known models include {}", self.models.iter().take(6).map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "))
+            format!(
+                "known models include {}",
+                self.models
+                    .iter()
+                    .take(6)
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         } else {
             format!("did you mean one of {}", close.join(", "))
         };
-        Err(Error::NotFound { what: format!("model `{name}` in the catalog; {hint}; or add it to your catalog file") })
+        Err(Error::NotFound {
+            what: format!("model `{name}` in the catalog; {hint}; or add it to your catalog file"),
+        })
     }
 }
 
@@ -299,20 +332,34 @@ pub enum TokenizerSpec {
 
 /// Parses `tiktoken:<enc>`, `hf:<name>`, `estimate:<family>`.
 pub fn parse_tokenizer(s: &str) -> Result<TokenizerSpec> {
-    let (kind, name) = s
-        .split_once(':')
-        .ok_or_else(|| Error::invalid(format!("tokenizer `{s}` must look like tiktoken:o200k_base, hf:llama3 or estimate:anthropic")))?;
+    let (kind, name) = s.split_once(':').ok_or_else(|| {
+        Error::invalid(format!(
+            "tokenizer `{s}` must look like tiktoken:o200k_base, hf:llama3 or estimate:anthropic"
+        ))
+    })?;
     if name.is_empty() {
-        return Err(Error::invalid(format!("tokenizer `{s}` names nothing after `:`")));
+        return Err(Error::invalid(format!(
+            "tokenizer `{s}` names nothing after `:`"
+        )));
     }
     Ok(match kind {
         "tiktoken" => match name {
-            "o200k_base" | "cl100k_base" | "p50k_base" | "r50k_base" | "o200k_harmony" => TokenizerSpec::Tiktoken(name.to_owned()),
-            other => return Err(Error::invalid(format!("unknown tiktoken encoding `{other}`; use o200k_base or cl100k_base"))),
+            "o200k_base" | "cl100k_base" | "p50k_base" | "r50k_base" | "o200k_harmony" => {
+                TokenizerSpec::Tiktoken(name.to_owned())
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown tiktoken encoding `{other}`; use o200k_base or cl100k_base"
+                )));
+            }
         },
         "hf" => TokenizerSpec::Hf(name.to_owned()),
         "estimate" => TokenizerSpec::Estimate(name.to_owned()),
-        other => return Err(Error::invalid(format!("unknown tokenizer kind `{other}` in `{s}`; use tiktoken, hf or estimate"))),
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown tokenizer kind `{other}` in `{s}`; use tiktoken, hf or estimate"
+            )));
+        }
     })
 }
 
@@ -344,7 +391,12 @@ mod tests {
         let unknown = c.lookup("my-private-model");
         assert!(!unknown.known);
         assert_eq!(unknown.info.context_window, 8192);
-        assert!(c.require("gpt-4x").unwrap_err().to_string().contains("gpt-4o"));
+        assert!(
+            c.require("gpt-4x")
+                .unwrap_err()
+                .to_string()
+                .contains("gpt-4o")
+        );
     }
 
     #[test]
@@ -385,13 +437,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.lookup("gpt-4o").info.context_window, 1000);
-        assert_eq!(c.lookup("gpt-4o-2024-08-06").info.context_window, 1000, "dated names still resolve, by prefix");
+        assert_eq!(
+            c.lookup("gpt-4o-2024-08-06").info.context_window,
+            1000,
+            "dated names still resolve, by prefix"
+        );
         assert_eq!(c.lookup("house").info.id, "house-model");
         let err = c
             .merge_toml_str("[[model]]\nid='x'\nprovider='open'\ncontext_window=1\nmax_output=1\ninput=-1.0\noutput=0.0\ntokenizer='hf:x'\nchat_format='none'", "bad")
             .unwrap_err();
         assert!(err.to_string().contains("non-negative"), "{err}");
-        let err = c.merge_toml_str("[[model]]\nid='x'\ncolour='red'", "bad").unwrap_err();
+        let err = c
+            .merge_toml_str("[[model]]\nid='x'\ncolour='red'", "bad")
+            .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
     }
 }

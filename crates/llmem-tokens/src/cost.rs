@@ -93,30 +93,47 @@ fn default_thresholds() -> Vec<f64> {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { max_cost_usd: None, max_tokens: None, thresholds: default_thresholds(), hard_stop: false }
+        Budget {
+            max_cost_usd: None,
+            max_tokens: None,
+            thresholds: default_thresholds(),
+            hard_stop: false,
+        }
     }
 }
 
 impl Budget {
     /// A dollar limit with the default thresholds.
     pub fn usd(max: f64) -> Self {
-        Budget { max_cost_usd: Some(max), ..Default::default() }
+        Budget {
+            max_cost_usd: Some(max),
+            ..Default::default()
+        }
     }
 
     /// A token limit with the default thresholds.
     pub fn tokens(max: u64) -> Self {
-        Budget { max_tokens: Some(max), ..Default::default() }
+        Budget {
+            max_tokens: Some(max),
+            ..Default::default()
+        }
     }
 
     fn validate(&self) -> Result<()> {
-        if self.max_cost_usd.is_some_and(|m| !(m > 0.0)) {
-            return Err(Error::config("budget.max_cost_usd", "must be a positive number of dollars"));
+        if self.max_cost_usd.is_some_and(|m| m.is_nan() || m <= 0.0) {
+            return Err(Error::config(
+                "budget.max_cost_usd",
+                "must be a positive number of dollars",
+            ));
         }
         if self.max_tokens == Some(0) {
             return Err(Error::config("budget.max_tokens", "must be positive"));
         }
         if self.thresholds.iter().any(|t| !(*t > 0.0 && *t <= 1.0)) {
-            return Err(Error::config("budget.thresholds", "each threshold is a fraction in (0, 1]"));
+            return Err(Error::config(
+                "budget.thresholds",
+                "each threshold is a fraction in (0, 1]",
+            ));
         }
         Ok(())
     }
@@ -160,13 +177,19 @@ pub struct CostTracker {
 
 impl std::fmt::Debug for CostTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CostTracker").field("totals", &self.state.lock().totals).finish()
+        f.debug_struct("CostTracker")
+            .field("totals", &self.state.lock().totals)
+            .finish()
     }
 }
 
 impl CostTracker {
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        CostTracker { catalog, state: Arc::default(), listeners: Arc::default() }
+        CostTracker {
+            catalog,
+            state: Arc::default(),
+            listeners: Arc::default(),
+        }
     }
 
     /// Sets (or replaces) the budget.
@@ -201,7 +224,10 @@ impl CostTracker {
             t.output_tokens += u.output_tokens;
             t.cached_input_tokens += u.cached_input_tokens;
             t.cost_usd += cost;
-            let uncompressed = r.uncompressed_input_tokens.unwrap_or(u.input_tokens).max(u.input_tokens);
+            let uncompressed = r
+                .uncompressed_input_tokens
+                .unwrap_or(u.input_tokens)
+                .max(u.input_tokens);
             t.uncompressed_input_tokens += uncompressed;
             let saved = uncompressed - u.input_tokens;
             t.saved_tokens += saved;
@@ -223,7 +249,11 @@ impl CostTracker {
     /// Records the tokens a summariser spent (they count against the budget and the savings).
     pub fn record_summarizer(&self, model: &str, usage: Usage) -> f64 {
         let info = self.catalog.lookup(model).info;
-        let cost = info.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens);
+        let cost = info.cost(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+        );
         let fired = {
             let mut s = self.state.lock();
             let t = &mut s.totals;
@@ -249,14 +279,19 @@ impl CostTracker {
             && t.cost_usd >= max
         {
             return Err(Error::BudgetExceeded {
-                message: format!("spent ${:.4} of a ${max:.4} budget; raise budget.max_cost_usd to continue", t.cost_usd),
+                message: format!(
+                    "spent ${:.4} of a ${max:.4} budget; raise budget.max_cost_usd to continue",
+                    t.cost_usd
+                ),
             });
         }
         if let Some(max) = b.max_tokens
             && t.input_tokens + t.output_tokens + t.summarizer_tokens >= max
         {
             return Err(Error::BudgetExceeded {
-                message: format!("used {max} tokens of the budget; raise budget.max_tokens to continue"),
+                message: format!(
+                    "used {max} tokens of the budget; raise budget.max_tokens to continue"
+                ),
             });
         }
         Ok(())
@@ -277,13 +312,19 @@ impl CostTracker {
     }
 
     fn check_thresholds(s: &mut State) -> Vec<BudgetAlarm> {
-        let Some(b) = s.budget.clone() else { return Vec::new() };
+        let Some(b) = s.budget.clone() else {
+            return Vec::new();
+        };
         let t = &s.totals;
         let used_tokens = (t.input_tokens + t.output_tokens + t.summarizer_tokens) as f64;
         let mut out = Vec::new();
         let limits = [
             (BudgetKind::Cost, b.max_cost_usd, t.cost_usd),
-            (BudgetKind::Tokens, b.max_tokens.map(|m| m as f64), used_tokens),
+            (
+                BudgetKind::Tokens,
+                b.max_tokens.map(|m| m as f64),
+                used_tokens,
+            ),
         ];
         for (kind, limit, used) in limits {
             let Some(limit) = limit else { continue };
@@ -291,7 +332,12 @@ impl CostTracker {
                 let key = (kind, (th * 1e6) as u64);
                 if used >= th * limit && !s.fired.contains(&key) {
                     s.fired.push(key);
-                    out.push(BudgetAlarm { kind, threshold: th, used, limit });
+                    out.push(BudgetAlarm {
+                        kind,
+                        threshold: th,
+                        used,
+                        limit,
+                    });
                 }
             }
         }
@@ -325,7 +371,11 @@ mod tests {
     fn req(model: &str, input: u64, output: u64, uncompressed: Option<u64>) -> RequestRecord {
         RequestRecord {
             model: model.into(),
-            usage: Usage { input_tokens: input, output_tokens: output, cached_input_tokens: 0 },
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: 0,
+            },
             source: UsageSource::Actual,
             uncompressed_input_tokens: uncompressed,
         }
@@ -337,7 +387,14 @@ mod tests {
         let c = t.record(&req("gpt-4o-mini", 1_000, 100, Some(4_000)));
         assert!((c - (1_000.0 * 0.15 + 100.0 * 0.60) / 1e6).abs() < 1e-12);
         t.record(&req("gpt-4o-mini", 1_000, 100, None));
-        t.record_summarizer("gpt-4o-mini", Usage { input_tokens: 500, output_tokens: 50, cached_input_tokens: 0 });
+        t.record_summarizer(
+            "gpt-4o-mini",
+            Usage {
+                input_tokens: 500,
+                output_tokens: 50,
+                cached_input_tokens: 0,
+            },
+        );
         let tot = t.totals();
         assert_eq!(tot.requests, 2);
         assert_eq!(tot.saved_tokens, 3_000);
@@ -350,7 +407,11 @@ mod tests {
     #[test]
     fn alarms_fire_once_per_threshold_and_hard_stop_refuses() {
         let t = tracker();
-        t.set_budget(Budget { hard_stop: true, ..Budget::tokens(10_000) }).unwrap();
+        t.set_budget(Budget {
+            hard_stop: true,
+            ..Budget::tokens(10_000)
+        })
+        .unwrap();
         let seen = Arc::new(AtomicUsize::new(0));
         let s2 = seen.clone();
         t.on_alarm(move |_| {
@@ -365,7 +426,10 @@ mod tests {
         assert!(t.check().is_ok());
         t.record(&req("gpt-4o", 5_000, 0, None)); // 101%: 80% and 100% at once
         assert_eq!(seen.load(Ordering::SeqCst), 3);
-        assert_eq!(t.alarms().iter().map(|a| a.threshold).collect::<Vec<_>>(), vec![0.5, 0.8, 1.0]);
+        assert_eq!(
+            t.alarms().iter().map(|a| a.threshold).collect::<Vec<_>>(),
+            vec![0.5, 0.8, 1.0]
+        );
         let err = t.check().unwrap_err();
         assert!(err.to_string().contains("max_tokens"), "{err}");
     }
@@ -374,6 +438,12 @@ mod tests {
     fn bad_budgets_are_rejected() {
         let t = tracker();
         assert!(t.set_budget(Budget::usd(-1.0)).is_err());
-        assert!(t.set_budget(Budget { thresholds: vec![1.5], ..Budget::usd(1.0) }).is_err());
+        assert!(
+            t.set_budget(Budget {
+                thresholds: vec![1.5],
+                ..Budget::usd(1.0)
+            })
+            .is_err()
+        );
     }
 }

@@ -18,9 +18,14 @@ use crate::catalog::{Catalog, ChatFormat, ModelInfo, TokenizerSpec, parse_tokeni
 enum Engine {
     /// tiktoken-rs for ids; for o200k/cl100k also the `bpe` crate's linear-time encoder, which
     /// counts the same tokens several times faster (checked against tiktoken-rs in the tests).
-    Tiktoken(&'static tiktoken_rs::CoreBPE, Option<&'static bpe_openai::Tokenizer>),
+    Tiktoken(
+        &'static tiktoken_rs::CoreBPE,
+        Option<&'static bpe_openai::Tokenizer>,
+    ),
     Hf(Arc<tokenizers::Tokenizer>),
-    Estimate { chars_per_token: f64 },
+    Estimate {
+        chars_per_token: f64,
+    },
 }
 
 /// Counts tokens for one model: its tokenizer plus its chat framing.
@@ -65,7 +70,9 @@ fn tiktoken(name: &str) -> Result<&'static tiktoken_rs::CoreBPE> {
     static R50K: Cell = OnceLock::new();
     static HARMONY: Cell = OnceLock::new();
     let lazy = |cell: &'static Cell, build: fn() -> Option<tiktoken_rs::CoreBPE>| {
-        cell.get_or_init(build).as_ref().ok_or_else(|| Error::invalid(format!("could not build encoding `{name}`")))
+        cell.get_or_init(build)
+            .as_ref()
+            .ok_or_else(|| Error::invalid(format!("could not build encoding `{name}`")))
     };
     match name {
         "o200k_base" => Ok(tiktoken_rs::o200k_base_singleton()),
@@ -73,7 +80,9 @@ fn tiktoken(name: &str) -> Result<&'static tiktoken_rs::CoreBPE> {
         "p50k_base" => lazy(&P50K, || tiktoken_rs::p50k_base().ok()),
         "r50k_base" => lazy(&R50K, || tiktoken_rs::r50k_base().ok()),
         "o200k_harmony" => lazy(&HARMONY, || tiktoken_rs::o200k_harmony().ok()),
-        other => Err(Error::invalid(format!("unknown tiktoken encoding `{other}`"))),
+        other => Err(Error::invalid(format!(
+            "unknown tiktoken encoding `{other}`"
+        ))),
     }
 }
 
@@ -95,12 +104,19 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("llmem");
     }
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/llmem")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/llmem")
 }
 
 fn hf_tokenizer(name: &str) -> Result<Arc<tokenizers::Tokenizer>> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<tokenizers::Tokenizer>>>> = OnceLock::new();
-    let path = if name.ends_with(".json") { PathBuf::from(name) } else { tokenizer_dir().join(name).join("tokenizer.json") };
+    let path = if name.ends_with(".json") {
+        PathBuf::from(name)
+    } else {
+        tokenizer_dir().join(name).join("tokenizer.json")
+    };
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(t) = cache.lock().get(&path) {
         return Ok(t.clone());
@@ -116,7 +132,8 @@ fn hf_tokenizer(name: &str) -> Result<Arc<tokenizers::Tokenizer>> {
     let mut tok = tokenizers::Tokenizer::from_file(&path)
         .map_err(|e| Error::serde(format!("tokenizer {}", path.display()), e))?;
     tok.with_padding(None);
-    tok.with_truncation(None).map_err(|e| Error::serde(format!("tokenizer {}", path.display()), e))?;
+    tok.with_truncation(None)
+        .map_err(|e| Error::serde(format!("tokenizer {}", path.display()), e))?;
     let tok = Arc::new(tok);
     cache.lock().insert(path, tok.clone());
     Ok(tok)
@@ -131,11 +148,18 @@ impl ModelCounter {
             TokenizerSpec::Hf(name) => (Engine::Hf(hf_tokenizer(name)?), Accuracy::Exact),
             TokenizerSpec::Estimate(family) => {
                 let est = catalog.estimate(family).ok_or_else(|| {
-                    Error::config(format!("estimate.{family}"), "the catalog has no such estimate family")
+                    Error::config(
+                        format!("estimate.{family}"),
+                        "the catalog has no such estimate family",
+                    )
                 })?;
                 (
-                    Engine::Estimate { chars_per_token: est.chars_per_token },
-                    Accuracy::Estimate { mean_abs_error: ESTIMATE_MEAN_ABS_ERROR },
+                    Engine::Estimate {
+                        chars_per_token: est.chars_per_token,
+                    },
+                    Accuracy::Estimate {
+                        mean_abs_error: ESTIMATE_MEAN_ABS_ERROR,
+                    },
                 )
             }
         };
@@ -202,8 +226,15 @@ impl ModelCounter {
         let role = m.role.as_str();
         match self.format {
             ChatFormat::Llama3 => {
-                let role = if m.role == Role::Tool { "ipython" } else { role };
-                (format!("<|start_header_id|>{role}<|end_header_id|>\n\n"), "<|eot_id|>")
+                let role = if m.role == Role::Tool {
+                    "ipython"
+                } else {
+                    role
+                };
+                (
+                    format!("<|start_header_id|>{role}<|end_header_id|>\n\n"),
+                    "<|eot_id|>",
+                )
             }
             ChatFormat::ChatMl => (format!("<|im_start|>{role}\n"), "<|im_end|>\n"),
             ChatFormat::Gemma => match m.role {
@@ -226,7 +257,10 @@ impl ModelCounter {
     /// llama.cpp or vLLM server tokenizes. `None` for API formats (OpenAI, Anthropic, Gemini).
     pub fn render_template(&self, messages: &[Message]) -> Option<String> {
         let (begin, prime) = match self.format {
-            ChatFormat::Llama3 => ("<|begin_of_text|>", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+            ChatFormat::Llama3 => (
+                "<|begin_of_text|>",
+                "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            ),
             ChatFormat::ChatMl => ("", "<|im_start|>assistant\n"),
             ChatFormat::Gemma => ("<bos>", "<start_of_turn>model\n"),
             ChatFormat::Mistral => ("<s>", ""),
@@ -256,7 +290,10 @@ impl TokenCounter for ModelCounter {
         match &self.engine {
             Engine::Tiktoken(_, Some(fast)) => fast.count(text),
             Engine::Tiktoken(bpe, None) => bpe.encode_ordinary(text).len(),
-            Engine::Hf(t) => t.encode_fast(text, false).map(|e| e.len()).unwrap_or_else(|_| estimate(text, 4.0)),
+            Engine::Hf(t) => t
+                .encode_fast(text, false)
+                .map(|e| e.len())
+                .unwrap_or_else(|_| estimate(text, 4.0)),
             Engine::Estimate { chars_per_token } => estimate(text, *chars_per_token),
         }
     }
@@ -287,7 +324,8 @@ impl TokenCounter for ModelCounter {
             ChatFormat::OpenAi => 3,
             ChatFormat::Anthropic | ChatFormat::Gemini | ChatFormat::None => 0,
             ChatFormat::Llama3 => {
-                self.count("<|begin_of_text|>") + self.count("<|start_header_id|>assistant<|end_header_id|>\n\n")
+                self.count("<|begin_of_text|>")
+                    + self.count("<|start_header_id|>assistant<|end_header_id|>\n\n")
             }
             ChatFormat::ChatMl => self.count("<|im_start|>assistant\n"),
             ChatFormat::Gemma => self.count("<bos>") + self.count("<start_of_turn>model\n"),
@@ -335,7 +373,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        Counters { catalog, cache: Arc::default() }
+        Counters {
+            catalog,
+            cache: Arc::default(),
+        }
     }
 
     /// With the embedded catalog.
@@ -356,11 +397,16 @@ impl Counters {
         }
         let lookup = self.catalog.lookup(model);
         if !lookup.known {
-            tracing::warn!(model, "model not in the catalog; counting with the default tokenizer and prices");
+            tracing::warn!(
+                model,
+                "model not in the catalog; counting with the default tokenizer and prices"
+            );
         }
         let mut counter = ModelCounter::for_model(&lookup.info, &self.catalog)?;
         if !lookup.known {
-            counter.accuracy = Accuracy::Estimate { mean_abs_error: ESTIMATE_MEAN_ABS_ERROR };
+            counter.accuracy = Accuracy::Estimate {
+                mean_abs_error: ESTIMATE_MEAN_ABS_ERROR,
+            };
         }
         let counter = Arc::new(counter);
         self.cache.lock().insert(model.to_owned(), counter.clone());
@@ -397,9 +443,15 @@ mod tests {
     fn openai_framing_follows_the_documented_formula() {
         let counters = Counters::embedded().unwrap();
         let c = counters.for_model("gpt-4o").unwrap();
-        let msgs = [Message::system("You are helpful."), Message::user("hello world").with_name("kha")];
+        let msgs = [
+            Message::system("You are helpful."),
+            Message::user("hello world").with_name("kha"),
+        ];
         let text: usize = msgs.iter().map(|m| c.count(&m.text())).sum();
         // 3 per message, +1 and the name's tokens for the named one, +3 to prime the reply.
-        assert_eq!(c.count_messages(&msgs), text + 3 + 3 + 1 + c.count("kha") + 3);
+        assert_eq!(
+            c.count_messages(&msgs),
+            text + 3 + 3 + 1 + c.count("kha") + 3
+        );
     }
 }

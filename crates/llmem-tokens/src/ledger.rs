@@ -32,7 +32,11 @@ pub struct CachedCounter {
 
 impl CachedCounter {
     pub fn new(inner: Arc<dyn TokenCounter>) -> Self {
-        CachedCounter { inner, memo: Arc::default(), capacity: 100_000 }
+        CachedCounter {
+            inner,
+            memo: Arc::default(),
+            capacity: 100_000,
+        }
     }
 
     /// How many message counts are memoised.

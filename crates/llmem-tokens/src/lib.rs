@@ -14,6 +14,9 @@ pub mod counter;
 pub mod ledger;
 
 pub use catalog::{Catalog, ChatFormat, Lookup, ModelInfo, Provider, TokenizerSpec};
-pub use cost::{Budget, BudgetAlarm, BudgetKind, CostTotals, CostTracker, ModelTotals, RequestRecord, UsageSource};
+pub use cost::{
+    Budget, BudgetAlarm, BudgetKind, CostTotals, CostTracker, ModelTotals, RequestRecord,
+    UsageSource,
+};
 pub use counter::{Counters, ModelCounter, cache_dir, estimate, tokenizer_dir};
 pub use ledger::{CachedCounter, TokenLedger, message_key};

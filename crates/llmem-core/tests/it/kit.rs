@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use llmem_core::test_kit::{store_conformance, token_counter_conformance};
 use llmem_core::{
-    Accuracy, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest, StoreCapabilities,
-    StoreStats, TokenCounter, async_trait,
+    Accuracy, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
+    StoreCapabilities, StoreStats, TokenCounter, async_trait,
 };
 
 /// A minimal linear-scan store; `leaky` forgets tenancy in `get`, which the kit must catch.
@@ -22,7 +22,10 @@ impl MemoryStore for ScanStore {
         "scan"
     }
     fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities { vector_search: true, ..Default::default() }
+        StoreCapabilities {
+            vector_search: true,
+            ..Default::default()
+        }
     }
     async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
         let mut rows = self.rows.lock().unwrap();
@@ -36,7 +39,11 @@ impl MemoryStore for ScanStore {
         let rows = self.rows.lock().unwrap();
         Ok(ids
             .iter()
-            .filter_map(|id| rows.iter().find(|r| &r.id == id && (self.leaky || r.in_scope(scope))).cloned())
+            .filter_map(|id| {
+                rows.iter()
+                    .find(|r| &r.id == id && (self.leaky || r.in_scope(scope)))
+                    .cloned()
+            })
             .collect())
     }
     async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
@@ -45,9 +52,20 @@ impl MemoryStore for ScanStore {
         rows.retain(|r| !(ids.contains(&r.id) && r.in_scope(scope)));
         Ok(before - rows.len())
     }
-    async fn query(&self, scope: &Scope, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
-        let mut out: Vec<_> =
-            self.rows.lock().unwrap().iter().filter(|r| r.in_scope(scope) && filter.matches(r)).cloned().collect();
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        let mut out: Vec<_> = self
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.in_scope(scope) && filter.matches(r))
+            .cloned()
+            .collect();
         out.sort_by_key(|r| r.created_at);
         out.truncate(limit.unwrap_or(usize::MAX));
         Ok(out)
@@ -59,7 +77,10 @@ impl MemoryStore for ScanStore {
             .await?
             .into_iter()
             .map(|r| {
-                let score = r.embedding.as_ref().map_or(0.0, |e| e.iter().zip(&q).map(|(a, b)| a * b).sum());
+                let score = r
+                    .embedding
+                    .as_ref()
+                    .map_or(0.0, |e| e.iter().zip(&q).map(|(a, b)| a * b).sum());
                 ScoredRecord { record: r, score }
             })
             .collect();
@@ -68,7 +89,10 @@ impl MemoryStore for ScanStore {
         Ok(out)
     }
     async fn stats(&self) -> Result<StoreStats> {
-        Ok(StoreStats { items: self.rows.lock().unwrap().len() as u64, ..Default::default() })
+        Ok(StoreStats {
+            items: self.rows.lock().unwrap().len() as u64,
+            ..Default::default()
+        })
     }
 }
 
@@ -79,7 +103,10 @@ async fn a_correct_store_passes_the_store_suite() {
 
 #[tokio::test]
 async fn a_store_that_leaks_across_tenants_fails_it() {
-    let leaky = ScanStore { leaky: true, ..Default::default() };
+    let leaky = ScanStore {
+        leaky: true,
+        ..Default::default()
+    };
     let caught = tokio::spawn(async move { store_conformance(&leaky).await }).await;
     let err = caught.unwrap_err();
     let msg = err.into_panic();
@@ -97,7 +124,9 @@ impl TokenCounter for Chars {
         text.chars().count().div_ceil(4)
     }
     fn accuracy(&self) -> Accuracy {
-        Accuracy::Estimate { mean_abs_error: 0.3 }
+        Accuracy::Estimate {
+            mean_abs_error: 0.3,
+        }
     }
 }
 

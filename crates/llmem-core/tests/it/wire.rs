@@ -33,7 +33,9 @@ fn openai_shape_round_trips_exactly() {
 
 #[test]
 fn llmem_extensions_survive_serde_but_not_requests() {
-    let m = Message::user("hi").with_created_at(Timestamp(0)).with_metadata("pinned", true);
+    let m = Message::user("hi")
+        .with_created_at(Timestamp(0))
+        .with_metadata("pinned", true);
     let v = serde_json::to_value(&m).unwrap();
     assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
     assert_eq!(serde_json::from_value::<Message>(v).unwrap(), m);
@@ -56,7 +58,10 @@ fn anthropic_shape_round_trips() {
         json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_abc123",
             "content": "{\"temperature\": 22, \"unit\": \"celsius\"}"}]})
     );
-    assert_eq!(arr[4]["content"][1]["source"], json!({"type": "url", "url": "https://example.com/cat.png"}));
+    assert_eq!(
+        arr[4]["content"][1]["source"],
+        json!({"type": "url", "url": "https://example.com/cat.png"})
+    );
     let back = from_anthropic(system.as_ref().map(|s| json!(s)).as_ref(), &arr).unwrap();
     // Names and image detail are OpenAI-only; everything else survives.
     let strip = |ms: &[Message]| {
@@ -86,8 +91,16 @@ fn anthropic_parallel_tool_results_share_one_user_message() {
         Message::assistant_tool_calls(
             "",
             vec![
-                llmem_core::ToolCall { id: "t1".into(), name: "w".into(), arguments: "{\"c\":\"Paris\"}".into() },
-                llmem_core::ToolCall { id: "t2".into(), name: "w".into(), arguments: "{\"c\":\"Rome\"}".into() },
+                llmem_core::ToolCall {
+                    id: "t1".into(),
+                    name: "w".into(),
+                    arguments: "{\"c\":\"Paris\"}".into(),
+                },
+                llmem_core::ToolCall {
+                    id: "t2".into(),
+                    name: "w".into(),
+                    arguments: "{\"c\":\"Rome\"}".into(),
+                },
             ],
         ),
         Message::tool_result("t1", "18"),
@@ -109,11 +122,23 @@ fn bad_shapes_give_clear_errors() {
     assert!(err.to_string().contains("tool_call_id"), "{err}");
     let bad = Message::assistant_tool_calls(
         "",
-        vec![llmem_core::ToolCall { id: "t".into(), name: "f".into(), arguments: "{oops".into() }],
+        vec![llmem_core::ToolCall {
+            id: "t".into(),
+            name: "f".into(),
+            arguments: "{oops".into(),
+        }],
     );
-    assert!(to_anthropic(&[bad]).unwrap_err().to_string().contains("not JSON"));
+    assert!(
+        to_anthropic(&[bad])
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON")
+    );
     let err = from_anthropic(None, &json!([{"role": "system", "content": "x"}])).unwrap_err();
-    assert!(err.to_string().contains("only `user` and `assistant`"), "{err}");
+    assert!(
+        err.to_string().contains("only `user` and `assistant`"),
+        "{err}"
+    );
     let err = from_openai(&json!([{"role": "user", "content": 5}])).unwrap_err();
     assert!(err.to_string().contains("OpenAI messages"), "{err}");
 }

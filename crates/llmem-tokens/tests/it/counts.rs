@@ -15,18 +15,35 @@ fn fast_openai_counts_equal_tiktoken_rs() {
     let turns = locomo_turns();
     for enc in ["o200k_base", "cl100k_base"] {
         let c = ModelCounter::encoding(enc).unwrap();
-        for t in turns.iter().map(String::as_str).chain(EDGE_CASES.iter().copied()) {
+        for t in turns
+            .iter()
+            .map(String::as_str)
+            .chain(EDGE_CASES.iter().copied())
+        {
             assert_eq!(c.count(t), c.count_reference(t), "{enc} on {t:?}");
         }
         let all = turns.join("\n");
-        assert_eq!(c.count(&all), c.count_reference(&all), "{enc} on the whole corpus");
+        assert_eq!(
+            c.count(&all),
+            c.count_reference(&all),
+            "{enc} on the whole corpus"
+        );
     }
 }
 
 #[test]
 fn counters_pass_the_conformance_suite() {
     let counters = Counters::embedded().unwrap();
-    for model in ["gpt-4o", "gpt-4", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-27b", "mistral-nemo", "claude-sonnet-4-5", "gemini-2.5-flash"] {
+    for model in [
+        "gpt-4o",
+        "gpt-4",
+        "llama-3.1-8b",
+        "qwen2.5-7b",
+        "gemma-3-27b",
+        "mistral-nemo",
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+    ] {
         let c = counters.for_model(model).unwrap();
         token_counter_conformance(c.as_ref());
     }
@@ -36,11 +53,22 @@ fn counters_pass_the_conformance_suite() {
 fn open_model_counts_equal_the_python_tokenizers_reference() {
     let counters = Counters::embedded().unwrap();
     let turns = locomo_turns();
-    let sample: Vec<String> =
-        turns.iter().step_by(37).cloned().chain(EDGE_CASES.iter().map(|s| s.to_string())).collect();
+    let sample: Vec<String> = turns
+        .iter()
+        .step_by(37)
+        .cloned()
+        .chain(EDGE_CASES.iter().map(|s| s.to_string()))
+        .collect();
     let input = serde_json::to_string(&sample).unwrap();
-    for (model, tok) in [("llama-3.1-8b", "llama3"), ("qwen2.5-7b", "qwen2_5"), ("gemma-3-27b", "gemma3"), ("mistral-nemo", "mistral_nemo")] {
-        let path = llmem_tokens::tokenizer_dir().join(tok).join("tokenizer.json");
+    for (model, tok) in [
+        ("llama-3.1-8b", "llama3"),
+        ("qwen2.5-7b", "qwen2_5"),
+        ("gemma-3-27b", "gemma3"),
+        ("mistral-nemo", "mistral_nemo"),
+    ] {
+        let path = llmem_tokens::tokenizer_dir()
+            .join(tok)
+            .join("tokenizer.json");
         let script = "import json,sys\nfrom tokenizers import Tokenizer\nt=Tokenizer.from_file(sys.argv[1])\nt.no_padding(); t.no_truncation()\ntexts=json.load(sys.stdin)\nprint(json.dumps([len(t.encode(x, add_special_tokens=False).ids) if x else 0 for x in texts]))";
         let mut child = Command::new(python())
             .args(["-c", script])
@@ -50,7 +78,12 @@ fn open_model_counts_equal_the_python_tokenizers_reference() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "python tokenizers failed for {tok}");
         let want: Vec<usize> = serde_json::from_slice(&out.stdout).unwrap();
@@ -64,10 +97,17 @@ fn open_model_counts_equal_the_python_tokenizers_reference() {
 
 #[test]
 fn llama3_ids_are_the_known_ones() {
-    let c = Counters::embedded().unwrap().for_model("llama-3.1-8b").unwrap();
+    let c = Counters::embedded()
+        .unwrap()
+        .for_model("llama-3.1-8b")
+        .unwrap();
     // Llama 3's vocabulary starts with cl100k's: "hello" = 15339, " world" = 1917.
     assert_eq!(c.encode("hello world").unwrap(), vec![15339, 1917]);
-    assert_eq!(c.count("<|begin_of_text|>"), 1, "special tokens count as one");
+    assert_eq!(
+        c.count("<|begin_of_text|>"),
+        1,
+        "special tokens count as one"
+    );
 }
 
 #[test]
@@ -81,7 +121,8 @@ fn estimate_error_is_measured_against_a_real_tokenizer() {
     let claude = counters.for_model("claude-sonnet-4-5").unwrap();
     let turns = locomo_turns();
     let (mut err, mut n) = (0.0f64, 0usize);
-    let (mut est_sum, mut ref_sum, mut claude_sum, mut o200k_sum) = (0usize, 0usize, 0usize, 0usize);
+    let (mut est_sum, mut ref_sum, mut claude_sum, mut o200k_sum) =
+        (0usize, 0usize, 0usize, 0usize);
     for t in &turns {
         let (e, r) = (gemini.count(t), gemma.count(t));
         err += (e as f64 - r as f64).abs() / r as f64;

@@ -8,9 +8,15 @@ use crate::locomo_turns;
 
 fn conversation(n: usize) -> Vec<Message> {
     let turns = locomo_turns();
-    let mut msgs = vec![Message::system("You are a helpful assistant who remembers the user's life.")];
+    let mut msgs = vec![Message::system(
+        "You are a helpful assistant who remembers the user's life.",
+    )];
     for (i, t) in turns.iter().take(n).enumerate() {
-        msgs.push(if i % 2 == 0 { Message::user(t.clone()) } else { Message::assistant(t.clone()) });
+        msgs.push(if i % 2 == 0 {
+            Message::user(t.clone())
+        } else {
+            Message::assistant(t.clone())
+        });
     }
     msgs
 }
@@ -23,7 +29,11 @@ fn llama3_and_chatml_counts_equal_the_rendered_prompt() {
         let c = counters.for_model(model).unwrap();
         for k in [1, 2, 7, 50, msgs.len()] {
             let prompt = c.render_template(&msgs[..k]).unwrap();
-            assert_eq!(c.count_messages(&msgs[..k]), c.count(&prompt), "{model} with {k} messages");
+            assert_eq!(
+                c.count_messages(&msgs[..k]),
+                c.count(&prompt),
+                "{model} with {k} messages"
+            );
         }
     }
 }
@@ -36,7 +46,10 @@ fn gemma_and_mistral_counts_are_within_a_token_per_message() {
         let c = counters.for_model(model).unwrap();
         let prompt = c.render_template(&msgs).unwrap();
         let (ours, real) = (c.count_messages(&msgs) as i64, c.count(&prompt) as i64);
-        assert!((ours - real).abs() <= msgs.len() as i64, "{model}: {ours} vs {real}");
+        assert!(
+            (ours - real).abs() <= msgs.len() as i64,
+            "{model}: {ours} vs {real}"
+        );
     }
 }
 
@@ -44,6 +57,9 @@ fn gemma_and_mistral_counts_are_within_a_token_per_message() {
 fn unknown_models_fall_back_with_an_estimate_label() {
     let counters = Counters::embedded().unwrap();
     let c = counters.for_model("my-private-model-v3").unwrap();
-    assert!(matches!(c.accuracy(), llmem_core::Accuracy::Estimate { .. }));
+    assert!(matches!(
+        c.accuracy(),
+        llmem_core::Accuracy::Estimate { .. }
+    ));
     assert!(c.count("hello world") > 0);
 }

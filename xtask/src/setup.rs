@@ -19,6 +19,8 @@ const PIP: &[&str] = &[
     "tiktoken",
     "tokenizers",
     "moto[server]",
+    "chromadb",
+    "langchain-core",
 ];
 
 /// Python packages installed without dependencies (they ship assets or a prebuilt binary).
@@ -57,17 +59,26 @@ fn have(cmd: &str) -> bool {
 }
 
 fn apt() -> Result<()> {
-    let have_protos = Path::new("/usr/include/google/protobuf/empty.proto").exists();
-    if have("protoc") && have_protos {
-        eprintln!("  protoc and the well-known protos are installed");
+    let mut missing = Vec::new();
+    if !have("protoc") {
+        missing.push("protobuf-compiler");
+    }
+    if !Path::new("/usr/include/google/protobuf/empty.proto").exists() {
+        missing.push("libprotobuf-dev");
+    }
+    if !have("npm") {
+        missing.push("npm");
+    }
+    if missing.is_empty() {
+        eprintln!("  protoc, the well-known protos and npm are installed");
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     if !is_root || !have("apt-get") {
-        bail!("lance needs protoc: run `sudo apt-get install -y protobuf-compiler libprotobuf-dev`, then again");
+        bail!("missing system packages: run `sudo apt-get install -y {}`, then this again", missing.join(" "));
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq", "protobuf-compiler", "libprotobuf-dev"]))
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
 }
 
 fn python(cache: &Path) -> PathBuf {

@@ -1,9 +1,12 @@
-"""Chroma (in-process) on the same vectors as crates/llmem-tiers/benches/tiers.rs.
+"""Chroma (in-process) on the same vectors as crates/llmem-tiers/benches/report.rs.
 
 Usage: python benches/peers/chroma_bench.py OUTDIR   (needs `chromadb` installed; installs nothing)
 
-Writes OUTDIR/chroma.json with insert throughput and top-10 query latency (with a metadata
-filter) on N x DIM deterministic unit vectors (N=100000, DIM=384 by default; env N, DIM).
+Reads N x DIM little-endian f32 vectors from $VECTORS and the query vectors from $QUERIES_FILE
+(both written by the Rust report, so both sides search the very same data); without them it
+draws seeded random unit vectors. Row i has id `r{i}` and metadata {"even": i % 2 == 0}.
+Writes OUTDIR/chroma.json: insert throughput, top-10 latency (p50/p99) unfiltered and with the
+filter {"even": true}, and recall@10 of each against brute force.
 """
 
 import json
@@ -16,6 +19,29 @@ import numpy as np
 import chromadb
 
 
+def load(path, dim):
+    v = np.fromfile(path, dtype="<f4")
+    return v.reshape(-1, dim)
+
+
+def run_queries(col, vecs, queries, where):
+    lat = []
+    hits = 0
+    for q in queries:
+        kw = {"where": where} if where else {}
+        t = time.perf_counter()
+        res = col.query(query_embeddings=[q.tolist()], n_results=10, **kw)
+        lat.append(time.perf_counter() - t)
+        scores = vecs @ q
+        if where:
+            scores[1::2] = -np.inf
+        truth = {f"r{i}" for i in np.argpartition(-scores, 10)[:10]}
+        hits += len(truth & set(res["ids"][0]))
+    lat.sort()
+    p = lambda x: lat[max(0, int(np.ceil(len(lat) * x)) - 1)] * 1000
+    return p(0.5), p(0.99), hits / (10 * len(queries))
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python benches/peers/chroma_bench.py OUTDIR")
@@ -23,9 +49,16 @@ def main() -> None:
     os.makedirs(out, exist_ok=True)
     n = int(os.environ.get("N", "100000"))
     dim = int(os.environ.get("DIM", "384"))
-    rng = np.random.default_rng(42)
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    if os.environ.get("VECTORS"):
+        vecs = load(os.environ["VECTORS"], dim)[:n]
+        queries = load(os.environ["QUERIES_FILE"], dim)
+    else:
+        rng = np.random.default_rng(42)
+        vecs = rng.standard_normal((n, dim)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        queries = rng.standard_normal((100, dim)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    n = len(vecs)
     client = chromadb.PersistentClient(path=tempfile.mkdtemp(prefix="chroma-bench-"))
     col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
     t = time.perf_counter()
@@ -34,31 +67,23 @@ def main() -> None:
         e = min(s + batch, n)
         col.add(
             ids=[f"r{i}" for i in range(s, e)],
-            embeddings=vecs[s:e].tolist(),
+            embeddings=vecs[s:e],
             metadatas=[{"tenant": "u", "even": i % 2 == 0} for i in range(s, e)],
         )
     insert_s = time.perf_counter() - t
-    queries = rng.standard_normal((100, dim)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    lat = []
-    recall_hits = 0
-    for q in queries:
-        t = time.perf_counter()
-        res = col.query(query_embeddings=[q.tolist()], n_results=10, where={"even": True})
-        lat.append(time.perf_counter() - t)
-        scores = vecs @ q
-        scores[1::2] = -np.inf
-        truth = {f"r{i}" for i in np.argsort(-scores)[:10]}
-        recall_hits += len(truth & set(res["ids"][0]))
-    lat.sort()
+    p50, p99, rec = run_queries(col, vecs, queries, None)
+    fp50, fp99, frec = run_queries(col, vecs, queries, {"even": True})
     result = {
         "engine": "chromadb " + chromadb.__version__,
         "n": n,
         "dim": dim,
         "insert_per_s": n / insert_s,
-        "query_filtered_top10_p50_ms": lat[len(lat) // 2] * 1000,
-        "query_filtered_top10_p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
-        "recall_at_10": recall_hits / (10 * len(queries)),
+        "query_top10_p50_ms": p50,
+        "query_top10_p99_ms": p99,
+        "recall_at_10": rec,
+        "query_filtered_top10_p50_ms": fp50,
+        "query_filtered_top10_p99_ms": fp99,
+        "recall_filtered_at_10": frec,
     }
     with open(os.path.join(out, "chroma.json"), "w") as f:
         json.dump(result, f, indent=2)

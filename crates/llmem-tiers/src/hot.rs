@@ -111,4 +111,7 @@ impl Tier for HotStore {
     async fn restore(&self, id: &str) -> Result<()> {
         self.inner.restore(id).await
     }
+    async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
+        self.inner.foreign_ids(tenant, ids).await
+    }
 }

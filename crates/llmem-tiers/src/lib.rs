@@ -6,6 +6,10 @@
 //! - `GlacierStore` (feature `glacier`): zstd (optionally AES-256-GCM) batches on object storage.
 //! - [`TieredStore`]: one memory over them, with migration, retention, archive and snapshots.
 
+#[cfg(feature = "lance")]
+pub mod cold;
+#[cfg(feature = "glacier")]
+pub mod glacier;
 pub mod hot;
 pub mod text;
 pub mod tier;
@@ -14,6 +18,10 @@ pub mod vector;
 pub mod wal;
 pub mod warm;
 
+#[cfg(feature = "lance")]
+pub use cold::{ColdConfig, ColdStore};
+#[cfg(feature = "glacier")]
+pub use glacier::{GlacierConfig, GlacierStore};
 pub use hot::HotStore;
 pub use tier::{DynTier, Tier, TierKind};
 pub use tiered::{

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use llmem_core::{Error, MemoryStore, Result};
+use llmem_core::{Error, Filter, MemoryRecord, MemoryStore, Result};
 use serde::{Deserialize, Serialize};
 
 /// The four tiers, warmest first.
@@ -67,6 +67,49 @@ pub trait Tier: MemoryStore {
         let _ = id;
         Err(Error::unsupported("snapshots", self.name()))
     }
+
+    /// The ids among `ids` that this tier holds for a tenant other than `tenant`. Record ids
+    /// are unique across tenants, so a write must never take over one of those.
+    async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let f = Filter::parse(&serde_json::json!({ "id": { "$in": ids } }))?;
+        Ok(self
+            .scan_all(&f, None)
+            .await?
+            .into_iter()
+            .filter(|r| r.tenant != tenant)
+            .map(|r| r.id)
+            .collect())
+    }
+}
+
+/// Refuses `records` whose ids `tier` holds for another tenant.
+pub(crate) async fn check_owners(
+    tier: &(impl Tier + ?Sized),
+    records: &[MemoryRecord],
+) -> Result<()> {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in records {
+        by_tenant
+            .entry(r.tenant.as_str())
+            .or_default()
+            .push(r.id.clone());
+    }
+    for (tenant, ids) in by_tenant {
+        if let Some(id) = tier.foreign_ids(tenant, &ids).await?.into_iter().next() {
+            return Err(taken(&id));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a write that reuses another tenant's record id.
+pub(crate) fn taken(id: &str) -> Error {
+    Error::invalid(format!(
+        "record id `{id}` is already used by another tenant; record ids are unique across tenants"
+    ))
 }
 
 /// `dyn Tier`.
@@ -79,5 +122,8 @@ impl<T: Tier + ?Sized> Tier for Arc<T> {
     }
     async fn restore(&self, id: &str) -> Result<()> {
         (**self).restore(id).await
+    }
+    async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
+        (**self).foreign_ids(tenant, ids).await
     }
 }

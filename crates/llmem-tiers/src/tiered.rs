@@ -281,6 +281,11 @@ impl TieredStore {
     /// Stores records in the given tier, removing older copies with the same ids from the others.
     pub async fn store_batch_in(&self, records: Vec<MemoryRecord>, tier: TierKind) -> Result<()> {
         let target = self.level_or_err(tier)?;
+        // Ids are unique across tenants: never take over another tenant's record in any tier
+        // (the target tier checks its own records in `put`).
+        for l in self.levels.iter().filter(|l| l.kind != tier) {
+            crate::tier::check_owners(&*l.store, &records).await?;
+        }
         let t = Instant::now();
         target.store.put(records.clone()).await?;
         target.counters.record(t);

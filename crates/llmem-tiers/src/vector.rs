@@ -77,7 +77,7 @@ impl<K> TopK<K> {
     pub fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
         }
     }
 

@@ -100,11 +100,23 @@ impl Inner {
         self.by_id.len()
     }
 
+    /// The tenant holding `id`, if any.
+    fn owner(&self, id: &str) -> Option<&str> {
+        let slot = *self.by_id.get(id)?;
+        self.slots
+            .get(slot as usize)?
+            .as_ref()
+            .map(|s| s.rec.tenant.as_str())
+    }
+
     fn check_dims(&self, records: &[MemoryRecord]) -> Result<()> {
         let mut dim = self.dim;
         for r in records {
             if r.tenant.is_empty() {
                 return Err(Error::invalid(format!("record `{}` has no tenant", r.id)));
+            }
+            if self.owner(&r.id).is_some_and(|t| t != r.tenant) {
+                return Err(crate::tier::taken(&r.id));
             }
             if let Some(e) = &r.embedding {
                 if dim == 0 {
@@ -659,6 +671,15 @@ fn select(
 
 #[async_trait]
 impl Tier for WarmStore {
+    async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
+        let inner = self.inner.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| inner.owner(id).is_some_and(|t| t != tenant))
+            .cloned()
+            .collect())
+    }
+
     async fn snapshot(&self) -> Result<String> {
         let id = new_id();
         let all = self.inner.lock().all_records();

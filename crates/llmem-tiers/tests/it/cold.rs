@@ -175,12 +175,38 @@ async fn tiered_store_over_lance_cold() {
     crate::tiered::exercise(&store).await;
     let s = Scope::tenant("alice");
     assert_eq!(
-        store.locate(&s, "w1").await.unwrap().unwrap().0,
+        store.locate(&s, "c1").await.unwrap().unwrap().0,
         TierKind::Cold,
-        "LRU demoted w1 to Lance"
+        "c1 was placed in Lance"
     );
     let snap = store.snapshot().await.unwrap();
-    store.delete(&s, &["w1".into()]).await.unwrap();
+    store.delete(&s, &["c1".into(), "w1".into()]).await.unwrap();
+    assert!(!store.exists(&s, "c1").await.unwrap());
     store.restore(&snap).await.unwrap();
-    assert!(store.exists(&s, "w1").await.unwrap());
+    assert!(
+        store.exists(&s, "c1").await.unwrap(),
+        "restored from the Lance version"
+    );
+    assert!(
+        store.exists(&s, "w1").await.unwrap(),
+        "restored from the warm snapshot"
+    );
+    // LRU demotion from warm (4 items) lands in Lance.
+    for i in 0..6u64 {
+        store
+            .store(crate::common::rec(
+                "alice",
+                &format!("x{i}"),
+                "filler",
+                16,
+                100 + i,
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.locate(&s, "x0").await.unwrap().unwrap().0,
+        TierKind::Cold,
+        "LRU demoted x0 to Lance"
+    );
 }

@@ -1,5 +1,5 @@
-//! Durability: a child process ingesting through the write-ahead log is killed with SIGKILL;
-//! every record it acknowledged is there after reopening.
+//! Durability: a child process ingesting through the write-ahead log (warm) or with Lance
+//! commits (cold) is killed with SIGKILL; every record it acknowledged is there after reopening.
 //!
 //! The test binary re-executes itself with `LLMEM_TIERS_CHILD_DIR` set; `child_ingest` then acts
 //! as the child (in a normal run, without the variable, it returns at once).
@@ -9,15 +9,32 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use llmem_core::{Filter, MemoryStore, Scope};
-use llmem_tiers::{TieredStore, WarmConfig, WarmStore};
+use llmem_tiers::{TierKind, TieredStore, WarmConfig, WarmStore};
 
 use crate::common::rec;
 
 const CHILD_ENV: &str = "LLMEM_TIERS_CHILD_DIR";
+const CHILD_TIER_ENV: &str = "LLMEM_TIERS_CHILD_TIER";
 
-fn open(dir: &std::path::Path) -> TieredStore {
-    let warm = Arc::new(WarmStore::open(WarmConfig::default().persist_in(dir)).unwrap());
-    TieredStore::builder().warm(warm).build().unwrap()
+async fn open(dir: &std::path::Path, tier: TierKind) -> TieredStore {
+    let warm =
+        Arc::new(WarmStore::open(WarmConfig::default().persist_in(dir.join("warm"))).unwrap());
+    let b = TieredStore::builder().warm(warm);
+    match tier {
+        TierKind::Warm => b.build().unwrap(),
+        #[cfg(feature = "lance")]
+        TierKind::Cold => {
+            let cold = llmem_tiers::ColdStore::open(llmem_tiers::ColdConfig::new(dir.join("cold")))
+                .await
+                .unwrap();
+            b.cold(Arc::new(cold)).build().unwrap()
+        }
+        other => panic!("no durability test for {other}"),
+    }
+}
+
+fn child_tier() -> TierKind {
+    std::env::var(CHILD_TIER_ENV).map_or(TierKind::Warm, |t| TierKind::parse(&t).unwrap())
 }
 
 #[tokio::test]
@@ -25,17 +42,15 @@ async fn child_ingest() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = open(std::path::Path::new(&dir));
+    let tier = child_tier();
+    let store = open(std::path::Path::new(&dir), tier).await;
     let mut out = std::io::stdout();
     for i in 0u64.. {
         let id = store
-            .store(rec(
-                "u",
-                &format!("k{i}"),
-                "acknowledged before the kill",
-                32,
-                i,
-            ))
+            .store_in(
+                rec("u", &format!("k{i}"), "acknowledged before the kill", 32, i),
+                tier,
+            )
             .await
             .unwrap();
         writeln!(out, "stored {id}").unwrap();
@@ -43,8 +58,8 @@ async fn child_ingest() {
     }
 }
 
-#[tokio::test]
-async fn acknowledged_writes_survive_kill_9() {
+/// Runs the child on `tier`, kills it after `n` acknowledged writes, then checks them all.
+async fn kill_mid_ingest(tier: TierKind, n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -54,6 +69,7 @@ async fn acknowledged_writes_survive_kill_9() {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, dir.path())
+        .env(CHILD_TIER_ENV, tier.as_str())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -64,24 +80,35 @@ async fn acknowledged_writes_survive_kill_9() {
         let line = line.unwrap();
         if let Some(id) = line.strip_prefix("stored ") {
             acked.push(id.to_owned());
-            if acked.len() == 300 {
+            if acked.len() == n {
                 break;
             }
         }
     }
     child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush.
     child.wait().unwrap();
-    assert_eq!(acked.len(), 300, "the child acknowledged writes");
-    let store = open(dir.path());
+    assert_eq!(acked.len(), n, "the child acknowledged writes");
+    let store = open(dir.path(), tier).await;
     let s = Scope::tenant("u");
     for id in &acked {
-        assert!(
-            store.exists(&s, id).await.unwrap(),
+        assert_eq!(
+            store.locate(&s, id).await.unwrap().map(|(t, _)| t),
+            Some(tier),
             "acknowledged record {id} was lost"
         );
     }
     let n = store.count(&s, &Filter::All).await.unwrap();
     assert!(n >= acked.len(), "{n} records after the crash");
-    let warm = store.tier(llmem_tiers::TierKind::Warm).unwrap();
-    assert!(warm.capabilities().persistent);
+    assert!(store.tier(tier).unwrap().capabilities().persistent);
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    kill_mid_ingest(TierKind::Warm, 300).await;
+}
+
+#[cfg(feature = "lance")]
+#[tokio::test]
+async fn acknowledged_cold_lance_writes_survive_kill_9() {
+    kill_mid_ingest(TierKind::Cold, 40).await;
 }

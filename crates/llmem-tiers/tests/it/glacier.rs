@@ -30,40 +30,52 @@ impl Drop for Moto {
     }
 }
 
-fn moto_path() -> PathBuf {
-    let cache = std::env::var("LLMEM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/llmem"));
-    cache.join("venv/bin/moto_server")
+/// The venv python that has `moto[server]` (`LLMEM_PYTHON`, set by `cargo xtask env`).
+fn python() -> PathBuf {
+    match std::env::var_os("LLMEM_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "LLMEM_PYTHON is not set: the glacier tests start a moto S3 server with it; run \
+             `cargo xtask setup` once, then `eval \"$(cargo xtask env)\"` (CI sets it)"
+        ),
+    }
 }
 
 fn start_moto() -> Moto {
-    let bin = moto_path();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo xtask setup` (it installs moto[server] into the llmem venv)",
-        bin.display()
-    );
+    let py = python();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let child = Command::new(&py)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let moto = Moto {
+        .unwrap_or_else(|e| panic!("starting `{} -m moto.server`: {e}", py.display()));
+    let mut moto = Moto {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
     };
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = moto.child.try_wait().unwrap() {
+            panic!(
+                "`{} -m moto.server` exited with {status}: is moto[server] installed? run `cargo xtask setup`",
+                py.display()
+            );
+        }
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "moto_server did not listen on port {port}"
+            "moto.server did not listen on port {port} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -152,6 +152,28 @@ pub async fn exercise(store: &TieredStore) {
         .await
         .unwrap();
     assert!(store.get(&b, "w1").await.unwrap().is_none());
+    // Ids are unique across tenants: bob cannot take over alice's records, whichever tier
+    // holds them and whichever tier he writes to.
+    for (id, tier) in [
+        ("w1", TierKind::Warm),
+        ("c1", TierKind::Warm),
+        ("c1", TierKind::Cold),
+        ("g1", TierKind::Cold),
+        ("h1", TierKind::Glacier),
+    ] {
+        assert!(store.exists(&s, id).await.unwrap(), "alice has {id}");
+        let err = store
+            .store_in(rec("bob", id, "takeover", dim, 5), tier)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("another tenant"), "{id}: {err}");
+        // `locate` reads without counting toward promotion.
+        assert_eq!(
+            store.locate(&s, id).await.unwrap().unwrap().1.tenant,
+            "alice",
+            "{id} is still alice's"
+        );
+    }
     assert!(
         store
             .update(&b, "w1", rec("bob", "x", "hijack", dim, 9))

@@ -1,0 +1,863 @@
+//! The cold tier: a Lance dataset on local disk (feature `lance`).
+//!
+//! One row per record: scalar columns (`id`, `tenant`, `session`, `kind`, `text`, times as
+//! milliseconds, `supersedes`, `superseded_by`), the metadata as a JSON string, and the
+//! embedding as `FixedSizeList<Float32>`. Two more string columns hold what a filter sees at
+//! `kind` and `created_at` (RFC 3339 text), so that those filters run in Lance too.
+//!
+//! - Filters are translated with [`Filter::to_sql`] for the columns above, and every row read
+//!   is checked again with [`Filter::matches`]; a filter on metadata falls back to Rust.
+//!   Tenancy (and session) is always part of the predicate.
+//! - Search is exact (flat scan) until the table holds [`ColdConfig::index_threshold`] rows
+//!   (default [`DEFAULT_INDEX_THRESHOLD`]); past it an IVF-PQ index (cosine) is built, and
+//!   queries probe `nprobes` partitions and re-rank `refine_factor × k` candidates exactly.
+//! - Writes are Lance merge-inserts on `id` (one atomic commit per batch).
+//! - [`Tier::snapshot`] returns the Lance version; [`Tier::restore`] checks it out and commits
+//!   it as the latest version.
+//! - Text search uses this crate's BM25 index, rebuilt from the `text` column on open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    FixedSizeListBuilder, Float32Builder, Int64Builder, StringBuilder, UInt64Builder,
+};
+use arrow_array::{
+    Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator,
+    StringArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use lance::Dataset;
+use lance::dataset::{MergeInsertBuilder, WhenMatched, WhenNotMatched, WriteMode, WriteParams};
+use lance::index::DatasetIndexExt;
+use lance::index::vector::VectorIndexParams;
+use lance_index::IndexType;
+use lance_linalg::distance::DistanceType;
+use llmem_core::{
+    Error, Filter, MemoryRecord, MemoryStore, RecordKind, Result, Scope, ScoredRecord,
+    SearchRequest, StoreCapabilities, StoreStats, Timestamp,
+};
+use parking_lot::Mutex;
+use tokio::sync::RwLock;
+
+use crate::text::{TextIndex, rrf};
+use crate::tier::Tier;
+use crate::vector::{TopK, dot, norm};
+use crate::warm::HYBRID_CANDIDATES;
+
+/// Rows past which the cold tier builds an ANN index (IVF-PQ) instead of scanning exactly.
+pub const DEFAULT_INDEX_THRESHOLD: usize = 50_000;
+
+/// Settings of a [`ColdStore`].
+#[derive(Debug, Clone)]
+pub struct ColdConfig {
+    /// The dataset directory.
+    pub path: PathBuf,
+    /// Embedding dimensions; `None` takes them from the first embedded record.
+    pub dimensions: Option<usize>,
+    /// Build the ANN index once the table has this many rows (and rebuild when it doubles).
+    pub index_threshold: usize,
+    /// IVF partitions probed per query.
+    pub nprobes: usize,
+    /// Candidates re-ranked exactly per result (`refine_factor × k`).
+    pub refine_factor: u32,
+}
+
+impl ColdConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ColdConfig {
+            path: path.into(),
+            dimensions: None,
+            index_threshold: DEFAULT_INDEX_THRESHOLD,
+            nprobes: 20,
+            refine_factor: 5,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ds: Option<Dataset>,
+    dim: usize,
+    /// Rows when the index was last built (0: none).
+    indexed_rows: usize,
+}
+
+/// The cold tier on Lance.
+#[derive(Debug)]
+pub struct ColdStore {
+    cfg: ColdConfig,
+    state: RwLock<State>,
+    text: Mutex<TextIndex<String>>,
+}
+
+fn lance_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::storage("cold", format!("{what}: {e}"))
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The SQL column for a filter path, where the column holds exactly what the filter sees.
+fn column(path: &str) -> Option<String> {
+    Some(
+        match path {
+            "id" | "tenant" | "session" | "text" | "supersedes" | "superseded_by" => path,
+            "kind" => "f_kind",
+            "created_at" => "f_created_at",
+            _ => return None,
+        }
+        .to_owned(),
+    )
+}
+
+fn scope_sql(scope: &Scope) -> String {
+    let mut s = format!("tenant = {}", sql_str(&scope.tenant));
+    if let Some(sess) = &scope.session {
+        s.push_str(&format!(" AND session = {}", sql_str(sess)));
+    }
+    s
+}
+
+fn ids_sql(ids: &[String]) -> String {
+    format!(
+        "id IN ({})",
+        ids.iter()
+            .map(|i| sql_str(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn schema(dim: usize) -> SchemaRef {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    Arc::new(Schema::new(vec![
+        s("id", false),
+        s("tenant", false),
+        s("session", true),
+        s("kind", false),
+        s("text", false),
+        s("metadata", false),
+        Field::new("created_at", DataType::Int64, false),
+        Field::new("accessed_at", DataType::Int64, false),
+        Field::new("access_count", DataType::UInt64, false),
+        s("supersedes", true),
+        s("superseded_by", true),
+        s("f_kind", true),
+        s("f_created_at", true),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                dim as i32,
+            ),
+            true,
+        ),
+    ]))
+}
+
+fn to_batch(records: &[MemoryRecord], dim: usize) -> Result<RecordBatch> {
+    let mut cols: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut extra: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let (mut created, mut accessed, mut count) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        UInt64Builder::new(),
+    );
+    let mut emb = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
+    let as_str = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_owned));
+    for r in records {
+        cols[0].append_value(&r.id);
+        cols[1].append_value(&r.tenant);
+        cols[2].append_option(r.session.as_deref());
+        cols[3].append_value(r.kind.as_str());
+        cols[4].append_value(&r.text);
+        cols[5].append_value(
+            serde_json::to_string(&r.metadata).map_err(|e| Error::serde("metadata", e))?,
+        );
+        created.append_value(r.created_at.0);
+        accessed.append_value(r.accessed_at.0);
+        count.append_value(r.access_count);
+        extra[0].append_option(r.supersedes.as_deref());
+        extra[1].append_option(r.superseded_by.as_deref());
+        extra[2].append_option(as_str(r.field("kind")));
+        extra[3].append_option(as_str(r.field("created_at")));
+        match &r.embedding {
+            Some(e) if e.len() == dim => {
+                emb.values().append_slice(e);
+                emb.append(true);
+            }
+            Some(e) => {
+                return Err(Error::invalid(format!(
+                    "record `{}` has a {}-dimensional embedding but the cold tier holds {dim}-dimensional ones",
+                    r.id,
+                    e.len()
+                )));
+            }
+            None => {
+                emb.values().append_slice(&vec![0.0; dim]);
+                emb.append(false);
+            }
+        }
+    }
+    let mut arrays: Vec<Arc<dyn Array>> = cols
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as Arc<dyn Array>)
+        .collect();
+    arrays.push(Arc::new(created.finish()));
+    arrays.push(Arc::new(accessed.finish()));
+    arrays.push(Arc::new(count.finish()));
+    arrays.extend(
+        extra
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as Arc<dyn Array>),
+    );
+    arrays.push(Arc::new(emb.finish()));
+    RecordBatch::try_new(schema(dim), arrays).map_err(|e| lance_err("building a batch", e))
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            lance_err(
+                "reading",
+                format!("column `{name}` is missing or of the wrong type"),
+            )
+        })
+}
+
+fn from_batch(b: &RecordBatch) -> Result<Vec<MemoryRecord>> {
+    let s = |n| col::<StringArray>(b, n);
+    let (id, tenant, session, kind, text, meta) = (
+        s("id")?,
+        s("tenant")?,
+        s("session")?,
+        s("kind")?,
+        s("text")?,
+        s("metadata")?,
+    );
+    let (sup, supby) = (s("supersedes")?, s("superseded_by")?);
+    let created = col::<Int64Array>(b, "created_at")?;
+    let accessed = col::<Int64Array>(b, "accessed_at")?;
+    let count = col::<UInt64Array>(b, "access_count")?;
+    let emb = col::<FixedSizeListArray>(b, "embedding")?;
+    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    (0..b.num_rows())
+        .map(|i| {
+            let embedding = if emb.is_null(i) {
+                None
+            } else {
+                let v = emb.value(i);
+                let f = v
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(|| lance_err("reading", "embedding values are not f32"))?;
+                Some(f.values().to_vec())
+            };
+            Ok(MemoryRecord {
+                id: id.value(i).to_owned(),
+                tenant: tenant.value(i).to_owned(),
+                session: opt(session, i),
+                kind: RecordKind::parse(kind.value(i))?,
+                text: text.value(i).to_owned(),
+                metadata: serde_json::from_str(meta.value(i))
+                    .map_err(|e| Error::serde("metadata", e))?,
+                created_at: Timestamp(created.value(i)),
+                accessed_at: Timestamp(accessed.value(i)),
+                access_count: count.value(i),
+                embedding,
+                supersedes: opt(sup, i),
+                superseded_by: opt(supby, i),
+            })
+        })
+        .collect()
+}
+
+impl ColdStore {
+    /// Opens the dataset at `cfg.path` (created on the first write).
+    pub async fn open(cfg: ColdConfig) -> Result<Self> {
+        let mut state = State {
+            dim: cfg.dimensions.unwrap_or(0),
+            ..State::default()
+        };
+        let mut text = TextIndex::new();
+        if cfg.path.join("_versions").exists() {
+            let ds = Dataset::open(&uri(&cfg.path)?)
+                .await
+                .map_err(|e| lance_err("opening", e))?;
+            if let Some(f) = ds.schema().field("embedding")
+                && let DataType::FixedSizeList(_, n) = f.data_type()
+            {
+                state.dim = n as usize;
+            }
+            let mut scan = ds.scan();
+            scan.project(&["id", "text"])
+                .map_err(|e| lance_err("scan", e))?;
+            let b = scan
+                .try_into_batch()
+                .await
+                .map_err(|e| lance_err("scan", e))?;
+            let (ids, texts) = (
+                col::<StringArray>(&b, "id")?,
+                col::<StringArray>(&b, "text")?,
+            );
+            for i in 0..b.num_rows() {
+                text.insert(ids.value(i).to_owned(), texts.value(i));
+            }
+            state.indexed_rows = if ds
+                .load_indices()
+                .await
+                .map_err(|e| lance_err("indices", e))?
+                .is_empty()
+            {
+                0
+            } else {
+                b.num_rows()
+            };
+            state.ds = Some(ds);
+        }
+        Ok(ColdStore {
+            cfg,
+            state: RwLock::new(state),
+            text: Mutex::new(text),
+        })
+    }
+
+    /// The dataset's current Lance version (0 before the first write).
+    pub async fn version(&self) -> u64 {
+        self.state
+            .read()
+            .await
+            .ds
+            .as_ref()
+            .map_or(0, |d| d.version().version)
+    }
+
+    /// Whether an ANN index is in use.
+    pub async fn indexed(&self) -> bool {
+        self.state.read().await.indexed_rows > 0
+    }
+
+    /// Builds (or rebuilds) the IVF-PQ index now, whatever the size.
+    pub async fn build_index(&self) -> Result<()> {
+        let mut st = self.state.write().await;
+        let dim = st.dim;
+        let Some(ds) = st.ds.as_mut() else {
+            return Ok(());
+        };
+        let rows = ds
+            .count_rows(None)
+            .await
+            .map_err(|e| lance_err("count", e))?;
+        let partitions = ((rows as f64).sqrt() as usize).clamp(1, 1024);
+        // Sub-vectors of 8 dimensions where that divides evenly (384 → 48), else fewer.
+        let sub = [dim / 8, dim / 4, dim / 2, 1]
+            .into_iter()
+            .find(|s| *s > 0 && dim % s == 0)
+            .unwrap_or(1);
+        let params = VectorIndexParams::ivf_pq(partitions, 8, sub, DistanceType::Cosine, 25);
+        ds.create_index(
+            &["embedding"],
+            IndexType::Vector,
+            Some("embedding_idx".into()),
+            &params,
+            true,
+        )
+        .await
+        .map_err(|e| lance_err("building the vector index", e))?;
+        st.indexed_rows = rows.max(1);
+        Ok(())
+    }
+
+    async fn rows(&self, pred: &str) -> Result<Vec<MemoryRecord>> {
+        let st = self.state.read().await;
+        let Some(ds) = &st.ds else {
+            return Ok(Vec::new());
+        };
+        let mut scan = ds.scan();
+        scan.filter(pred).map_err(|e| lance_err("filter", e))?;
+        let b = scan
+            .try_into_batch()
+            .await
+            .map_err(|e| lance_err(&format!("scan where {pred}"), e))?;
+        from_batch(&b)
+    }
+
+    /// Rows in `scope` (all tenants when `None`) passing `filter`, filtered in Lance where the
+    /// filter translates and always re-checked in Rust.
+    async fn select(
+        &self,
+        scope: Option<&Scope>,
+        filter: &Filter,
+        superseded: bool,
+    ) -> Result<Vec<MemoryRecord>> {
+        let mut parts = Vec::new();
+        if let Some(s) = scope {
+            parts.push(scope_sql(s));
+        }
+        if !superseded {
+            parts.push("superseded_by IS NULL".to_owned());
+        }
+        if let Ok(sql) = filter.to_sql(&column) {
+            parts.push(sql);
+        }
+        let pred = if parts.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            parts.join(" AND ")
+        };
+        let mut recs = self.rows(&pred).await?;
+        recs.retain(|r| scope.is_none_or(|s| r.in_scope(s)) && filter.matches(r));
+        Ok(recs)
+    }
+
+    async fn vector_search(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        q: &[f32],
+        k: usize,
+    ) -> Result<Vec<ScoredRecord>> {
+        let st = self.state.read().await;
+        let Some(ds) = &st.ds else {
+            return Ok(Vec::new());
+        };
+        if q.len() != st.dim {
+            return Err(Error::invalid(format!(
+                "the query vector has {} dimensions but the cold tier holds {}-dimensional embeddings",
+                q.len(),
+                st.dim
+            )));
+        }
+        let mut parts = vec![scope_sql(scope), "embedding IS NOT NULL".to_owned()];
+        if !req.include_superseded {
+            parts.push("superseded_by IS NULL".to_owned());
+        }
+        let Ok(fsql) = req.filter.to_sql(&column) else {
+            drop(st);
+            // A metadata filter: exact search over the rows that pass it, in Rust.
+            let recs = self
+                .select(Some(scope), &req.filter, req.include_superseded)
+                .await?;
+            let qn = norm(q).max(f32::MIN_POSITIVE);
+            let mut top = TopK::new(k);
+            for (i, r) in recs.iter().enumerate() {
+                if let Some(e) = &r.embedding {
+                    top.push(i, dot(q, e) / (qn * norm(e).max(f32::MIN_POSITIVE)));
+                }
+            }
+            return Ok(top
+                .into_sorted()
+                .into_iter()
+                .filter_map(|(i, score)| {
+                    Some(ScoredRecord {
+                        record: recs.get(i)?.clone(),
+                        score,
+                    })
+                })
+                .collect());
+        };
+        parts.push(fsql);
+        let mut scan = ds.scan();
+        let query = Float32Array::from(q.to_vec());
+        scan.nearest("embedding", &query, k)
+            .map_err(|e| lance_err("nearest", e))?;
+        scan.distance_metric(DistanceType::Cosine);
+        scan.prefilter(true);
+        if st.indexed_rows > 0 {
+            scan.nprobes(self.cfg.nprobes);
+            scan.refine(self.cfg.refine_factor);
+        } else {
+            scan.use_index(false);
+        }
+        scan.filter(&parts.join(" AND "))
+            .map_err(|e| lance_err("filter", e))?;
+        let b = scan
+            .try_into_batch()
+            .await
+            .map_err(|e| lance_err("vector search", e))?;
+        let dist = col::<Float32Array>(&b, "_distance")?;
+        let recs = from_batch(&b)?;
+        let mut hits: Vec<ScoredRecord> = recs
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| r.in_scope(scope) && req.filter.matches(r))
+            .map(|(i, r)| ScoredRecord {
+                record: r,
+                score: 1.0 - dist.value(i),
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(hits)
+    }
+
+    async fn text_search(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        q: &str,
+        k: usize,
+    ) -> Result<Vec<ScoredRecord>> {
+        // Rank every lexical match, then keep those in scope that pass the filter.
+        let ranked = self.text.lock().search(q, usize::MAX, |_| true);
+        if ranked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ranked.iter().map(|r| r.0.clone()).collect();
+        let mut by_id: std::collections::HashMap<String, MemoryRecord> = Default::default();
+        for chunk in ids.chunks(500) {
+            let pred = format!("{} AND {}", scope_sql(scope), ids_sql(chunk));
+            for r in self.rows(&pred).await? {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+        Ok(ranked
+            .into_iter()
+            .filter_map(|(id, score)| {
+                let r = by_id.remove(&id)?;
+                (r.in_scope(scope)
+                    && (req.include_superseded || !r.is_superseded())
+                    && req.filter.matches(&r))
+                .then_some(ScoredRecord { record: r, score })
+            })
+            .take(k)
+            .collect())
+    }
+}
+
+fn uri(path: &Path) -> Result<String> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid(format!("{} is not UTF-8", abs.display())))
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl MemoryStore for ColdStore {
+    fn name(&self) -> &str {
+        "cold"
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            vector_search: true,
+            text_search: true,
+            persistent: true,
+            snapshots: true,
+        }
+    }
+
+    async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Last write wins within a batch.
+        let mut seen = std::collections::HashSet::new();
+        let mut records: Vec<MemoryRecord> = records
+            .into_iter()
+            .rev()
+            .filter(|r| seen.insert(r.id.clone()))
+            .collect();
+        records.reverse();
+        crate::tier::check_owners(self, &records).await?;
+        let rows = {
+            let mut st = self.state.write().await;
+            if st.dim == 0 {
+                st.dim = records.iter().find_map(|r| r.embedding.as_ref().map(Vec::len)).ok_or_else(|| {
+                    Error::invalid("the cold tier needs its embedding dimensions: set ColdConfig::dimensions or store an embedded record first")
+                })?;
+            }
+            let batch = to_batch(&records, st.dim)?;
+            let sch = batch.schema();
+            let reader = RecordBatchIterator::new(vec![Ok(batch)], sch);
+            let ds = match st.ds.take() {
+                None => {
+                    let params = WriteParams {
+                        mode: WriteMode::Create,
+                        ..Default::default()
+                    };
+                    Dataset::write(reader, uri(&self.cfg.path)?.as_str(), Some(params))
+                        .await
+                        .map_err(|e| lance_err("creating the dataset", e))?
+                }
+                Some(ds) => {
+                    let keep = ds.clone();
+                    let job = MergeInsertBuilder::try_new(Arc::new(ds), vec!["id".into()])
+                        .map(|mut b| {
+                            b.when_matched(WhenMatched::UpdateAll)
+                                .when_not_matched(WhenNotMatched::InsertAll);
+                            b
+                        })
+                        .and_then(|mut b| b.try_build());
+                    let res = match job {
+                        Ok(job) => job.execute_reader(reader).await,
+                        Err(e) => Err(e),
+                    };
+                    match res {
+                        Ok((ds, _)) => (*ds).clone(),
+                        Err(e) => {
+                            st.ds = Some(keep);
+                            return Err(lance_err("merge-insert", e));
+                        }
+                    }
+                }
+            };
+            let rows = ds
+                .count_rows(None)
+                .await
+                .map_err(|e| lance_err("count", e))?;
+            st.ds = Some(ds);
+            let mut text = self.text.lock();
+            for r in &records {
+                text.insert(r.id.clone(), &r.text);
+            }
+            let due = if st.indexed_rows == 0 {
+                rows >= self.cfg.index_threshold
+            } else {
+                rows >= st.indexed_rows * 2
+            };
+            due.then_some(rows)
+        };
+        if let Some(rows) = rows {
+            tracing::info!(rows, "cold tier: building the IVF-PQ index");
+            self.build_index().await?;
+        }
+        Ok(())
+    }
+
+    async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recs = self
+            .rows(&format!("{} AND {}", scope_sql(scope), ids_sql(ids)))
+            .await?;
+        let mut by_id: std::collections::HashMap<String, MemoryRecord> = recs
+            .into_iter()
+            .filter(|r| r.in_scope(scope))
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.state.write().await;
+        let Some(ds) = st.ds.as_mut() else {
+            return Ok(0);
+        };
+        let res = ds
+            .delete(&format!("{} AND {}", scope_sql(scope), ids_sql(ids)))
+            .await
+            .map_err(|e| lance_err("delete", e))?;
+        *ds = (*res.new_dataset).clone();
+        if res.num_deleted_rows > 0 {
+            let mut text = self.text.lock();
+            for id in ids {
+                text.remove(id);
+            }
+        }
+        drop(st);
+        // Another tenant's record with one of these ids stays indexed: put its text back.
+        let survivors = self.rows(&ids_sql(ids)).await?;
+        let mut text = self.text.lock();
+        for r in survivors {
+            text.insert(r.id.clone(), &r.text);
+        }
+        Ok(res.num_deleted_rows as usize)
+    }
+
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        let mut recs = self.select(Some(scope), filter, true).await?;
+        recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        recs.truncate(limit.unwrap_or(usize::MAX));
+        Ok(recs)
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        if let Ok(sql) = filter.to_sql(&column) {
+            let st = self.state.read().await;
+            let Some(ds) = &st.ds else { return Ok(0) };
+            return ds
+                .count_rows(Some(format!("{} AND {sql}", scope_sql(scope))))
+                .await
+                .map_err(|e| lance_err("count", e));
+        }
+        Ok(self.select(Some(scope), filter, true).await?.len())
+    }
+
+    async fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<ScoredRecord>> {
+        match (&req.vector, &req.text) {
+            (Some(v), None) => self.vector_search(scope, req, v, req.k).await,
+            (None, Some(t)) => self.text_search(scope, req, t, req.k).await,
+            (Some(v), Some(t)) => {
+                let n = (req.k * 4).max(HYBRID_CANDIDATES);
+                let by_vec = self.vector_search(scope, req, v, n).await?;
+                let by_text = self.text_search(scope, req, t, n).await?;
+                let lists: Vec<Vec<String>> = [&by_vec, &by_text]
+                    .iter()
+                    .map(|l| l.iter().map(|h| h.record.id.clone()).collect())
+                    .collect();
+                let mut recs: std::collections::HashMap<String, MemoryRecord> = by_vec
+                    .into_iter()
+                    .chain(by_text)
+                    .map(|h| (h.record.id.clone(), h.record))
+                    .collect();
+                Ok(rrf(&lists, req.k)
+                    .into_iter()
+                    .filter_map(|(id, score)| {
+                        Some(ScoredRecord {
+                            record: recs.remove(&id)?,
+                            score,
+                        })
+                    })
+                    .collect())
+            }
+            (None, None) => Err(Error::invalid(
+                "a search needs a query vector, a query text, or both",
+            )),
+        }
+    }
+
+    async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+        let mut recs = self.select(None, filter, true).await?;
+        recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        recs.truncate(limit.unwrap_or(usize::MAX));
+        Ok(recs)
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let st = self.state.read().await;
+        let items = match &st.ds {
+            Some(ds) => ds
+                .count_rows(None)
+                .await
+                .map_err(|e| lance_err("count", e))? as u64,
+            None => 0,
+        };
+        Ok(StoreStats {
+            items,
+            bytes: dir_size(&self.cfg.path),
+            capacity_bytes: None,
+        })
+    }
+}
+
+#[async_trait]
+impl Tier for ColdStore {
+    async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
+        let st = self.state.read().await;
+        let Some(ds) = &st.ds else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for chunk in ids.chunks(10_000) {
+            let mut scan = ds.scan();
+            scan.project(&["id"]).map_err(|e| lance_err("scan", e))?;
+            scan.filter(&format!(
+                "{} AND tenant <> {}",
+                ids_sql(chunk),
+                sql_str(tenant)
+            ))
+            .map_err(|e| lance_err("filter", e))?;
+            let b = scan
+                .try_into_batch()
+                .await
+                .map_err(|e| lance_err("scan", e))?;
+            let col_ids = col::<StringArray>(&b, "id")?;
+            out.extend((0..b.num_rows()).map(|i| col_ids.value(i).to_owned()));
+        }
+        Ok(out)
+    }
+
+    async fn snapshot(&self) -> Result<String> {
+        Ok(self.version().await.to_string())
+    }
+
+    async fn restore(&self, id: &str) -> Result<()> {
+        let v: u64 = id
+            .parse()
+            .map_err(|_| Error::invalid(format!("`{id}` is not a cold-tier (Lance) version")))?;
+        let mut st = self.state.write().await;
+        if v == 0 {
+            // Before the first write: empty the table.
+            if let Some(ds) = st.ds.as_mut() {
+                let res = ds
+                    .delete("TRUE")
+                    .await
+                    .map_err(|e| lance_err("delete", e))?;
+                *ds = (*res.new_dataset).clone();
+            }
+        } else {
+            let Some(ds) = &st.ds else {
+                return Err(Error::NotFound {
+                    what: format!("cold-tier version {v}"),
+                });
+            };
+            let mut old = ds
+                .checkout_version(v)
+                .await
+                .map_err(|e| lance_err(&format!("checkout of version {v}"), e))?;
+            old.restore()
+                .await
+                .map_err(|e| lance_err(&format!("restore of version {v}"), e))?;
+            st.indexed_rows = if old
+                .load_indices()
+                .await
+                .map_err(|e| lance_err("indices", e))?
+                .is_empty()
+            {
+                0
+            } else {
+                1
+            };
+            st.ds = Some(old);
+        }
+        let mut text = TextIndex::new();
+        if let Some(ds) = &st.ds {
+            let mut scan = ds.scan();
+            scan.project(&["id", "text"])
+                .map_err(|e| lance_err("scan", e))?;
+            let b = scan
+                .try_into_batch()
+                .await
+                .map_err(|e| lance_err("scan", e))?;
+            let (ids, texts) = (
+                col::<StringArray>(&b, "id")?,
+                col::<StringArray>(&b, "text")?,
+            );
+            for i in 0..b.num_rows() {
+                text.insert(ids.value(i).to_owned(), texts.value(i));
+            }
+        }
+        *self.text.lock() = text;
+        Ok(())
+    }
+}

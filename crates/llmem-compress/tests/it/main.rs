@@ -1,1 +1,129 @@
-//! Integration tests of llmem-compress.
+//! Integration tests of llmem-compress on LoCoMo conversations with the real gpt-4o tokenizer,
+//! an OpenAI-compatible loopback server (map-reduce, failures, hangs) and the real SmolLM2 on
+//! llama.cpp. LoCoMo is read from beside the repository (`../shared/data/locomo`, or
+//! `$LLMEM_LOCOMO`); it is never copied into the repository.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod extractive;
+mod loopback;
+mod smollm2;
+mod strategies;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use llmem_core::{Message, Role, TokenCounter, ToolCall};
+
+/// The exact gpt-4o counter.
+pub fn gpt4o() -> Arc<dyn TokenCounter> {
+    llmem_tokens::Counters::embedded()
+        .unwrap()
+        .for_model("gpt-4o")
+        .unwrap()
+}
+
+/// LoCoMo turns as a chat (speaker A of each conversation is the user), named by speaker.
+pub fn locomo_messages() -> Vec<Message> {
+    let path = std::env::var_os("LLMEM_LOCOMO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/locomo/locomo-dev.json")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the LoCoMo data at {} ({e}); set LLMEM_LOCOMO to locomo-dev.json",
+            path.display()
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for sample in v.as_array().unwrap() {
+        let conv = sample["conversation"].as_object().unwrap();
+        let a = conv["speaker_a"].as_str().unwrap_or_default();
+        let mut keys: Vec<&String> = conv
+            .keys()
+            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
+            .collect();
+        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
+        for k in keys {
+            for turn in conv[k].as_array().into_iter().flatten() {
+                let (Some(t), Some(s)) = (turn["text"].as_str(), turn["speaker"].as_str()) else {
+                    continue;
+                };
+                let m = if s == a {
+                    Message::user(t)
+                } else {
+                    Message::assistant(t)
+                };
+                out.push(m.with_name(s.replace(' ', "_")));
+            }
+        }
+    }
+    assert!(
+        out.len() > 1000,
+        "expected the LoCoMo turns, found {}",
+        out.len()
+    );
+    out
+}
+
+/// A system prompt and the first `n` LoCoMo messages.
+pub fn conversation(n: usize) -> Vec<Message> {
+    let mut out = vec![Message::system(
+        "You are a companion who remembers the user's life.",
+    )];
+    out.extend(locomo_messages().into_iter().take(n));
+    out
+}
+
+/// Asserts that every tool call is answered right after it and every result follows its call.
+pub fn assert_tool_pairs(ms: &[Message]) {
+    let mut open: Vec<String> = Vec::new();
+    for (i, m) in ms.iter().enumerate() {
+        if m.role == Role::Tool {
+            let id = m.tool_call_id.clone().unwrap();
+            let pos = open
+                .iter()
+                .position(|c| *c == id)
+                .unwrap_or_else(|| panic!("orphan tool result {id} at {i}"));
+            open.remove(pos);
+        } else {
+            assert!(open.is_empty(), "calls {open:?} unanswered before {i}");
+            open = m.tool_calls.iter().map(|c| c.id.clone()).collect();
+        }
+    }
+    assert!(open.is_empty(), "calls {open:?} unanswered at the end");
+}
+
+/// An agent transcript: LoCoMo turns with tool calls, tool errors and important notes mixed in.
+pub fn agent_conversation(n: usize) -> Vec<Message> {
+    let mut out = vec![Message::system("You are an agent with a notes tool.")];
+    for (i, m) in locomo_messages().into_iter().take(n).enumerate() {
+        out.push(m.clone());
+        if i % 17 == 5 {
+            let call = ToolCall {
+                id: format!("call_{i}"),
+                name: "search_notes".into(),
+                arguments: format!("{{\"turn\":{i}}}"),
+            };
+            out.push(Message::assistant_tool_calls("", vec![call]));
+            out.push(Message::tool_result(
+                format!("call_{i}"),
+                format!("note {i}: {}", m.text()),
+            ));
+        }
+        if i % 29 == 7 {
+            out.push(Message::assistant(format!(
+                "Error: the calendar service failed with status 503 on try {i}."
+            )));
+        }
+        if i % 41 == 9 {
+            out.push(
+                Message::user(format!("Remember: my locker code is {}.", 1000 + i))
+                    .with_metadata("important", true),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand: each has an `Args` (clap) and `async fn run(Args)`.
+
+pub mod compress;
+pub mod count;
+pub mod demo;
+pub mod input;
+pub mod models;
+pub mod store;

@@ -1,0 +1,396 @@
+//! `llmem store`, `search`, `import`, `export`, `snapshot`, `stats`: the tiered long-term memory
+//! (`llmem-tiers`) in a data directory.
+//!
+//! The directory (`--dir`, or `LLMEM_DATA_DIR`, default `./.llmem`) holds the warm tier with its
+//! write-ahead log (`warm/`), the cold tier as a Lance dataset (`cold/`, when the CLI is built
+//! with the `lance` feature) and the list of snapshots. Records are text; search is lexical
+//! (BM25) unless the records carry embeddings and a query vector is given.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use llmem::core::{Filter, MemoryRecord, RecordKind, Scope, SearchRequest};
+use llmem::tiers::{TieredStore, WarmConfig, WarmStore};
+use serde_json::{Value, json};
+
+/// Where the memory lives and whose it is (shared by every store subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The data directory.
+    #[arg(long, env = "LLMEM_DATA_DIR", default_value = ".llmem")]
+    pub dir: PathBuf,
+    /// The tenant (user) whose memory this is.
+    #[arg(long, short, env = "LLMEM_TENANT", default_value = "default")]
+    pub tenant: String,
+    /// Restrict to one session of the tenant.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Warm-tier capacity in records; past it the least recently used move to cold (with the
+    /// `lance` feature; without it, warm is unbounded).
+    #[arg(long, env = "LLMEM_WARM_ITEMS")]
+    pub warm_items: Option<usize>,
+    /// Embedding dimensions of the cold tier (used only when records carry no embeddings yet).
+    #[arg(long, env = "LLMEM_DIMENSIONS", default_value_t = 384)]
+    pub dimensions: usize,
+}
+
+impl Target {
+    fn scope(&self) -> Scope {
+        match &self.session {
+            Some(x) => Scope::session(self.tenant.clone(), x.clone()),
+            None => Scope::tenant(self.tenant.clone()),
+        }
+    }
+
+    /// Opens the tiered store in `dir`: warm with its write-ahead log, plus cold on Lance.
+    async fn open(&self) -> Result<TieredStore> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating the data directory {}", self.dir.display()))?;
+        let mut warm_cfg = WarmConfig::default().persist_in(self.dir.join("warm"));
+        if cfg!(feature = "lance")
+            && let Some(n) = self.warm_items
+        {
+            warm_cfg = warm_cfg.max_items(n);
+        }
+        let warm = Arc::new(
+            WarmStore::open(warm_cfg)
+                .with_context(|| format!("opening the warm tier in {}", self.dir.display()))?,
+        );
+        let builder = TieredStore::builder().warm(warm).state_dir(&self.dir);
+        #[cfg(feature = "lance")]
+        let builder = {
+            let mut cfg = llmem::tiers::ColdConfig::new(self.dir.join("cold"));
+            cfg.dimensions = Some(self.dimensions);
+            let cold = llmem::tiers::ColdStore::open(cfg)
+                .await
+                .with_context(|| format!("opening the cold tier in {}", self.dir.display()))?;
+            builder.cold(Arc::new(cold))
+        };
+        Ok(builder.build()?)
+    }
+}
+
+fn parse_filter(f: Option<&str>) -> Result<Filter> {
+    match f {
+        None => Ok(Filter::All),
+        Some(s) => {
+            let v: Value =
+                serde_json::from_str(s).with_context(|| format!("--filter `{s}` is not JSON"))?;
+            Ok(Filter::parse(&v)?)
+        }
+    }
+}
+
+/// `llmem store`: stores one text record and prints its id.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The text to remember (`-` reads standard input).
+    pub text: String,
+    /// The record's kind (`message`, `fact`, `summary`, …).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Metadata as `key=value` (a JSON value, or else a string); repeatable.
+    #[arg(long = "meta", short = 'm', value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// The record id (default: a new one).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+pub async fn store(args: StoreArgs) -> Result<()> {
+    let text = if args.text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        args.text.clone()
+    };
+    if text.trim().is_empty() {
+        bail!("nothing to store: the text is empty");
+    }
+    let mut r = MemoryRecord::new(args.target.tenant.clone(), text);
+    if let Some(s) = &args.target.session {
+        r = r.with_session(s.clone());
+    }
+    if let Some(k) = &args.kind {
+        r = r.with_kind(RecordKind::parse(k)?);
+    }
+    if let Some(id) = &args.id {
+        r = r.with_id(id.clone());
+    }
+    for kv in &args.meta {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--meta `{kv}`: expected KEY=VALUE"))?;
+        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        r = r.with_metadata(k, v);
+    }
+    let store = args.target.open().await?;
+    let id = store.store(r).await?;
+    println!("{id}");
+    Ok(())
+}
+
+/// `llmem search`: the best records for a query (BM25 over the text, fused with vector
+/// similarity when `--vector` is given).
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The query text.
+    pub query: String,
+    /// How many results.
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// A metadata filter (JSON, e.g. `{"kind": "fact"}`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// A query embedding as a JSON array, for hybrid search over embedded records.
+    #[arg(long)]
+    pub vector: Option<String>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn search(args: SearchArgs) -> Result<()> {
+    if args.k == 0 {
+        bail!("-k must be at least 1");
+    }
+    let mut req = SearchRequest::text(args.query.clone(), args.k)
+        .with_filter(parse_filter(args.filter.as_deref())?);
+    if let Some(v) = &args.vector {
+        let v: Vec<f32> =
+            serde_json::from_str(v).context("--vector must be a JSON array of numbers")?;
+        req.vector = Some(v);
+    }
+    let store = args.target.open().await?;
+    let hits = store.search(&args.target.scope(), &req).await?;
+    let mut out = std::io::stdout().lock();
+    for h in &hits {
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                json!({"id": h.record.id, "score": h.score, "text": h.record.text, "kind": h.record.kind.as_str()})
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:.4}\t{}\t{}",
+                h.score,
+                h.record.id,
+                h.record.text.replace('\n', " ")
+            )?;
+        }
+    }
+    if hits.is_empty() && !args.json {
+        eprintln!("no match");
+    }
+    Ok(())
+}
+
+/// `llmem import`: stores the records of a JSONL file (one record object per line; `text` is
+/// required, `tenant` defaults to `--tenant`, `id` and times to new values).
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The JSONL file.
+    pub file: PathBuf,
+    /// Records per write.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// A record from one JSONL line: the line's fields over a fresh record of `tenant`.
+fn record_from_line(line: &str, tenant: &str, session: Option<&str>) -> Result<MemoryRecord> {
+    let v: Value = serde_json::from_str(line)?;
+    let Value::Object(fields) = v else {
+        bail!("expected a JSON object");
+    };
+    let text = fields
+        .get("text")
+        .and_then(Value::as_str)
+        .context("the record has no string `text`")?;
+    let mut base = MemoryRecord::new(tenant, text);
+    if let Some(s) = session {
+        base = base.with_session(s);
+    }
+    let Value::Object(mut merged) = serde_json::to_value(&base)? else {
+        bail!("a record did not serialise to an object");
+    };
+    merged.extend(fields);
+    Ok(serde_json::from_value(Value::Object(merged))?)
+}
+
+pub async fn import(args: ImportArgs) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (n, line) in &lines {
+        records.push(
+            record_from_line(line, &args.target.tenant, args.target.session.as_deref())
+                .with_context(|| format!("{}:{}", args.file.display(), n + 1))?,
+        );
+    }
+    let store = args.target.open().await?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(records.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta})",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    };
+    let total = records.len();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(args.batch));
+        let n = rest.len() as u64;
+        store.store_batch(rest).await?;
+        bar.inc(n);
+        rest = tail;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "imported {total} records into {}",
+        args.target.dir.display()
+    );
+    Ok(())
+}
+
+/// `llmem export`: the tenant's records as JSONL (including superseded versions).
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Only records passing this filter (JSON).
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+pub async fn export(args: ExportArgs) -> Result<()> {
+    let store = args.target.open().await?;
+    let filter = parse_filter(args.filter.as_deref())?;
+    let records = store.query(&args.target.scope(), &filter, None).await?;
+    let sink: Box<dyn Write> = match &args.output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = BufWriter::new(sink);
+    for r in &records {
+        serde_json::to_writer(&mut w, r)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    if args.output.is_some() {
+        eprintln!("exported {} records", records.len());
+    }
+    Ok(())
+}
+
+/// `llmem snapshot`: records the state of every tier (prints the id), or rolls back to one.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Roll back to this snapshot instead of taking one.
+    #[arg(long, value_name = "ID")]
+    pub restore: Option<String>,
+}
+
+pub async fn snapshot(args: SnapshotArgs) -> Result<()> {
+    let store = args.target.open().await?;
+    match &args.restore {
+        Some(id) => {
+            store.restore(id).await?;
+            eprintln!("restored snapshot {id}");
+        }
+        None => println!("{}", store.snapshot().await?),
+    }
+    Ok(())
+}
+
+/// `llmem stats`: per tier items, bytes, usage, and the tenant's record count.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn stats(args: StatsArgs) -> Result<()> {
+    let store = args.target.open().await?;
+    let metrics = store.metrics().await?;
+    let mine = store.count(&args.target.scope(), &Filter::All).await?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"dir": dir_str(&args.target.dir), "tenant": args.target.tenant, "records": mine, "tiers": metrics})
+        );
+        return Ok(());
+    }
+    println!(
+        "{} ({} records of tenant `{}`)",
+        args.target.dir.display(),
+        mine,
+        args.target.tenant
+    );
+    println!(
+        "{:<8} {:>10} {:>14} {:>8}",
+        "tier", "items", "bytes", "usage"
+    );
+    for m in &metrics {
+        let usage = m
+            .usage_percent
+            .map_or("-".to_owned(), |u| format!("{u:.1}%"));
+        println!("{:<8} {:>10} {:>14} {:>8}", m.tier, m.items, m.bytes, usage);
+    }
+    Ok(())
+}
+
+fn dir_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_fills_in_tenant_id_and_times() {
+        let r = record_from_line(r#"{"text": "hi", "metadata": {"a": 1}}"#, "t", None).unwrap();
+        assert_eq!((r.tenant.as_str(), r.text.as_str()), ("t", "hi"));
+        assert!(!r.id.is_empty());
+        assert_eq!(r.metadata["a"], 1);
+        let r =
+            record_from_line(r#"{"text": "x", "id": "k", "tenant": "other"}"#, "t", None).unwrap();
+        assert_eq!((r.id.as_str(), r.tenant.as_str()), ("k", "other"));
+        assert!(record_from_line(r#"{"id": "k"}"#, "t", None).is_err());
+        assert!(record_from_line("[1]", "t", None).is_err());
+    }
+}

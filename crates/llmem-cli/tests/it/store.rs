@@ -1,0 +1,187 @@
+//! `llmem import`, `store`, `search`, `export`, `snapshot`, `stats` on a data directory in a
+//! temp dir (warm tier with its write-ahead log; cold on Lance when built with `lance`).
+
+use crate::llmem;
+
+fn run(args: &[&str]) -> String {
+    let (code, out, err) = llmem(args);
+    assert_eq!(code, 0, "llmem {args:?} failed: {err}");
+    out
+}
+
+#[test]
+fn import_search_export_stats_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let jsonl = tmp.path().join("in.jsonl");
+    let mut lines = String::new();
+    for i in 0..250 {
+        let text = match i {
+            7 => "the squirrel buried acorns under the old oak tree".to_owned(),
+            8 => "my favourite colour is teal".to_owned(),
+            _ => format!("filler note number {i} about nothing in particular"),
+        };
+        lines.push_str(
+            &serde_json::json!({"id": format!("n{i}"), "text": text, "metadata": {"i": i}})
+                .to_string(),
+        );
+        lines.push('\n');
+    }
+    lines.push('\n'); // blank lines are skipped
+    std::fs::write(&jsonl, lines).unwrap();
+
+    let (code, _, err) = llmem(&[
+        "import",
+        "--dir",
+        dir,
+        "--tenant",
+        "alice",
+        jsonl.to_str().unwrap(),
+        "--batch",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("imported 250 records"), "{err}");
+
+    // A record stored by hand, for another tenant: alice never sees it.
+    let id = run(&[
+        "store",
+        "--dir",
+        dir,
+        "--tenant",
+        "bob",
+        "bob's squirrel secret",
+        "-m",
+        "x=1",
+    ]);
+    assert!(!id.trim().is_empty());
+
+    let out = run(&[
+        "search",
+        "--dir",
+        dir,
+        "--tenant",
+        "alice",
+        "squirrel acorns",
+        "-k",
+        "3",
+        "--json",
+    ]);
+    let hits: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits[0]["id"], "n7", "{out}");
+    assert!(
+        hits.iter().all(|h| h["id"] != id.trim()),
+        "bob's record leaked: {out}"
+    );
+    let out = run(&[
+        "search", "--dir", dir, "--tenant", "bob", "squirrel", "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(id.trim()));
+    // A filter that names alice does not open her records to bob.
+    let out = run(&[
+        "search",
+        "--dir",
+        dir,
+        "--tenant",
+        "bob",
+        "squirrel",
+        "--filter",
+        r#"{"tenant": "alice"}"#,
+    ]);
+    assert!(!out.contains("n7"), "{out}");
+
+    let out = run(&["stats", "--dir", dir, "--tenant", "alice", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["records"], 250);
+    let items: u64 = v["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["items"].as_u64().unwrap())
+        .sum();
+    assert_eq!(items, 251);
+    assert!(run(&["stats", "--dir", dir]).contains("warm"));
+
+    // Snapshot, add, restore: the later record is gone again.
+    let snap = run(&["snapshot", "--dir", dir]).trim().to_owned();
+    run(&[
+        "store",
+        "--dir",
+        dir,
+        "--tenant",
+        "alice",
+        "--id",
+        "late",
+        "written after the snapshot",
+    ]);
+    assert!(
+        run(&[
+            "search",
+            "--dir",
+            dir,
+            "--tenant",
+            "alice",
+            "written after snapshot"
+        ])
+        .contains("late")
+    );
+    run(&["snapshot", "--dir", dir, "--restore", &snap]);
+    assert!(
+        !run(&[
+            "search",
+            "--dir",
+            dir,
+            "--tenant",
+            "alice",
+            "written after snapshot"
+        ])
+        .contains("late")
+    );
+
+    // Export round-trips every record of alice (and only hers).
+    let out_file = tmp.path().join("out.jsonl");
+    run(&[
+        "export",
+        "--dir",
+        dir,
+        "--tenant",
+        "alice",
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    let exported = std::fs::read_to_string(&out_file).unwrap();
+    let recs: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 250);
+    assert!(recs.iter().all(|r| r["tenant"] == "alice"));
+    assert!(recs.iter().any(|r| r["id"] == "n8"
+        && r["text"] == "my favourite colour is teal"
+        && r["metadata"]["i"] == 8));
+    let filtered = run(&[
+        "export",
+        "--dir",
+        dir,
+        "--tenant",
+        "alice",
+        "--filter",
+        r#"{"i": {"$lt": 10}}"#,
+    ]);
+    assert_eq!(filtered.lines().count(), 10);
+
+    // Errors are clear and fail the command.
+    let (code, _, err) = llmem(&["search", "--dir", dir, "x", "--filter", "{not json"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not JSON"), "{err}");
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"id\": 1}\n").unwrap();
+    let (code, _, err) = llmem(&["import", "--dir", dir, bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+}

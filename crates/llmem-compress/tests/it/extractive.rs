@@ -1,3 +1,4 @@
+//! The extractive summarizer: token targets, centrality and MMR selection, duplicates.
 use std::sync::Arc;
 
 use llmem_compress::{ExtractiveSummarizer, facts, transcript_line};

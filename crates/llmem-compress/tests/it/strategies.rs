@@ -1,3 +1,4 @@
+//! The compression strategies on LoCoMo conversations: savings, quality, preview, fallbacks.
 use std::sync::Arc;
 
 use llmem_compress::{

@@ -1,3 +1,4 @@
+//! Layout invariants: budgets by the real tokenizer, protected blocks, tool groups, overflow and load policies.
 use llmem_core::{Error, Message, Result, Role};
 use llmem_window::{Block, Compactor, Layout, Load, Overflow, Oversize};
 
@@ -55,6 +56,39 @@ fn a_chat_layout_over_a_long_conversation_respects_every_invariant() {
     }
     assert!(evicted.is_empty(), "{evicted:?}");
     assert!(p.block("history").unwrap().len() < all.len());
+    // Anthropic shape: the system text goes top level, every tool_result answers the tool_use
+    // of the assistant message right before it.
+    let (system, msgs) = p.render_anthropic().unwrap();
+    assert!(system.unwrap().contains("Caroline"));
+    let msgs = msgs.as_array().unwrap();
+    let mut results = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        for b in m["content"].as_array().unwrap() {
+            if b["type"] == "tool_result" {
+                results += 1;
+                let prev = &msgs[i - 1]["content"];
+                let ids: Vec<&str> = prev
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|x| x["id"].as_str())
+                    .collect();
+                assert!(
+                    ids.contains(&b["tool_use_id"].as_str().unwrap()),
+                    "tool_result {} without its tool_use",
+                    b["tool_use_id"]
+                );
+            }
+        }
+    }
+    assert!(results > 0);
+    let oa = p.render_openai().unwrap();
+    assert!(
+        oa.as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.get("metadata").is_none())
+    );
 }
 
 #[test]

@@ -1,3 +1,4 @@
+//! ShortTermMemory: the last K raw messages under count and token bounds, counted once each.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -51,13 +51,22 @@ impl ArchiveSink for VecArchive {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepReason {
+    /// A system prompt (with `preserve_system`).
     System,
+    /// `metadata.pinned = true`.
     Pinned,
+    /// One of the last `keep_recent` messages (widened to whole tool groups).
     Recent,
+    /// The most recent user message, always kept.
     LatestUser,
+    /// A tool call or tool result ([`Strategy::Selective`]).
     ToolCall,
+    /// Mentions an error, exception, failure or traceback, or has `metadata.error = true`
+    /// ([`Strategy::Selective`]).
     Error,
+    /// `metadata.important = true` ([`Strategy::Selective`]).
     Important,
+    /// Contains a configured keyword ([`Strategy::Selective`]).
     Keyword,
 }
 
@@ -66,9 +75,17 @@ pub enum KeepReason {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum DropReason {
     /// Same words as message `of`.
-    Duplicate { of: usize },
+    Duplicate {
+        /// Index of the message it repeats.
+        of: usize,
+    },
     /// Word-shingle Jaccard similarity `similarity` to message `of`.
-    NearDuplicate { of: usize, similarity: f64 },
+    NearDuplicate {
+        /// Index of the message it nearly repeats.
+        of: usize,
+        /// Jaccard similarity of their word 3-shingles.
+        similarity: f64,
+    },
     /// Removed by [`Strategy::Deletion`].
     Deleted,
 }
@@ -77,14 +94,18 @@ pub enum DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
+    /// Stays as it is.
     Keep {
+        /// Why.
         reason: KeepReason,
     },
     /// Folded into the summary.
     Summarize,
     /// A summary from an earlier compression (`metadata.summary = true`), extended and replaced.
     PreviousSummary,
+    /// Leaves the context without being summarised (to the archive, when one is configured).
     Drop {
+        /// Why.
         reason: DropReason,
     },
 }
@@ -92,14 +113,19 @@ pub enum Action {
 /// A dry run: what would be kept, summarised and dropped, and the sizes involved.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
+    /// The strategy planned.
     pub strategy: Strategy,
     /// One action per input message, in order.
     pub actions: Vec<Action>,
     /// Tokens of each input message.
     pub message_tokens: Vec<usize>,
+    /// Tokens of the whole input, request framing included.
     pub original_tokens: usize,
+    /// Tokens of the messages kept.
     pub kept_tokens: usize,
+    /// Tokens of the messages (and previous summary) to be summarised.
     pub summarize_tokens: usize,
+    /// Tokens of the messages dropped.
     pub dropped_tokens: usize,
     /// The length asked of the summary.
     pub summary_target_tokens: usize,
@@ -129,7 +155,10 @@ pub enum Method {
     /// Nothing needed summarising.
     None,
     /// The LLM summarizer named `summarizer`.
-    Abstractive { summarizer: String },
+    Abstractive {
+        /// The summarizer's name.
+        summarizer: String,
+    },
     /// Sentence selection, with no model (configured so, or as the fallback).
     Extractive,
     /// Compression failed and the originals were kept; see `errors`.
@@ -141,8 +170,11 @@ pub enum Method {
 /// model-free proxy for what a reader can still answer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Quality {
+    /// Distinct facts in the originals.
     pub facts_total: usize,
+    /// Of those, how many appear in the compressed context.
     pub facts_kept: usize,
+    /// `facts_kept / facts_total`, in `[0, 1]`.
     pub score: f64,
 }
 
@@ -178,20 +210,31 @@ pub struct CompressedMemory {
     pub messages: Vec<Message>,
     /// The summary text, when one was made.
     pub summary: Option<String>,
+    /// The strategy used.
     pub strategy: Strategy,
+    /// Tokens of the input, counted by the compressor's counter.
     pub original_tokens: usize,
+    /// Tokens of [`CompressedMemory::messages`].
     pub compressed_tokens: usize,
     /// `compressed_tokens / original_tokens`.
     pub ratio: f64,
+    /// `original_tokens - compressed_tokens`.
     pub saved_tokens: usize,
+    /// Messages in the input.
     pub messages_before: usize,
+    /// Messages in the output.
     pub messages_after: usize,
+    /// Messages folded into the summary (a previous summary included).
     pub summarized: usize,
+    /// Messages dropped (duplicates, deleted).
     pub dropped: usize,
     /// Messages handed to the archive sink.
     pub archived: usize,
+    /// How many of the originals' facts survive.
     pub quality: Quality,
+    /// How the summary was made.
     pub method: Method,
+    /// Calls made to the LLM summarizer (map and reduce rounds).
     pub summarizer_calls: usize,
     /// What went wrong on the way (summarizer errors, timeouts, archive failures); the
     /// compression still returned a usable context and lost nothing.

@@ -57,6 +57,7 @@ impl FromStr for Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressConfig {
+    /// How old messages are made smaller.
     pub strategy: Strategy,
     /// Target size of the summary relative to what it replaces (0.3 = 30%).
     pub compression_ratio: f64,
@@ -210,9 +211,27 @@ pub struct Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TriggerReason {
-    Tokens { tokens: usize, threshold: usize },
-    Messages { messages: usize, max: usize },
-    WindowFraction { fraction: f64, max: f64 },
+    /// More tokens than the threshold.
+    Tokens {
+        /// Tokens in the context.
+        tokens: usize,
+        /// The threshold.
+        threshold: usize,
+    },
+    /// More messages than allowed.
+    Messages {
+        /// Messages in the context.
+        messages: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The context fills too much of the model's window.
+    WindowFraction {
+        /// Share of the window in use.
+        fraction: f64,
+        /// The limit.
+        max: f64,
+    },
 }
 
 impl Trigger {

@@ -18,6 +18,31 @@
 //!   and the error is reported in [`CompressedMemory::errors`].
 //! - [`Trigger`]s (token threshold, message count, window fraction) and [`Preset`]s with seed
 //!   002's numbers.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use llmem_core::{Accuracy, Message, TokenCounter};
+//! # #[derive(Debug)] struct Words;
+//! # impl TokenCounter for Words {
+//! #     fn model(&self) -> &str { "words" }
+//! #     fn count(&self, t: &str) -> usize { t.split_whitespace().count() }
+//! #     fn accuracy(&self) -> Accuracy { Accuracy::Exact }
+//! # }
+//! use llmem_compress::{Compressor, MemoryCompressor, Preset, Strategy};
+//! let mut history = vec![Message::system("You help Kha learn AI engineering.")];
+//! for i in 0..40 {
+//!     history.push(Message::user(format!("Step {i}: I tried restarting the server on port {}.", 8000 + i)));
+//!     history.push(Message::assistant(format!("Noted step {i}. The API still fails with code 500.")));
+//! }
+//! let compressor = MemoryCompressor::new(Preset::Aggressive.config(), Arc::new(Words))?;
+//! let plan = compressor.preview(&history)?;           // dry run: nothing happens yet
+//! assert_eq!(plan.strategy, Strategy::SlidingWindow);
+//! let rt = tokio::runtime::Runtime::new().map_err(|e| llmem_core::Error::io("runtime", e))?;
+//! let out = rt.block_on(compressor.compress(&history))?;
+//! assert!(out.compressed_tokens < out.original_tokens);
+//! assert_eq!(out.messages.len(), 1 + 1 + 10);         // system, summary, the last 10 raw
+//! # Ok::<(), llmem_core::Error>(())
+//! ```
 
 mod compressor;
 mod config;

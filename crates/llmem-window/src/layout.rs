@@ -48,7 +48,9 @@ pub enum Overflow {
     /// reported in [`Pushed::summary_error`]. The pushing block leaves the summary block's cap
     /// (or ⅛ of the budget when it has none) free, so that the summary has room to grow.
     Summarize {
+        /// Folds the evicted messages into the summary.
         compactor: Arc<dyn Compactor>,
+        /// The block holding the summary.
         into: String,
     },
 }
@@ -118,6 +120,7 @@ impl Block {
         self
     }
 
+    /// What the block does when a push would exceed its budget (default [`Overflow::Reject`]).
     #[must_use]
     pub fn with_overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;

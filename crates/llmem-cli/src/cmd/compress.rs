@@ -9,7 +9,7 @@ use llmem::Message;
 use llmem::compress::{
     Action, CompressConfig, CompressedMemory, Compressor, MemoryCompressor, Preview, Strategy,
 };
-use llmem::core::TokenCounter;
+use llmem::core::{ChatSummarizer, TokenCounter};
 use serde_json::json;
 
 use super::input;
@@ -45,6 +45,20 @@ pub struct Args {
     /// Also write the compressed transcript here, as JSONL.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Summarise with the LLM of this OpenAI-compatible server (e.g. `http://127.0.0.1:8080/v1`)
+    /// instead of the extractive summarizer; if it fails, the extractive summary is used and a
+    /// warning printed.
+    #[arg(long)]
+    pub llm_url: Option<String>,
+    /// The model name sent to `--llm-url`.
+    #[arg(long, default_value = "default")]
+    pub llm_model: String,
+    /// The context window of the `--llm-url` model, in tokens (larger inputs are map-reduced).
+    #[arg(long, default_value_t = 8192)]
+    pub llm_context: usize,
+    /// Seconds allowed for each summarizer call.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
     /// A catalog file overriding or adding models.
     #[arg(long, env = "LLMEM_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -72,9 +86,20 @@ pub async fn run(args: Args) -> Result<()> {
         keep_recent: args.keep_recent,
         compression_ratio: args.ratio,
         keywords: args.keywords.clone(),
+        timeout: std::time::Duration::try_from_secs_f64(args.timeout)
+            .context("--timeout must be a positive number of seconds")?,
         ..CompressConfig::default()
     };
-    let compressor = MemoryCompressor::new(config, counter.clone())?;
+    let mut compressor = MemoryCompressor::new(config, counter.clone())?;
+    if let Some(url) = &args.llm_url {
+        let model: Arc<dyn llmem::core::ChatModel> = Arc::new(
+            llmem::providers::openai::OpenAiBuilder::compatible(url.clone())
+                .with_model(args.llm_model.clone())
+                .build()?,
+        );
+        compressor =
+            compressor.with_summarizer(Arc::new(ChatSummarizer::new(model, args.llm_context)));
+    }
     if args.preview {
         let p = compressor
             .preview(&messages)

@@ -167,3 +167,50 @@ fn bad_arguments_say_what_to_fix() {
     assert_ne!(code, 0);
     assert!(err.contains("compression_ratio"), "{err}");
 }
+
+#[test]
+fn an_unreachable_llm_falls_back_to_the_extractive_summary_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, msgs) = transcript(&dir);
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let (code, out, err) = llmem(&[
+        "compress",
+        "--budget",
+        "1500",
+        "--llm-url",
+        &url,
+        "--timeout",
+        "10",
+        "--json",
+        &file,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let r = &v["result"];
+    assert_eq!(r["method"]["kind"], "extractive");
+    assert!(
+        r["errors"][0].as_str().unwrap().contains("extractive"),
+        "{}",
+        r["errors"]
+    );
+    let kept: Vec<Message> = serde_json::from_value(r["messages"].clone()).unwrap();
+    assert_eq!(kept.last(), msgs.last());
+    let (code, out, _) = llmem(&[
+        "compress",
+        "--budget",
+        "1500",
+        "--llm-url",
+        &url,
+        "--timeout",
+        "10",
+        &file,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("warning: summarizer"), "{out}");
+}

@@ -353,6 +353,7 @@ impl MemoryCompressor {
                 }
             }
         }
+        unify_tool_groups(messages, &mut actions);
         dedup(messages, &mut actions, cfg.near_duplicate);
         let mut p = self.sizes(cfg.strategy, actions, tokens);
         if let Some(budget) = cfg.budget {
@@ -621,6 +622,40 @@ fn pack(counter: &dyn TokenCounter, lines: &[String], capacity: usize) -> Vec<St
 
 /// Marks exact and near-duplicate messages among those to summarise as dropped. Candidates
 /// are found through an index of shingles, so this stays near-linear in the input.
+/// A tool call and its results stay or go together: if any of them is kept, all are (a result
+/// without its call, or a call without its results, is an HTTP 400 at every provider).
+fn unify_tool_groups(messages: &[Message], actions: &mut [Action]) {
+    let mut i = 0;
+    while i < messages.len() {
+        let calls = &messages[i].tool_calls;
+        let mut j = i + 1;
+        if !calls.is_empty() {
+            while j < messages.len()
+                && messages[j].role == Role::Tool
+                && messages[j]
+                    .tool_call_id
+                    .as_ref()
+                    .is_some_and(|id| calls.iter().any(|c| &c.id == id))
+            {
+                j += 1;
+            }
+            if actions[i..j]
+                .iter()
+                .any(|a| matches!(a, Action::Keep { .. }))
+            {
+                for a in &mut actions[i..j] {
+                    if !matches!(a, Action::Keep { .. }) {
+                        *a = Action::Keep {
+                            reason: KeepReason::ToolCall,
+                        };
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+}
+
 fn dedup(messages: &[Message], actions: &mut [Action], threshold: f64) {
     let mut exact: HashMap<String, usize> = HashMap::new();
     let mut index: HashMap<u64, Vec<usize>> = HashMap::new();

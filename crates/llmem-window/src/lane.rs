@@ -46,6 +46,21 @@ impl Lane {
         }
     }
 
+    /// Refuses a tool result that does not answer a call of the newest group: rendered, it
+    /// would be separated from its call.
+    pub fn check_tool_result(&self, message: &Message) -> llmem_core::Result<()> {
+        if message.role == Role::Tool && !self.joins_last(message) {
+            return Err(llmem_core::Error::invalid(format!(
+                "tool result `{}` does not answer a call of the newest message; push each tool result right after the assistant message that made the call",
+                message
+                    .tool_call_id
+                    .as_deref()
+                    .unwrap_or("(no tool_call_id)")
+            )));
+        }
+        Ok(())
+    }
+
     pub fn push(&mut self, message: Message, tokens: usize) {
         self.tokens += tokens;
         self.messages += 1;

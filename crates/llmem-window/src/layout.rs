@@ -470,6 +470,7 @@ impl Layout {
     /// [`Oversize`] policy. On error nothing changes.
     pub fn push(&mut self, name: &str, message: Message) -> Result<Pushed> {
         let path = self.leaf_path(name)?;
+        self.at(&path).lane.check_tool_result(&message)?;
         let room = self.room_if_empty(&path);
         let block = self.at(&path);
         let what = format!("a message for block `{name}`");

@@ -77,6 +77,7 @@ impl ShortTermMemory {
     /// evicted messages, oldest first, for the caller to summarise or archive (nothing is
     /// dropped silently). On error nothing changes.
     pub fn push(&mut self, message: Message) -> Result<Vec<Message>> {
+        self.lane.check_tool_result(&message)?;
         let overhead = self.counter.request_overhead();
         let limit = self
             .max_tokens

@@ -308,3 +308,29 @@ fn presets_carry_seed_002_numbers_and_triggers_fire() {
             .contains("compression_ratio")
     );
 }
+
+#[tokio::test]
+async fn a_kept_tool_result_keeps_its_call() {
+    // Without preserve_tool_calls, a tool result is kept only for what it says (an error); its
+    // call must come along, or the provider rejects the request.
+    let conv = agent_conversation(200);
+    let mut conv2 = Vec::new();
+    for m in conv {
+        if m.role == Role::Tool {
+            let id = m.tool_call_id.clone().unwrap();
+            conv2.push(Message::tool_result(id, "Error: the notes service failed."));
+        } else {
+            conv2.push(m);
+        }
+    }
+    let cfg = CompressConfig {
+        strategy: Strategy::Selective,
+        keep_recent: 5,
+        preserve_tool_calls: false,
+        ..CompressConfig::default()
+    };
+    let c = MemoryCompressor::new(cfg, gpt4o()).unwrap();
+    let out = c.compress(&conv2).await.unwrap();
+    assert!(out.messages.iter().any(|m| m.role == Role::Tool));
+    assert_tool_pairs(&out.messages);
+}

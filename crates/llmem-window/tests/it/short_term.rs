@@ -116,6 +116,13 @@ fn an_oversize_message_is_rejected_clearly_or_chunked_losslessly() {
     assert!(mem.tokens() <= 200);
 
     // A tool result cannot be chunked: the error says so.
+    let call = llmem_core::ToolCall {
+        id: "call_1".into(),
+        name: "notes".into(),
+        arguments: "{}".into(),
+    };
+    mem.push(Message::assistant_tool_calls("", vec![call]))
+        .unwrap();
     let err = mem.push(Message::tool_result("call_1", long)).unwrap_err();
     assert!(err.to_string().contains("cannot be chunked"), "{err}");
 }
@@ -183,4 +190,26 @@ fn each_message_is_counted_once_never_the_history() {
     }
     // Exactly the text of each message once: no recount of the window or the history.
     assert_eq!(metered.chars.load(Ordering::Relaxed), text);
+}
+
+#[test]
+fn a_tool_result_without_its_call_is_refused() {
+    let mut mem = ShortTermMemory::new(gpt4o()).with_max_tokens(1000);
+    mem.push(Message::user("What's the weather?")).unwrap();
+    let call = llmem_core::ToolCall {
+        id: "call_1".into(),
+        name: "weather".into(),
+        arguments: "{}".into(),
+    };
+    mem.push(Message::assistant_tool_calls("", vec![call]))
+        .unwrap();
+    let err = mem
+        .push(Message::tool_result("call_9", "sunny"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("call_9") && err.to_string().contains("right after"),
+        "{err}"
+    );
+    mem.push(Message::tool_result("call_1", "sunny")).unwrap();
+    assert_eq!(mem.len(), 3);
 }

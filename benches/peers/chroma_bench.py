@@ -5,6 +5,7 @@ Usage: python benches/peers/chroma_bench.py OUTDIR   (needs `chromadb` installed
 Reads N x DIM little-endian f32 vectors from $VECTORS and the query vectors from $QUERIES_FILE
 (both written by the Rust report, so both sides search the very same data); without them it
 draws seeded random unit vectors. Row i has id `r{i}` and metadata {"even": i % 2 == 0}.
+HNSW with cosine space and ef_search $CHROMA_EF (default 100, as Chroma's own default).
 Writes OUTDIR/chroma.json: insert throughput, top-10 latency (p50/p99) unfiltered and with the
 filter {"even": true}, and recall@10 of each against brute force.
 """
@@ -60,7 +61,10 @@ def main() -> None:
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     n = len(vecs)
     client = chromadb.PersistentClient(path=tempfile.mkdtemp(prefix="chroma-bench-"))
-    col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
+    ef = int(os.environ.get("CHROMA_EF", "100"))
+    col = client.create_collection(
+        "bench", metadata={"hnsw:space": "cosine", "hnsw:search_ef": ef}
+    )
     t = time.perf_counter()
     batch = 5000
     for s in range(0, n, batch):
@@ -75,6 +79,7 @@ def main() -> None:
     fp50, fp99, frec = run_queries(col, vecs, queries, {"even": True})
     result = {
         "engine": "chromadb " + chromadb.__version__,
+        "ef_search": ef,
         "n": n,
         "dim": dim,
         "insert_per_s": n / insert_s,

@@ -11,7 +11,8 @@
 //! eval "$(cargo xtask env)"
 //! cargo bench -p llmem-tiers --features lance --bench report
 //! ```
-//! Env: `N` (100000), `DIM` (384), `QUERIES` (100), `COLD_LARGE` (rows for a second cold run,
+//! Env: `N` (100000), `DIM` (384), `QUERIES` (100), `CLUSTERS` (1000; 0: uniform random
+//! vectors), `NOISE` (0.8), `CHROMA_EF` (100), `COLD_LARGE` (rows for a second cold run,
 //! e.g. 1000000; unset: skipped), `BENCH_OUT` (output directory; default a temp dir). The report
 //! is printed as Markdown and written to `$BENCH_OUT/tiers-report.md`.
 #![allow(
@@ -31,7 +32,7 @@ use llmem_tiers::WarmStore;
 use llmem_tiers::vector::dot;
 use serde_json::json;
 
-/// Deterministic unit vectors (xorshift64), the same ones the Chroma script reads from disk.
+/// Deterministic unit vectors (xorshift64).
 fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut v: Vec<f32> = (0..dim)
@@ -41,6 +42,39 @@ fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
             x ^= x << 17;
             ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
         })
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= n);
+    v
+}
+
+/// Clusters in the data (`CLUSTERS`, default 1000; 0: i.i.d. uniform unit vectors).
+fn clusters() -> u64 {
+    env("CLUSTERS", 1000) as u64
+}
+
+/// Vector `seed`: a cluster centre plus noise of norm `NOISE` (default 0.8), normalised, so the
+/// data has the neighbourhood structure of real embeddings (i.i.d. uniform vectors in 384-d
+/// are all nearly equidistant, which no ANN index can rank). The Chroma script reads the very
+/// same vectors from disk.
+fn data_vec(dim: usize, seed: u64) -> Vec<f32> {
+    let c = clusters();
+    if c == 0 {
+        return unit_vec(dim, seed);
+    }
+    let noise: f32 = std::env::var("NOISE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.8);
+    let mut h = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^= h >> 31;
+    let centre = unit_vec(dim, 1_000_000_000 + h % c);
+    let mut v: Vec<f32> = centre
+        .iter()
+        .zip(unit_vec(dim, seed))
+        .map(|(a, b)| a + noise * b)
         .collect();
     let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
     v.iter_mut().for_each(|a| *a /= n);
@@ -263,9 +297,9 @@ fn main() {
         .build()
         .unwrap();
     eprintln!("generating {n}×{dim} vectors and {nq} queries");
-    let vecs: Vec<Vec<f32>> = (0..n as u64).map(|i| unit_vec(dim, i)).collect();
+    let vecs: Vec<Vec<f32>> = (0..n as u64).map(|i| data_vec(dim, i)).collect();
     let queries: Vec<Vec<f32>> = (0..nq as u64)
-        .map(|i| unit_vec(dim, 10_000_000 + i))
+        .map(|i| data_vec(dim, 10_000_000 + i))
         .collect();
     let (vec_file, q_file) = (out.join("vectors.f32"), out.join("queries.f32"));
     write_f32(&vec_file, &vecs);
@@ -328,7 +362,7 @@ fn main() {
         let large = env("COLD_LARGE", 0);
         if large > n {
             eprintln!("cold at {large}");
-            let big: Vec<Vec<f32>> = (0..large as u64).map(|i| unit_vec(dim, i)).collect();
+            let big: Vec<Vec<f32>> = (0..large as u64).map(|i| data_vec(dim, i)).collect();
             let (ta, te) = (truth(&big, &queries, false), truth(&big, &queries, true));
             rt.block_on(cold_rows(
                 large,
@@ -367,15 +401,19 @@ fn main() {
                 format!("{engine} (in-process, batches of 5k) {n}×{dim}"),
                 f("insert_per_s"),
             ));
+            let ef = c
+                .get("ef_search")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
             rows.push(Row {
-                what: format!("{engine} HNSW top-10, {n}×{dim}"),
+                what: format!("{engine} HNSW (ef_search {ef}) top-10, {n}×{dim}"),
                 p50_ms: f("query_top10_p50_ms"),
                 p99_ms: f("query_top10_p99_ms"),
                 recall: Some(f("recall_at_10")),
                 note: String::new(),
             });
             rows.push(Row {
-                what: format!("{engine} HNSW top-10, {n}×{dim}, filtered"),
+                what: format!("{engine} HNSW (ef_search {ef}) top-10, {n}×{dim}, filtered"),
                 p50_ms: f("query_filtered_top10_p50_ms"),
                 p99_ms: f("query_filtered_top10_p99_ms"),
                 recall: Some(f("recall_filtered_at_10")),
@@ -388,7 +426,14 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "{nq} queries, top-10 by cosine on deterministic unit vectors; the filter (`kind = knowledge`; Chroma: `even = true`) keeps the even half of the rows; recall@10 against brute force.\n"
+        "{nq} queries, top-10 by cosine on deterministic vectors ({}); the filter (`kind = knowledge`; Chroma: `even = true`) keeps the even half of the rows; recall@10 against brute force.\n",
+        match clusters() {
+            0 => "i.i.d. uniform unit vectors".to_owned(),
+            c => format!(
+                "{c} clusters, noise norm {}",
+                std::env::var("NOISE").unwrap_or_else(|_| "0.8".into())
+            ),
+        }
     );
     let _ = writeln!(md, "| search | p50 ms | p99 ms | recall@10 | note |");
     let _ = writeln!(md, "|---|---:|---:|---:|---|");

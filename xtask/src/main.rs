@@ -8,11 +8,26 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 const TASKS: &[(&str, &str)] = &[
-    ("setup", "install the assets tests and local models need (idempotent, offline-first cache)"),
-    ("test", "run every test of the workspace with all features, assets on their paths"),
-    ("ci", "fmt --check, clippy -D warnings, the feature matrix, then `test`"),
-    ("bench", "run the benchmarks and the peer comparisons; writes target/bench-report/"),
-    ("env", "print the environment variables the tests use (eval \"$(cargo xtask env)\")"),
+    (
+        "setup",
+        "install the assets tests and local models need (idempotent, offline-first cache)",
+    ),
+    (
+        "test",
+        "run every test of the workspace with all features, assets on their paths",
+    ),
+    (
+        "ci",
+        "fmt --check, clippy -D warnings, the feature matrix, then `test`",
+    ),
+    (
+        "bench",
+        "run the benchmarks and the peer comparisons; writes target/bench-report/",
+    ),
+    (
+        "env",
+        "print the environment variables the tests use (eval \"$(cargo xtask env)\")",
+    ),
 ];
 
 fn main() -> Result<()> {
@@ -42,12 +57,17 @@ fn main() -> Result<()> {
 
 /// The workspace root (the parent of this crate's folder).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Where `setup` puts assets: `$LLMEM_CACHE_DIR`, else `<root>/.cache/llmem`.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("LLMEM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/llmem"))
+    std::env::var_os("LLMEM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/llmem"))
 }
 
 /// The variables tests and benches run with: the cache, the ONNX Runtime library, the venv.
@@ -60,7 +80,10 @@ pub fn test_env() -> Result<Vec<(String, String)>> {
     let venv_bin = cache.join("venv/bin");
     if venv_bin.exists() {
         let path = std::env::var("PATH").unwrap_or_default();
-        env.push(("LLMEM_PYTHON".to_owned(), venv_bin.join("python").display().to_string()));
+        env.push((
+            "LLMEM_PYTHON".to_owned(),
+            venv_bin.join("python").display().to_string(),
+        ));
         env.push(("PATH".to_owned(), format!("{}:{path}", venv_bin.display())));
     }
     Ok(env)
@@ -73,7 +96,9 @@ fn shell_quote(s: &str) -> String {
 /// Runs `cmd`, echoing it, failing with its exit status.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
-    let status = cmd.status().with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", describe(cmd));
     }
@@ -96,15 +121,30 @@ fn cargo() -> Command {
 fn test(extra: &[String]) -> Result<()> {
     let env = test_env()?;
     let mut c = cargo();
-    c.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).args(extra).envs(env);
+    c.args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+        .args(extra)
+        .envs(env);
     run(&mut c)
 }
 
 fn ci(extra: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The light crates must build alone, without the heavy features.
-    for p in ["llmem-core", "llmem-tokens", "llmem-window", "llmem-compress"] {
+    for p in [
+        "llmem-core",
+        "llmem-tokens",
+        "llmem-window",
+        "llmem-compress",
+    ] {
         run(cargo().args(["check", "-p", p, "--no-default-features"]))?;
     }
     test(extra)
@@ -114,7 +154,10 @@ fn bench(extra: &[String]) -> Result<()> {
     let env = test_env()?;
     let out = root().join("target/bench-report");
     std::fs::create_dir_all(&out)?;
-    run(cargo().args(["bench", "--workspace", "--all-features"]).args(extra).envs(env.clone()))?;
+    run(cargo()
+        .args(["bench", "--workspace", "--all-features"])
+        .args(extra)
+        .envs(env.clone()))?;
     let peers = root().join("benches/peers");
     if peers.exists() {
         let python = env
@@ -129,7 +172,11 @@ fn bench(extra: &[String]) -> Result<()> {
             .collect();
         scripts.sort();
         for s in scripts {
-            run(Command::new(&python).arg(&s).arg(&out).envs(env.clone()).current_dir(root()))?;
+            run(Command::new(&python)
+                .arg(&s)
+                .arg(&out)
+                .envs(env.clone())
+                .current_dir(root()))?;
         }
     }
     eprintln!("bench results in {}", out.display());

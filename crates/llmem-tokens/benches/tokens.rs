@@ -9,44 +9,17 @@
 //! `cargo bench -p llmem-tokens --bench tokens`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
+
+#[path = "../../../tests/support/locomo.rs"]
+mod locomo;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use llmem_core::{Message, TokenCounter};
 use llmem_tokens::{CachedCounter, Counters, ModelCounter};
 
 fn corpus() -> Vec<String> {
-    let path = std::env::var_os("LLMEM_LOCOMO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/locomo/locomo-dev.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the LoCoMo data at {} ({e}); set LLMEM_LOCOMO",
-            path.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut out = Vec::new();
-    for sample in v.as_array().unwrap() {
-        let conv = sample["conversation"].as_object().unwrap();
-        let mut keys: Vec<&String> = conv
-            .keys()
-            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
-            .collect();
-        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
-        for k in keys {
-            for t in conv[k].as_array().into_iter().flatten() {
-                if let Some(s) = t["text"].as_str() {
-                    out.push(format!("{}: {s}", t["speaker"].as_str().unwrap_or("?")));
-                }
-            }
-        }
-    }
-    out
+    locomo::lines()
 }
 
 fn counting(c: &mut Criterion) {

@@ -1,8 +1,6 @@
 //! `llmem compress`: a LoCoMo transcript compressed to a budget by each strategy, previews,
 //! JSON and JSONL output, clear errors.
 
-use std::path::PathBuf;
-
 use llmem_core::{Message, TokenCounter};
 use llmem_tokens::Counters;
 
@@ -10,38 +8,19 @@ use crate::llmem;
 
 /// A system prompt and the first 200 LoCoMo turns as JSONL, in `dir`.
 fn transcript(dir: &tempfile::TempDir) -> (String, Vec<Message>) {
-    let path = std::env::var_os("LLMEM_LOCOMO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/locomo/locomo-dev.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the LoCoMo data at {} ({e}); set LLMEM_LOCOMO to locomo-dev.json",
-            path.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let conv = &v[0]["conversation"];
-    let a = conv["speaker_a"].as_str().unwrap();
     let mut msgs = vec![Message::system(
         "You are a companion who remembers the user's life.",
     )];
-    for s in 1..=30 {
-        for t in conv[format!("session_{s}")]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let (speaker, text) = (t["speaker"].as_str().unwrap(), t["text"].as_str().unwrap());
-            let m = if speaker == a {
-                Message::user(text)
-            } else {
-                Message::assistant(text)
-            };
-            msgs.push(m.with_name(speaker));
-        }
+    for t in crate::locomo::turns()
+        .into_iter()
+        .filter(|t| t.conversation == 0)
+    {
+        let m = if t.is_a {
+            Message::user(t.text)
+        } else {
+            Message::assistant(t.text)
+        };
+        msgs.push(m.with_name(t.speaker));
     }
     msgs.truncate(201);
     let p = dir.path().join("transcript.jsonl");

@@ -5,11 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod extractive;
+#[path = "../../../../tests/support/locomo.rs"]
+pub mod locomo;
 mod loopback;
 mod smollm2;
 mod strategies;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmem_core::{Message, Role, TokenCounter, ToolCall};
@@ -22,51 +23,7 @@ pub fn gpt4o() -> Arc<dyn TokenCounter> {
         .unwrap()
 }
 
-/// LoCoMo turns as a chat (speaker A of each conversation is the user), named by speaker.
-pub fn locomo_messages() -> Vec<Message> {
-    let path = std::env::var_os("LLMEM_LOCOMO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/locomo/locomo-dev.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the LoCoMo data at {} ({e}); set LLMEM_LOCOMO to locomo-dev.json",
-            path.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut out = Vec::new();
-    for sample in v.as_array().unwrap() {
-        let conv = sample["conversation"].as_object().unwrap();
-        let a = conv["speaker_a"].as_str().unwrap_or_default();
-        let mut keys: Vec<&String> = conv
-            .keys()
-            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
-            .collect();
-        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
-        for k in keys {
-            for turn in conv[k].as_array().into_iter().flatten() {
-                let (Some(t), Some(s)) = (turn["text"].as_str(), turn["speaker"].as_str()) else {
-                    continue;
-                };
-                let m = if s == a {
-                    Message::user(t)
-                } else {
-                    Message::assistant(t)
-                };
-                out.push(m.with_name(s.replace(' ', "_")));
-            }
-        }
-    }
-    assert!(
-        out.len() > 1000,
-        "expected the LoCoMo turns, found {}",
-        out.len()
-    );
-    out
-}
+pub use locomo::messages as locomo_messages;
 
 /// A system prompt and the first `n` LoCoMo messages.
 pub fn conversation(n: usize) -> Vec<Message> {

@@ -4,47 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod counts;
+#[path = "../../../../tests/support/locomo.rs"]
+pub mod locomo;
 mod templates;
 
-use std::path::PathBuf;
-
-/// Every turn text of the LoCoMo development file.
+/// Every LoCoMo turn as `speaker: text`.
 pub fn locomo_turns() -> Vec<String> {
-    let path = std::env::var_os("LLMEM_LOCOMO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/locomo/locomo-dev.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the LoCoMo data at {} ({e}); set LLMEM_LOCOMO to locomo-dev.json",
-            path.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut out = Vec::new();
-    for sample in v.as_array().unwrap() {
-        let conv = sample["conversation"].as_object().unwrap();
-        let mut keys: Vec<&String> = conv
-            .keys()
-            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
-            .collect();
-        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
-        for k in keys {
-            for turn in conv[k].as_array().into_iter().flatten() {
-                if let Some(t) = turn["text"].as_str() {
-                    out.push(format!("{}: {t}", turn["speaker"].as_str().unwrap_or("?")));
-                }
-            }
-        }
-    }
-    assert!(
-        out.len() > 1000,
-        "expected the LoCoMo turns, found {}",
-        out.len()
-    );
-    out
+    locomo::lines()
 }
 
 /// Text that stresses pre-tokenisers: whitespace runs, digits, contractions, scripts, emoji.

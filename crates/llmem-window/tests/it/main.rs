@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod layout;
+#[path = "../../../../tests/support/locomo.rs"]
+pub mod locomo;
 mod props;
 mod short_term;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmem_core::{Message, Role, TokenCounter, ToolCall};
@@ -20,61 +21,7 @@ pub fn gpt4o() -> Arc<dyn TokenCounter> {
         .unwrap()
 }
 
-/// Every LoCoMo turn as (speaker, text, is_speaker_a), conversations one after another.
-pub fn locomo_turns() -> Vec<(String, String, bool)> {
-    let path = std::env::var_os("LLMEM_LOCOMO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/locomo/locomo-dev.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the LoCoMo data at {} ({e}); set LLMEM_LOCOMO to locomo-dev.json",
-            path.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut out = Vec::new();
-    for sample in v.as_array().unwrap() {
-        let conv = sample["conversation"].as_object().unwrap();
-        let a = conv["speaker_a"].as_str().unwrap_or_default();
-        let mut keys: Vec<&String> = conv
-            .keys()
-            .filter(|k| k.starts_with("session_") && !k.ends_with("date_time"))
-            .collect();
-        keys.sort_by_key(|k| k.trim_start_matches("session_").parse::<u32>().unwrap_or(0));
-        for k in keys {
-            for turn in conv[k].as_array().into_iter().flatten() {
-                if let Some(t) = turn["text"].as_str() {
-                    let speaker = turn["speaker"].as_str().unwrap_or("?");
-                    out.push((speaker.to_owned(), t.to_owned(), speaker == a));
-                }
-            }
-        }
-    }
-    assert!(
-        out.len() > 1000,
-        "expected the LoCoMo turns, found {}",
-        out.len()
-    );
-    out
-}
-
-/// LoCoMo turns as a chat: speaker A of each conversation is the user.
-pub fn locomo_messages() -> Vec<Message> {
-    locomo_turns()
-        .into_iter()
-        .map(|(s, t, a)| {
-            if a {
-                Message::user(t)
-            } else {
-                Message::assistant(t)
-            }
-            .with_name(s.replace(' ', "_"))
-        })
-        .collect()
-}
+pub use locomo::messages as locomo_messages;
 
 /// An agent-style conversation from LoCoMo turns: every 5th assistant turn calls `n` tools
 /// (1..=3) whose results quote the next turns.

@@ -1,7 +1,7 @@
 //! Conformance suites (feature `test-kit`). Every implementation of a core trait, in this
 //! workspace or in a third-party plugin, runs the matching suite against itself:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn conforms() {
 //!     let store = MyStore::open(tmp).await?;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's tasks (setup, test, ci, bench). Run with no arguments to list them.
 
+mod report;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,11 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "bench",
-        "run the benchmarks and the peer comparisons; writes target/bench-report/",
+        "run the benchmarks and the peer comparisons; writes docs/benchmarks.md (--report-only: just rewrite it)",
+    ),
+    (
+        "eval",
+        "`llmem eval locomo` on the full LoCoMo dev data (release build); writes docs/eval/locomo.{json,svg}",
     ),
     (
         "env",
@@ -45,6 +50,7 @@ fn main() -> Result<()> {
         "test" => test(rest),
         "ci" => ci(rest),
         "bench" => bench(rest),
+        "eval" => eval(rest),
         "env" => {
             for (k, v) in test_env()? {
                 println!("export {k}={}", shell_quote(&v));
@@ -150,9 +156,55 @@ fn ci(extra: &[String]) -> Result<()> {
     test(extra)
 }
 
-fn bench(extra: &[String]) -> Result<()> {
+/// The LoCoMo file: `$LLMEM_LOCOMO`, else `../shared/data/locomo/locomo-dev.json` beside the
+/// workspace.
+fn locomo_data() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LLMEM_LOCOMO").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let p = root().join("../shared/data/locomo/locomo-dev.json");
+    if p.exists() {
+        return Ok(p);
+    }
+    bail!(
+        "no LoCoMo data: set LLMEM_LOCOMO to a LoCoMo JSON file (e.g. locomo-dev.json); it is \
+         read from there, never copied into the repository"
+    )
+}
+
+fn eval(extra: &[String]) -> Result<()> {
     let env = test_env()?;
+    let data = locomo_data()?;
+    let out = root().join("docs/eval");
+    std::fs::create_dir_all(&out)?;
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "llmem-cli",
+            "--",
+            "eval",
+            "locomo",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .args(["--budget", "1500", "--k", "10", "--quiet", "--json"])
+        .arg(out.join("locomo.json"))
+        .args(extra)
+        .envs(env))
+}
+
+fn bench(extra: &[String]) -> Result<()> {
     let out = root().join("target/bench-report");
+    let doc = root().join("docs/benchmarks.md");
+    if extra.iter().any(|a| a == "--report-only") {
+        report::write(&doc, &root().join("target/criterion"), &out)?;
+        eprintln!("rewrote the generated section of {}", doc.display());
+        return Ok(());
+    }
+    let env = test_env()?;
     std::fs::create_dir_all(&out)?;
     run(cargo()
         .args(["bench", "--workspace", "--all-features"])
@@ -179,6 +231,11 @@ fn bench(extra: &[String]) -> Result<()> {
                 .current_dir(root()))?;
         }
     }
-    eprintln!("bench results in {}", out.display());
+    report::write(&doc, &root().join("target/criterion"), &out)?;
+    eprintln!(
+        "bench results in {}; generated section of {} rewritten",
+        out.display(),
+        doc.display()
+    );
     Ok(())
 }

@@ -30,6 +30,9 @@ enum Command {
     Models(cmd::models::Args),
     /// Run the whole pipeline on a shipped conversation: budgets, compressions, savings, retrieval.
     Demo(cmd::demo::Args),
+    /// Measure memory on a benchmark: `llmem eval locomo --data FILE --budget N --k K --json OUT`.
+    #[command(subcommand)]
+    Eval(cmd::eval::Cmd),
     /// Remember a text in the tiered long-term memory (`--dir`, default ./.llmem).
     Store(cmd::store::StoreArgs),
     /// Search the long-term memory (BM25 over the text; hybrid with --vector).
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Compress(args) => cmd::compress::run(args).await,
             Command::Models(args) => cmd::models::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Eval(cmd) => cmd::eval::run(cmd).await,
             Command::Store(args) => cmd::store::store(args).await,
             Command::Search(args) => cmd::store::search(args).await,
             Command::Import(args) => cmd::store::import(args).await,

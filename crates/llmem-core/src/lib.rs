@@ -32,8 +32,8 @@ pub use provider::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
     DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
 };
-pub use record::{MemoryRecord, RecordKind, Scope, ScoredRecord, new_id};
+pub use record::{KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, new_id};
 pub use registry::{Factory, Registry};
-pub use store::{DynMemoryStore, MemoryStore, SearchRequest, StoreStats};
+pub use store::{DynMemoryStore, Fusion, MemoryStore, SearchRequest, StoreStats};
 pub use time::Timestamp;
 pub use tokens::{Accuracy, TokenCounter};

@@ -6,6 +6,10 @@ use serde_json::{Map, Value};
 use crate::time::Timestamp;
 use crate::{Error, Result};
 
+/// The metadata key whose string value lexical search indexes along with the text
+/// ([`MemoryRecord::search_text`]).
+pub const KEYWORDS: &str = "keywords";
+
 /// What a record remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -142,6 +146,17 @@ impl MemoryRecord {
                 None => true,
                 Some(s) => self.session.as_deref() == Some(s.as_str()),
             }
+    }
+
+    /// What lexical (BM25) search indexes: the text, plus the string value of
+    /// `metadata.keywords` when the record has one ([`KEYWORDS`]). Keywords let an application
+    /// expand a memory's key without changing the text it shows: extracted facts, synonyms, or
+    /// the neighbouring turns of a conversation.
+    pub fn search_text(&self) -> std::borrow::Cow<'_, str> {
+        match self.metadata.get(KEYWORDS).and_then(Value::as_str) {
+            Some(k) if !k.is_empty() => format!("{}\n{k}", self.text).into(),
+            _ => self.text.as_str().into(),
+        }
     }
 
     /// Rough in-memory size in bytes (text, metadata, embedding), for tier capacity accounting.

@@ -41,7 +41,7 @@ use llmem_core::{
 use parking_lot::Mutex;
 use tokio::sync::RwLock;
 
-use crate::text::{TextIndex, rrf};
+use crate::text::{TextIndex, fuse};
 use crate::tier::Tier;
 use crate::vector::{TopK, dot, norm};
 use crate::warm::HYBRID_CANDIDATES;
@@ -294,18 +294,33 @@ impl ColdStore {
                 state.dim = n as usize;
             }
             let mut scan = ds.scan();
-            scan.project(&["id", "text"])
+            scan.project(&["id", "text", "metadata"])
                 .map_err(|e| lance_err("scan", e))?;
             let b = scan
                 .try_into_batch()
                 .await
                 .map_err(|e| lance_err("scan", e))?;
-            let (ids, texts) = (
+            let (ids, texts, metas) = (
                 col::<StringArray>(&b, "id")?,
                 col::<StringArray>(&b, "text")?,
+                col::<StringArray>(&b, "metadata")?,
             );
             for i in 0..b.num_rows() {
-                text.insert(ids.value(i).to_owned(), texts.value(i));
+                // The same key as at insert: the text plus `metadata.keywords`.
+                let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
+                    .ok()
+                    .and_then(|m| {
+                        m.get(llmem_core::record::KEYWORDS)?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .filter(|k| !k.is_empty());
+                match keywords {
+                    Some(k) => {
+                        text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i)))
+                    }
+                    None => text.insert(ids.value(i).to_owned(), texts.value(i)),
+                }
             }
             state.indexed_rows = if ds
                 .load_indices()
@@ -629,7 +644,7 @@ impl MemoryStore for ColdStore {
             st.ds = Some(ds);
             let mut text = self.text.lock();
             for r in &records {
-                text.insert(r.id.clone(), &r.text);
+                text.insert(r.id.clone(), &r.search_text());
             }
             let due = if st.indexed_rows == 0 {
                 rows >= self.cfg.index_threshold
@@ -684,7 +699,7 @@ impl MemoryStore for ColdStore {
         let survivors = self.rows(&ids_sql(ids)).await?;
         let mut text = self.text.lock();
         for r in survivors {
-            text.insert(r.id.clone(), &r.text);
+            text.insert(r.id.clone(), &r.search_text());
         }
         Ok(res.num_deleted_rows as usize)
     }
@@ -718,19 +733,22 @@ impl MemoryStore for ColdStore {
             (Some(v), None) => self.vector_search(scope, req, v, req.k).await,
             (None, Some(t)) => self.text_search(scope, req, t, req.k).await,
             (Some(v), Some(t)) => {
+                req.fusion.check()?;
                 let n = (req.k * 4).max(HYBRID_CANDIDATES);
                 let by_vec = self.vector_search(scope, req, v, n).await?;
                 let by_text = self.text_search(scope, req, t, n).await?;
-                let lists: Vec<Vec<String>> = [&by_vec, &by_text]
-                    .iter()
-                    .map(|l| l.iter().map(|h| h.record.id.clone()).collect())
-                    .collect();
+                let scored = |l: &[ScoredRecord]| {
+                    l.iter()
+                        .map(|h| (h.record.id.clone(), h.score))
+                        .collect::<Vec<_>>()
+                };
+                let fused = fuse(&scored(&by_vec), &scored(&by_text), req.fusion, req.k);
                 let mut recs: std::collections::HashMap<String, MemoryRecord> = by_vec
                     .into_iter()
                     .chain(by_text)
                     .map(|h| (h.record.id.clone(), h.record))
                     .collect();
-                Ok(rrf(&lists, req.k)
+                Ok(fused
                     .into_iter()
                     .filter_map(|(id, score)| {
                         Some(ScoredRecord {
@@ -843,18 +861,33 @@ impl Tier for ColdStore {
         let mut text = TextIndex::new();
         if let Some(ds) = &st.ds {
             let mut scan = ds.scan();
-            scan.project(&["id", "text"])
+            scan.project(&["id", "text", "metadata"])
                 .map_err(|e| lance_err("scan", e))?;
             let b = scan
                 .try_into_batch()
                 .await
                 .map_err(|e| lance_err("scan", e))?;
-            let (ids, texts) = (
+            let (ids, texts, metas) = (
                 col::<StringArray>(&b, "id")?,
                 col::<StringArray>(&b, "text")?,
+                col::<StringArray>(&b, "metadata")?,
             );
             for i in 0..b.num_rows() {
-                text.insert(ids.value(i).to_owned(), texts.value(i));
+                // The same key as at insert: the text plus `metadata.keywords`.
+                let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
+                    .ok()
+                    .and_then(|m| {
+                        m.get(llmem_core::record::KEYWORDS)?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .filter(|k| !k.is_empty());
+                match keywords {
+                    Some(k) => {
+                        text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i)))
+                    }
+                    None => text.insert(ids.value(i).to_owned(), texts.value(i)),
+                }
             }
         }
         *self.text.lock() = text;

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use llmem_core::Fusion;
+
 use crate::vector::TopK;
 
 /// BM25 term-frequency saturation.
@@ -12,9 +14,127 @@ const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "of", "on", "or", "so", "such", "that", "the", "their", "then", "there", "these", "they",
-    "this", "to", "was", "were", "will", "with", "i", "my", "me", "we", "our", "you", "your",
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "but",
+    "by",
+    "for",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "of",
+    "on",
+    "or",
+    "so",
+    "such",
+    "that",
+    "the",
+    "their",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "to",
+    "was",
+    "were",
+    "will",
+    "with",
+    "i",
+    "my",
+    "me",
+    "we",
+    "our",
+    "you",
+    "your",
+    "he",
+    "she",
+    "him",
+    "her",
+    "his",
+    "hers",
+    "its",
+    "them",
+    "us",
+    "what",
+    "which",
+    "who",
+    "whom",
+    "when",
+    "where",
+    "why",
+    "how",
+    "do",
+    "does",
+    "did",
+    "done",
+    "have",
+    "has",
+    "had",
+    "been",
+    "being",
+    "am",
+    "can",
+    "could",
+    "would",
+    "should",
+    "from",
+    "about",
+    "than",
+    "too",
+    "very",
+    "just",
+    "also",
+    "some",
+    "any",
+    "all",
+    "both",
+    "each",
+    "other",
+    "more",
+    "most",
+    "own",
+    "same",
+    "only",
+    "up",
+    "out",
+    "over",
+    "again",
+    "further",
+    "once",
+    "here",
+    "those",
+    "yours",
+    "ours",
+    "theirs",
+    "myself",
+    "yourself",
+    "itself",
+    "themselves",
+    "while",
+    "because",
+    "until",
+    "s",
+    "t",
+    "ll",
+    "re",
+    "ve",
+    "d",
+    "m",
+    "don",
+    "didn",
+    "doesn",
+    "isn",
+    "wasn",
+    "aren",
+    "weren",
 ];
 
 /// Lower-case alphanumeric words, stop words dropped, lightly stemmed (plural and -ing/-ed endings).
@@ -152,6 +272,51 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
         }
         top.into_sorted()
     }
+}
+
+/// Fuses a vector ranking and a lexical one (each best first, with its scores: cosine and
+/// BM25) as `fusion` says; the top `k`, best first.
+pub fn fuse<K: Hash + Eq + Clone>(
+    by_vec: &[(K, f32)],
+    by_text: &[(K, f32)],
+    fusion: Fusion,
+    k: usize,
+) -> Vec<(K, f32)> {
+    let w = match fusion {
+        Fusion::Weighted { vector_weight } => vector_weight.clamp(0.0, 1.0),
+        _ => {
+            let keys = |l: &[(K, f32)]| l.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+            return rrf(&[keys(by_vec), keys(by_text)], k);
+        }
+    };
+    let mut fused: HashMap<K, f32> = HashMap::new();
+    let mut order: Vec<K> = Vec::new();
+    let mut add = |key: &K, s: f32| {
+        let e = fused.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            0.0
+        });
+        *e += s;
+    };
+    let (lo, hi) = by_vec
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x.1), hi.max(x.1))
+        });
+    let span = (hi - lo).max(1e-6);
+    for (key, s) in by_vec {
+        add(key, w * (s - lo) / span);
+    }
+    let top = by_text.iter().map(|x| x.1).fold(0.0f32, f32::max).max(1e-6);
+    for (key, s) in by_text {
+        add(key, (1.0 - w) * s / top);
+    }
+    let mut best = TopK::new(k);
+    for key in order {
+        let s = fused.get(&key).copied().unwrap_or(0.0);
+        best.push(key, s);
+    }
+    best.into_sorted()
 }
 
 /// Reciprocal-rank fusion constant (Cormack et al. 2009).

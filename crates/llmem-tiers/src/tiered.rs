@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::hot::HotStore;
-use crate::text::rrf;
+use crate::text::fuse;
 use crate::tier::{Tier, TierKind};
 use crate::warm::{HYBRID_CANDIDATES, WarmStore};
 
@@ -439,9 +439,12 @@ impl TieredStore {
 
     /// Vector, text or hybrid search over the searchable tiers (not glacier, which is an
     /// archive). Vector scores (cosine) and BM25 scores are merged per kind across tiers; a
-    /// hybrid request fuses the two global rankings by reciprocal rank.
+    /// hybrid request fuses the two global rankings as `req.fusion` says.
     pub async fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         let hybrid = req.vector.is_some() && req.text.is_some();
+        if hybrid {
+            req.fusion.check()?;
+        }
         let n = if hybrid {
             (req.k * 4).max(HYBRID_CANDIDATES)
         } else {
@@ -495,12 +498,16 @@ impl TieredStore {
         let mut recs: HashMap<String, MemoryRecord> = HashMap::new();
         let mut lists = Vec::new();
         for list in [by_vec, by_text] {
-            lists.push(list.iter().map(|h| h.record.id.clone()).collect::<Vec<_>>());
+            lists.push(
+                list.iter()
+                    .map(|h| (h.record.id.clone(), h.score))
+                    .collect::<Vec<_>>(),
+            );
             for h in list {
                 recs.entry(h.record.id.clone()).or_insert(h.record);
             }
         }
-        Ok(rrf(&lists, req.k)
+        Ok(fuse(&lists[0], &lists[1], req.fusion, req.k)
             .into_iter()
             .filter_map(|(id, score)| {
                 Some(ScoredRecord {

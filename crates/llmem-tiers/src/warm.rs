@@ -16,7 +16,7 @@ use llmem_core::{
 };
 use parking_lot::{Mutex, RwLock};
 
-use crate::text::{TextIndex, rrf};
+use crate::text::{TextIndex, fuse};
 use crate::tier::Tier;
 use crate::vector::{TopK, dot, norm};
 use crate::wal::{Wal, WalOp};
@@ -163,7 +163,7 @@ impl Inner {
         };
         self.tick += 1;
         self.lru.insert(self.tick, slot);
-        self.text.insert(slot, &rec.text);
+        self.text.insert(slot, &rec.search_text());
         self.by_id.insert(rec.id.clone(), slot);
         self.bytes += bytes;
         self.slots[slot as usize] = Some(Slot {
@@ -305,18 +305,11 @@ impl Inner {
             (Some(v), None) => self.vector_search(scope, req, v, req.k),
             (None, Some(t)) => Ok(self.text_search(scope, req, t, req.k)),
             (Some(v), Some(t)) => {
+                req.fusion.check()?;
                 let n = (req.k * 4).max(HYBRID_CANDIDATES);
-                let by_vec: Vec<u32> = self
-                    .vector_search(scope, req, v, n)?
-                    .into_iter()
-                    .map(|x| x.0)
-                    .collect();
-                let by_text: Vec<u32> = self
-                    .text_search(scope, req, t, n)
-                    .into_iter()
-                    .map(|x| x.0)
-                    .collect();
-                Ok(rrf(&[by_vec, by_text], req.k))
+                let by_vec = self.vector_search(scope, req, v, n)?;
+                let by_text = self.text_search(scope, req, t, n);
+                Ok(fuse(&by_vec, &by_text, req.fusion, req.k))
             }
             (None, None) => Err(Error::invalid(
                 "a search needs a query vector, a query text, or both",

@@ -3,6 +3,7 @@
 pub mod compress;
 pub mod count;
 pub mod demo;
+pub mod eval;
 pub mod input;
 pub mod models;
 pub mod store;

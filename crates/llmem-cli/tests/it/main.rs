@@ -7,6 +7,7 @@ pub mod locomo;
 mod compress;
 mod count;
 mod demo;
+mod eval;
 mod store;
 
 use std::path::Path;

@@ -44,13 +44,16 @@ async fn cold_persists_filters_and_snapshots() {
             })
             .collect();
         cold.put(recs).await.unwrap();
+        let kw = rec("u", "kw", "a plain note", 16, 99)
+            .with_metadata(llmem_core::KEYWORDS, "saxophone rehearsal");
+        cold.put(vec![kw]).await.unwrap();
         let snap = cold.snapshot().await.unwrap();
         cold.delete(&s, &["r1".into(), "r2".into()]).await.unwrap();
-        assert_eq!(cold.count(&s, &Filter::All).await.unwrap(), 28);
+        assert_eq!(cold.count(&s, &Filter::All).await.unwrap(), 29);
         cold.restore(&snap).await.unwrap();
         assert_eq!(
             cold.count(&s, &Filter::All).await.unwrap(),
-            30,
+            31,
             "restored to the snapshot version"
         );
         assert!(cold.restore("not-a-version").await.is_err());
@@ -58,7 +61,7 @@ async fn cold_persists_filters_and_snapshots() {
     let cold = ColdStore::open(ColdConfig::new(&path)).await.unwrap();
     assert_eq!(
         cold.count(&s, &Filter::All).await.unwrap(),
-        30,
+        31,
         "persistent across reopen"
     );
     // A filter Lance runs (id, kind) and one Rust runs (metadata).
@@ -95,6 +98,14 @@ async fn cold_persists_filters_and_snapshots() {
         .await
         .unwrap();
     assert_eq!(hits[0].record.id, "r13", "text search after reopen");
+    // `metadata.keywords` is indexed with the text, also when the index is rebuilt on open.
+    let hits = cold
+        .search(&s, &SearchRequest::text("saxophone", 2))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].record.id, "kw");
+    assert_eq!(hits[0].record.text, "a plain note");
 }
 
 #[tokio::test]

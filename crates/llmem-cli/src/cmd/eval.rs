@@ -1,0 +1,1150 @@
+//! `llmem eval locomo`: recall and context quality on the LoCoMo long-conversation benchmark.
+//!
+//! For each conversation every turn is ingested in order, with its session's date, into a
+//! tenant of its own in the warm tier: the text (plus the caption of a shared photo), relative
+//! time expressions resolved against the session date ("yesterday" → the date), and the turn's
+//! embedding from the local ONNX embedder. For each question the product's retrieval runs (hybrid:
+//! BM25 fused with vector similarity), and a prompt is assembled under `--budget` tokens with the
+//! window's [`Layout`]: a system line, the retrieved memories best first while they fit, the
+//! question, and an answer reserve. The figures: evidence recall in the top `--k`, whether the
+//! gold answer is in that prompt, its size, retrieval latency and ingest speed, overall and per
+//! question category; optionally (`--answer`) the local model answers and is scored by token F1.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use llmem::core::{
+    ChatModel, ChatRequest, Embedder, Fusion, KEYWORDS, MemoryRecord, MemoryStore, Message,
+    RecordKind, Role, Scope, SearchRequest, TokenCounter,
+};
+use llmem::tiers::WarmStore;
+use llmem::window::{Block, Layout};
+use serde_json::{Value, json};
+
+use super::input;
+
+/// Tokens kept free in every prompt for the answer.
+const ANSWER_RESERVE: usize = 64;
+/// Memories considered for the prompt (best first, while they fit), at least `--k`.
+const CANDIDATES: usize = 80;
+const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
+                      from it, most relevant first. Answer briefly from them; if they do not say, \
+                      reply that it is not mentioned.";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Ingest LoCoMo conversations and measure retrieval recall, answers in context and latency.
+    Locomo(Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The LoCoMo JSON file (a list of samples with `conversation` and `qa`).
+    #[arg(long, env = "LLMEM_LOCOMO")]
+    pub data: PathBuf,
+    /// Token budget of each assembled prompt (answer reserve included).
+    #[arg(long, default_value_t = 1500)]
+    pub budget: usize,
+    /// Memories retrieved per question for recall@k.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Write the figures as JSON here (and the plot next to it as .svg unless --plot is given).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plot (SVG) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Only these samples (by `sample_id`, repeatable), else all.
+    #[arg(long = "sample")]
+    pub samples: Vec<String>,
+    /// The model whose tokenizer counts the prompt.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub model: String,
+    /// Vectors from the local ONNX embedder (`auto`: when installed), or lexical search only.
+    #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
+    pub embedder: EmbedderMode,
+    /// Weight of the vector ranking in the hybrid fusion (0 = BM25 only, 1 = vectors only);
+    /// `rrf` fuses by reciprocal rank instead.
+    #[arg(long, default_value = "0.3")]
+    pub vector_weight: String,
+    /// Answer each question with the local model (llama.cpp) and score token F1 (slow).
+    #[arg(long)]
+    pub answer: bool,
+    /// With --answer: at most this many questions per conversation.
+    #[arg(long)]
+    pub answer_limit: Option<usize>,
+    /// No progress bar, no per-question lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbedderMode {
+    Auto,
+    Onnx,
+    None,
+}
+
+pub async fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Locomo(args) => locomo(args).await,
+    }
+}
+
+/// One LoCoMo conversation, parsed.
+#[derive(Debug)]
+struct Sample {
+    id: String,
+    turns: Vec<Turn>,
+    questions: Vec<Question>,
+}
+
+#[derive(Debug)]
+struct Turn {
+    dia_id: String,
+    session: u32,
+    date: Date,
+    speaker: String,
+    text: String,
+}
+
+#[derive(Debug)]
+struct Question {
+    text: String,
+    /// The gold answer (for adversarial questions: none; the right reply is "not mentioned").
+    answer: Option<String>,
+    evidence: Vec<String>,
+    category: u8,
+}
+
+const CATEGORIES: [(u8, &str); 5] = [
+    (1, "multi-hop"),
+    (2, "temporal"),
+    (3, "open-domain"),
+    (4, "single-hop"),
+    (5, "adversarial"),
+];
+
+fn category_name(c: u8) -> &'static str {
+    CATEGORIES
+        .iter()
+        .find(|(n, _)| *n == c)
+        .map_or("other", |(_, name)| name)
+}
+
+/// Reads and checks a LoCoMo file; errors name the sample and field that is wrong.
+fn read_samples(path: &Path, only: &[String]) -> Result<(Vec<Sample>, usize)> {
+    let text = input::read_text(path)?;
+    let v: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON; expected the LoCoMo list of samples",
+            path.display()
+        )
+    })?;
+    let Some(list) = v.as_array() else {
+        bail!(
+            "{}: expected a JSON list of samples with `conversation` and `qa`",
+            path.display()
+        );
+    };
+    let mut out = Vec::new();
+    let mut malformed = 0;
+    for (i, s) in list.iter().enumerate() {
+        let id = s["sample_id"]
+            .as_str()
+            .map_or_else(|| format!("#{i}"), str::to_owned);
+        if !only.is_empty() && !only.contains(&id) {
+            continue;
+        }
+        let conv = s["conversation"]
+            .as_object()
+            .with_context(|| format!("sample {id}: `conversation` is missing or not an object"))?;
+        let mut sessions: Vec<u32> = conv
+            .keys()
+            .filter_map(|k| k.strip_prefix("session_")?.parse().ok())
+            .collect();
+        sessions.sort_unstable();
+        let mut turns = Vec::new();
+        for n in sessions {
+            let key = format!("session_{n}_date_time");
+            let when = conv
+                .get(&key)
+                .and_then(Value::as_str)
+                .with_context(|| format!("sample {id}: `{key}` is missing"))?;
+            let date = Date::parse_locomo(when)
+                .with_context(|| format!("sample {id}: `{key}` = {when:?}"))?;
+            for t in conv[&format!("session_{n}")]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let (Some(dia), Some(speaker), Some(text)) = (
+                    t["dia_id"].as_str(),
+                    t["speaker"].as_str(),
+                    t["text"].as_str(),
+                ) else {
+                    bail!(
+                        "sample {id}, session {n}: a turn lacks `dia_id`, `speaker` or `text`: {t}"
+                    );
+                };
+                let mut text = text.to_owned();
+                if let Some(c) = t["blip_caption"].as_str() {
+                    text.push_str(&format!(" [shares a photo: {c}]"));
+                }
+                turns.push(Turn {
+                    dia_id: dia.to_owned(),
+                    session: n,
+                    date,
+                    speaker: speaker.to_owned(),
+                    text,
+                });
+            }
+        }
+        let known: HashSet<&str> = turns.iter().map(|t| t.dia_id.as_str()).collect();
+        let mut questions = Vec::new();
+        for q in s["qa"].as_array().into_iter().flatten() {
+            let Some(text) = q["question"].as_str() else {
+                bail!("sample {id}: a qa item has no `question`: {q}");
+            };
+            let category = q["category"].as_u64().unwrap_or(0) as u8;
+            let answer = match &q["answer"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            let mut evidence = Vec::new();
+            for e in q["evidence"].as_array().into_iter().flatten() {
+                for part in e.as_str().unwrap_or_default().split([';', ',']) {
+                    let part = part.trim();
+                    if known.contains(part) {
+                        evidence.push(part.to_owned());
+                    } else if !part.is_empty() {
+                        malformed += 1;
+                    }
+                }
+            }
+            questions.push(Question {
+                text: text.to_owned(),
+                answer: if category == 5 { None } else { answer },
+                evidence,
+                category,
+            });
+        }
+        out.push(Sample {
+            id,
+            turns,
+            questions,
+        });
+    }
+    if out.is_empty() {
+        bail!(
+            "no samples to evaluate in {}{}",
+            path.display(),
+            if only.is_empty() {
+                String::new()
+            } else {
+                format!(" (asked for {})", only.join(", "))
+            }
+        );
+    }
+    Ok((out, malformed))
+}
+
+/// A calendar date (proleptic Gregorian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Date {
+    y: i32,
+    m: u32,
+    d: u32,
+    /// Minutes after midnight.
+    minute: u32,
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+impl Date {
+    /// `1:56 pm on 8 May, 2023`.
+    fn parse_locomo(s: &str) -> Result<Date> {
+        let bad = || anyhow::anyhow!("expected a date like `1:56 pm on 8 May, 2023`");
+        let (clock, day) = s.split_once(" on ").ok_or_else(bad)?;
+        let mut c = clock.split_whitespace();
+        let (hm, ampm) = (c.next().ok_or_else(bad)?, c.next().unwrap_or("am"));
+        let (h, mi) = hm.split_once(':').ok_or_else(bad)?;
+        let (mut h, mi): (u32, u32) = (h.parse()?, mi.parse()?);
+        if ampm.eq_ignore_ascii_case("pm") && h < 12 {
+            h += 12;
+        } else if ampm.eq_ignore_ascii_case("am") && h == 12 {
+            h = 0;
+        }
+        let parts: Vec<&str> = day
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let [d, month, y] = parts[..] else {
+            return Err(bad());
+        };
+        let m = MONTHS
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(month))
+            .ok_or_else(bad)? as u32
+            + 1;
+        let date = Date {
+            y: y.parse()?,
+            m,
+            d: d.parse()?,
+            minute: h * 60 + mi,
+        };
+        if date.d == 0 || date.d > 31 || h > 23 || mi > 59 {
+            return Err(bad());
+        }
+        Ok(date)
+    }
+
+    /// Days since 1970-01-01 (the usual era-based civil-date arithmetic).
+    fn days(self) -> i64 {
+        let y = i64::from(self.y) - i64::from(self.m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(self.m);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.d) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    fn from_days(z: i64) -> Date {
+        let z = z + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Date {
+            y: (yoe + era * 400 + i64::from(m <= 2)) as i32,
+            m,
+            d,
+            minute: 0,
+        }
+    }
+
+    /// 0 = Monday.
+    fn weekday(self) -> usize {
+        (self.days() + 3).rem_euclid(7) as usize
+    }
+
+    fn plus_days(self, n: i64) -> Date {
+        Date::from_days(self.days() + n)
+    }
+
+    fn millis(self) -> i64 {
+        (self.days() * 1440 + i64::from(self.minute)) * 60_000
+    }
+
+    fn month_name(m: u32) -> &'static str {
+        MONTHS[(m.clamp(1, 12) - 1) as usize]
+    }
+
+    /// `8 May 2023`.
+    fn long(self) -> String {
+        format!("{} {} {}", self.d, Date::month_name(self.m), self.y)
+    }
+
+    fn month_offset(self, k: i32) -> (i32, u32) {
+        let idx = self.y * 12 + self.m as i32 - 1 + k;
+        (idx.div_euclid(12), (idx.rem_euclid(12) + 1) as u32)
+    }
+}
+
+fn number_word(w: &str) -> Option<i64> {
+    let n = match w {
+        "a" | "an" | "one" => 1,
+        "two" | "couple" => 2,
+        "three" | "few" => 3,
+        "four" => 4,
+        "five" => 5,
+        "six" => 6,
+        "seven" => 7,
+        "eight" => 8,
+        "nine" => 9,
+        "ten" => 10,
+        _ => return w.parse().ok(),
+    };
+    Some(n)
+}
+
+/// Resolves the relative time expressions of `text` said on `date` into absolute ones, e.g.
+/// `yesterday = 7 May 2023`, `last week = the week before 8 May 2023`. Memory keeps them next
+/// to the text, so that "when" questions asked months later find a date, not "yesterday".
+fn resolve_times(text: &str, date: Date) -> Vec<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    let month = |k: i32| {
+        let (y, m) = date.month_offset(k);
+        format!("{} {y}", Date::month_name(m))
+    };
+    for (i, w) in words.iter().enumerate() {
+        let next = words.get(i + 1).map(String::as_str).unwrap_or("");
+        let prev = if i > 0 { words[i - 1].as_str() } else { "" };
+        match (w.as_str(), next) {
+            ("yesterday", _) => add(format!("yesterday = {}", date.plus_days(-1).long())),
+            ("today" | "tonight", _) => add(format!("{w} = {}", date.long())),
+            ("last", "night") => add(format!("last night = {}", date.plus_days(-1).long())),
+            ("last" | "this" | "next", "week" | "weekend") => {
+                let rel = match w.as_str() {
+                    "last" => "before",
+                    "next" => "after",
+                    _ => "of",
+                };
+                add(format!("{w} {next} = the {next} {rel} {}", date.long()));
+            }
+            ("last" | "this" | "next", "month") => {
+                let k = match w.as_str() {
+                    "last" => -1,
+                    "next" => 1,
+                    _ => 0,
+                };
+                add(format!("{w} month = {}", month(k)));
+            }
+            ("last" | "this" | "next", "year") => {
+                let k = match w.as_str() {
+                    "last" => -1,
+                    "next" => 1,
+                    _ => 0,
+                };
+                add(format!("{w} year = {}", date.y + k));
+            }
+            ("last", day) if WEEKDAYS.contains(&day) => {
+                let target = WEEKDAYS.iter().position(|d| *d == day).unwrap_or(0);
+                let back = (date.weekday() + 7 - target - 1) % 7 + 1;
+                add(format!(
+                    "last {day} = {}",
+                    date.plus_days(-(back as i64)).long()
+                ));
+            }
+            ("ago", _) if i >= 2 => {
+                let unit = prev.trim_end_matches('s');
+                let Some(n) = number_word(&words[i - 2]) else {
+                    continue;
+                };
+                let phrase = format!("{} {prev} ago", words[i - 2]);
+                match unit {
+                    "day" => add(format!("{phrase} = {}", date.plus_days(-n).long())),
+                    "week" => add(format!(
+                        "{phrase} = the week of {}",
+                        date.plus_days(-7 * n).long()
+                    )),
+                    "month" => add(format!("{phrase} = {}", month(-(n as i32)))),
+                    "year" => add(format!("{phrase} = {}", i64::from(date.y) - n)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The memory's text: who said what, when, with relative times resolved.
+fn memory_text(t: &Turn) -> String {
+    let times = resolve_times(&t.text, t.date);
+    let mut s = format!("[{}] {}: {}", t.date.long(), t.speaker, t.text);
+    if !times.is_empty() {
+        s.push_str(&format!(" ({})", times.join("; ")));
+    }
+    s
+}
+
+/// Lower case, punctuation and articles removed, single spaces, padded with one space at each
+/// end so that `contains` matches whole words only.
+fn normalise(s: &str) -> String {
+    let mut out = String::from(" ");
+    for w in s
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let w = w.to_lowercase();
+        if matches!(w.as_str(), "a" | "an" | "the" | "and") {
+            continue;
+        }
+        out.push_str(&w);
+        out.push(' ');
+    }
+    out
+}
+
+/// Token F1 between a prediction and the gold answer, on normalised words (the benchmark's own
+/// scoring, without its stemmer).
+fn token_f1(pred: &str, gold: &str) -> f64 {
+    let p: Vec<String> = normalise(pred)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut g: Vec<String> = normalise(gold)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if p.is_empty() || g.is_empty() {
+        return f64::from(u8::from(p.is_empty() && g.is_empty()));
+    }
+    let (np, ng) = (p.len() as f64, g.len() as f64);
+    let mut common = 0.0;
+    for w in &p {
+        if let Some(i) = g.iter().position(|x| x == w) {
+            g.swap_remove(i);
+            common += 1.0;
+        }
+    }
+    if common == 0.0 {
+        return 0.0;
+    }
+    let (precision, recall) = (common / np, common / ng);
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// What one question measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    category: u8,
+    evidence: usize,
+    evidence_found: usize,
+    /// `None` for adversarial questions.
+    answer_in_context: Option<bool>,
+    /// Whether the gold answer is anywhere in the conversation's memories (the ceiling of
+    /// `answer_in_context`: what sending everything would score).
+    answer_in_conversation: Option<bool>,
+    context_tokens: usize,
+    search_ms: f64,
+    f1: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The figures of a set of outcomes (the JSON keys of the issue).
+fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
+    let evidence: usize = outcomes.iter().map(|o| o.evidence).sum();
+    let found: usize = outcomes.iter().map(|o| o.evidence_found).sum();
+    let answerable: Vec<bool> = outcomes
+        .iter()
+        .filter_map(|o| o.answer_in_context)
+        .collect();
+    let anywhere: Vec<bool> = outcomes
+        .iter()
+        .filter_map(|o| o.answer_in_conversation)
+        .collect();
+    let mut ms: Vec<f64> = outcomes.iter().map(|o| o.search_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let n = outcomes.len().max(1) as f64;
+    let mut m = serde_json::Map::new();
+    m.insert("questions".into(), json!(outcomes.len()));
+    m.insert(
+        "recall_at_k".into(),
+        json!(if evidence == 0 {
+            Value::Null
+        } else {
+            json!(found as f64 / evidence as f64)
+        }),
+    );
+    m.insert(
+        "answer_in_context".into(),
+        json!(if answerable.is_empty() {
+            Value::Null
+        } else {
+            json!(answerable.iter().filter(|x| **x).count() as f64 / answerable.len() as f64)
+        }),
+    );
+    m.insert(
+        "answer_in_full_conversation".into(),
+        json!(if anywhere.is_empty() {
+            Value::Null
+        } else {
+            json!(anywhere.iter().filter(|x| **x).count() as f64 / anywhere.len() as f64)
+        }),
+    );
+    m.insert(
+        "mean_context_tokens".into(),
+        json!(outcomes.iter().map(|o| o.context_tokens).sum::<usize>() as f64 / n),
+    );
+    m.insert("search_p50_ms".into(), json!(percentile(&ms, 0.5)));
+    m.insert("search_p95_ms".into(), json!(percentile(&ms, 0.95)));
+    let f1: Vec<f64> = outcomes.iter().filter_map(|o| o.f1).collect();
+    if !f1.is_empty() {
+        m.insert(
+            "answer_f1".into(),
+            json!(f1.iter().sum::<f64>() / f1.len() as f64),
+        );
+    }
+    m
+}
+
+async fn locomo(args: Args) -> Result<()> {
+    anyhow::ensure!(
+        args.budget >= 200,
+        "--budget {} is too small for a prompt; use at least 200 tokens",
+        args.budget
+    );
+    anyhow::ensure!(args.k >= 1, "--k must be at least 1");
+    let fusion = if args.vector_weight.eq_ignore_ascii_case("rrf") {
+        Fusion::Rrf
+    } else {
+        let w: f32 = args.vector_weight.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--vector-weight {:?}: expected a number within 0..=1 or `rrf`",
+                args.vector_weight
+            )
+        })?;
+        let f = Fusion::Weighted { vector_weight: w };
+        f.check().context("--vector-weight")?;
+        f
+    };
+    let (samples, malformed) = read_samples(&args.data, &args.samples)?;
+    let counters = super::models::counters(None)?;
+    let info = counters.catalog().require(&args.model)?;
+    let counter: Arc<dyn TokenCounter> = counters.for_model(&info.id)?;
+    let embedder = embedder(args.embedder)?;
+    let chat = if args.answer {
+        let server = llmem::providers::llamacpp::LlamaCppServer::builder()
+            .start()
+            .await
+            .context("--answer needs the local model: run `cargo xtask setup`")?;
+        let model: Arc<dyn ChatModel> = Arc::new(server.chat_model()?);
+        Some((server, model))
+    } else {
+        None
+    };
+    let turns: usize = samples.iter().map(|s| s.turns.len()).sum();
+    let questions: usize = samples.iter().map(|s| s.questions.len()).sum();
+    println!(
+        "llmem eval locomo: {} conversations, {turns} turns, {questions} questions; budget {} tokens ({}), k {}; retrieval: {}{}",
+        samples.len(),
+        args.budget,
+        info.id,
+        args.k,
+        match &embedder {
+            Some(e) => format!("hybrid (BM25 + {} vectors)", e.name()),
+            None => "BM25 only (no embedder)".into(),
+        },
+        if malformed > 0 {
+            format!("; {malformed} evidence ids that name no turn skipped")
+        } else {
+            String::new()
+        }
+    );
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new((turns + questions) as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    };
+
+    let store = WarmStore::in_memory();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut ingest_secs = 0.0;
+    for sample in &samples {
+        bar.set_message(format!("{} ingest", sample.id));
+        let scope = Scope::tenant(sample.id.as_str());
+        // Ingest, session by session, in order.
+        let started = Instant::now();
+        let mut everything = String::new();
+        let mut i = 0;
+        while i < sample.turns.len() {
+            let session = sample.turns[i].session;
+            let end = sample.turns[i..]
+                .iter()
+                .position(|t| t.session != session)
+                .map_or(sample.turns.len(), |n| i + n);
+            let batch = &sample.turns[i..end];
+            let texts: Vec<String> = batch.iter().map(memory_text).collect();
+            for t in &texts {
+                everything.push_str(t);
+                everything.push('\n');
+            }
+            // The vector key is what was said (a date in it only blurs the meaning); the
+            // lexical key adds the neighbouring turns, so that an answer is found by the words
+            // of the question it answers.
+            let keys: Vec<String> = batch
+                .iter()
+                .map(|t| format!("{}: {}", t.speaker, t.text))
+                .collect();
+            let vectors = match &embedder {
+                Some(e) => Some(e.embed(&keys).await?),
+                None => None,
+            };
+            let records: Vec<MemoryRecord> = batch
+                .iter()
+                .zip(texts)
+                .enumerate()
+                .map(|(j, (t, text))| {
+                    let mut r = MemoryRecord::new(sample.id.as_str(), text)
+                        .with_id(format!("{}/{}", sample.id, t.dia_id))
+                        .with_session(format!("session_{}", t.session))
+                        .with_kind(RecordKind::Conversation)
+                        .with_metadata("dia_id", t.dia_id.as_str())
+                        .with_metadata("speaker", t.speaker.as_str())
+                        .with_metadata("date", t.date.long())
+                        .with_created_at(llmem::core::Timestamp::from_millis(t.date.millis()));
+                    let neighbours: Vec<&str> = [j.checked_sub(1), Some(j + 1)]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| batch.get(n))
+                        .map(|n| n.text.as_str())
+                        .collect();
+                    if !neighbours.is_empty() {
+                        r = r.with_metadata(KEYWORDS, neighbours.join("\n"));
+                    }
+                    if let Some(v) = &vectors {
+                        r = r.with_embedding(v[j].clone());
+                    }
+                    r
+                })
+                .collect();
+            store.put(records).await?;
+            bar.inc(batch.len() as u64);
+            i = end;
+        }
+        ingest_secs += started.elapsed().as_secs_f64();
+        let everything = normalise(&everything);
+
+        bar.set_message(format!("{} questions", sample.id));
+        for (qi, q) in sample.questions.iter().enumerate() {
+            let started = Instant::now();
+            let mut req =
+                SearchRequest::text(q.text.clone(), CANDIDATES.max(args.k)).with_fusion(fusion);
+            if let Some(e) = &embedder {
+                req.vector = e.embed(std::slice::from_ref(&q.text)).await?.pop();
+            }
+            let hits = store.search(&scope, &req).await?;
+            let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let top: HashSet<&str> = hits
+                .iter()
+                .take(args.k)
+                .filter_map(|h| h.record.metadata.get("dia_id")?.as_str())
+                .collect();
+            let found = q
+                .evidence
+                .iter()
+                .filter(|e| top.contains(e.as_str()))
+                .count();
+
+            let prompt = assemble(
+                &counter,
+                args.budget,
+                hits.iter().map(|h| h.record.text.as_str()),
+                &q.text,
+            )?;
+            let context_tokens = counter.count_messages(&prompt);
+            let context = normalise(
+                &prompt
+                    .iter()
+                    .map(Message::text)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+            let gold = q.answer.as_deref().map(normalise);
+            let answer_in_context = gold
+                .as_ref()
+                .map(|a| a.trim().is_empty() || context.contains(a.as_str()));
+            let answer_in_conversation = gold
+                .as_ref()
+                .map(|a| a.trim().is_empty() || everything.contains(a.as_str()));
+            let f1 = match &chat {
+                Some((_, model)) if args.answer_limit.is_none_or(|n| qi < n) => {
+                    let r = model
+                        .chat(
+                            ChatRequest::new(prompt)
+                                .with_max_tokens(ANSWER_RESERVE as u32)
+                                .with_temperature(0.0),
+                        )
+                        .await
+                        .context("the local model failed to answer")?;
+                    let pred = r.message.text();
+                    Some(match &q.answer {
+                        Some(gold) => token_f1(&pred, gold),
+                        None => {
+                            let p = pred.to_lowercase();
+                            f64::from(u8::from(
+                                p.contains("not mentioned")
+                                    || p.contains("no information")
+                                    || p.contains("does not say"),
+                            ))
+                        }
+                    })
+                }
+                _ => None,
+            };
+            if !args.quiet && bar.is_hidden() {
+                println!(
+                    "{} q{qi:<3} {:<11} evidence {found}/{} answer {} {context_tokens} tok {search_ms:.1} ms  {}",
+                    sample.id,
+                    category_name(q.category),
+                    q.evidence.len(),
+                    match answer_in_context {
+                        Some(true) => "in ",
+                        Some(false) => "NOT",
+                        None => "n/a",
+                    },
+                    q.text
+                );
+            }
+            outcomes.push(Outcome {
+                category: q.category,
+                evidence: q.evidence.len(),
+                evidence_found: found,
+                answer_in_context,
+                answer_in_conversation,
+                context_tokens,
+                search_ms,
+                f1,
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let mut report = summarise(&outcomes.iter().collect::<Vec<_>>());
+    report.insert(
+        "ingest_turns_per_s".into(),
+        json!(turns as f64 / ingest_secs.max(1e-9)),
+    );
+    let mut per = BTreeMap::new();
+    for (c, name) in CATEGORIES {
+        let these: Vec<&Outcome> = outcomes.iter().filter(|o| o.category == c).collect();
+        if !these.is_empty() {
+            per.insert(name.to_owned(), Value::Object(summarise(&these)));
+        }
+    }
+    report.insert("per_category".into(), json!(per));
+    print_table(&report, args.k, args.budget);
+
+    let json_path = args.json.clone();
+    if let Some(path) = &json_path {
+        write_file(path, &serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = args
+        .plot
+        .clone()
+        .or_else(|| json_path.map(|p| p.with_extension("svg")))
+    {
+        write_file(&path, &plot_svg(&report, args.k, args.budget))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The prompt the product would send: the system line, the memories best first while they fit,
+/// the question, and the answer reserve, under `budget` tokens counted by the model's tokenizer.
+fn assemble<'a>(
+    counter: &Arc<dyn TokenCounter>,
+    budget: usize,
+    memories: impl Iterator<Item = &'a str>,
+    question: &str,
+) -> Result<Vec<Message>> {
+    let mut layout = Layout::new(counter.clone(), budget)
+        .with_block(Block::new("system").with_role(Role::System).protected())?
+        .with_block(Block::new("retrieved").with_role(Role::System))?
+        .with_block(Block::new("question").with_role(Role::User))?
+        .with_block(Block::reserve("answer", ANSWER_RESERVE))?;
+    layout.push("system", Message::system(SYSTEM))?;
+    layout.push("question", Message::user(question))?;
+    // One message of memory lines: the free space minus the message's own framing.
+    let framing = counter.count_message(&Message::system("Memories:"));
+    let mut room = layout.free_memory().saturating_sub(framing);
+    let mut text = String::from("Memories:");
+    for m in memories {
+        let t = counter.count(&format!("\n{m}"));
+        if t <= room {
+            text.push('\n');
+            text.push_str(m);
+            room -= t;
+        }
+    }
+    // Token boundaries can merge across lines: the layout has the last word (it rejects a
+    // message over the budget), and then the last lines go until it fits.
+    let mut lines: Vec<&str> = text.lines().collect();
+    loop {
+        match layout.push("retrieved", Message::system(lines.join("\n"))) {
+            Ok(_) => break,
+            Err(_) if lines.len() > 1 => {
+                lines.pop();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(layout.render())
+}
+
+#[cfg(feature = "onnx")]
+fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
+    use llmem::providers::onnx::OnnxEmbedder;
+    match mode {
+        EmbedderMode::None => Ok(None),
+        EmbedderMode::Onnx => Ok(Some(Arc::new(
+            OnnxEmbedder::builder()
+                .build()
+                .context("--embedder onnx: the local embedder")?,
+        ))),
+        EmbedderMode::Auto => match OnnxEmbedder::builder().build() {
+            Ok(e) => Ok(Some(Arc::new(e))),
+            Err(e) => {
+                eprintln!("(no local embedder: {e}; lexical search only)");
+                Ok(None)
+            }
+        },
+    }
+}
+
+#[cfg(not(feature = "onnx"))]
+fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
+    match mode {
+        EmbedderMode::Onnx => bail!(
+            "--embedder onnx: this llmem was built without the `onnx` feature; rebuild with `--features onnx`"
+        ),
+        EmbedderMode::Auto => {
+            eprintln!("(built without the `onnx` feature: lexical search only)");
+            Ok(None)
+        }
+        EmbedderMode::None => Ok(None),
+    }
+}
+
+fn fmt_opt(v: &Value, pct: bool) -> String {
+    match v.as_f64() {
+        Some(x) if pct => format!("{:.1}%", 100.0 * x),
+        Some(x) => format!("{x:.1}"),
+        None => "-".into(),
+    }
+}
+
+fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: usize) {
+    println!(
+        "\n{:<12} {:>9} {:>11} {:>12} {:>11} {:>11} {:>8} {:>8}",
+        "category",
+        "questions",
+        format!("recall@{k}"),
+        "ans in ctx",
+        "ans in all",
+        "ctx tokens",
+        "p50 ms",
+        "p95 ms"
+    );
+    let row = |name: &str, m: &serde_json::Map<String, Value>| {
+        println!(
+            "{name:<12} {:>9} {:>11} {:>12} {:>11} {:>11} {:>8} {:>8}{}",
+            m["questions"],
+            fmt_opt(&m["recall_at_k"], true),
+            fmt_opt(&m["answer_in_context"], true),
+            fmt_opt(&m["answer_in_full_conversation"], true),
+            fmt_opt(&m["mean_context_tokens"], false),
+            fmt_opt(&m["search_p50_ms"], false),
+            fmt_opt(&m["search_p95_ms"], false),
+            m.get("answer_f1")
+                .and_then(Value::as_f64)
+                .map(|f| format!("  F1 {f:.3}"))
+                .unwrap_or_default()
+        );
+    };
+    if let Some(per) = report.get("per_category").and_then(Value::as_object) {
+        for (name, m) in per {
+            if let Some(m) = m.as_object() {
+                row(name, m);
+            }
+        }
+    }
+    row("all", report);
+    println!(
+        "ans in ctx: the gold answer (normalised) is in the prompt; ans in all: in the whole conversation (its ceiling)\n\
+         ingest {:.0} turns/s; prompts under {budget} tokens",
+        report["ingest_turns_per_s"].as_f64().unwrap_or(0.0)
+    );
+}
+
+/// A grouped bar chart of recall@k and answer-in-context per category, as a standalone SVG.
+fn plot_svg(report: &serde_json::Map<String, Value>, k: usize, budget: usize) -> String {
+    let mut groups: Vec<(String, f64, f64)> = Vec::new();
+    let get = |m: &serde_json::Map<String, Value>, key: &str| {
+        m.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+    };
+    if let Some(per) = report.get("per_category").and_then(Value::as_object) {
+        for (name, m) in per {
+            if let Some(m) = m.as_object() {
+                groups.push((
+                    name.clone(),
+                    get(m, "recall_at_k"),
+                    get(m, "answer_in_context"),
+                ));
+            }
+        }
+    }
+    groups.push((
+        "all".into(),
+        get(report, "recall_at_k"),
+        get(report, "answer_in_context"),
+    ));
+    let (w, h, left, top, plot_h) = (120 * groups.len() + 100, 340, 60.0, 50.0, 220.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"24\" font-size=\"15\">LoCoMo: recall@{k} and answer in context (budget {budget} tokens)</text>\n"
+    );
+    for i in 0..=4 {
+        let v = i as f64 * 0.25;
+        let y = top + plot_h * (1.0 - v);
+        s.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}%</text>\n",
+            w - 20,
+            left - 6.0,
+            y + 4.0,
+            v * 100.0
+        ));
+    }
+    for (i, (name, recall, in_ctx)) in groups.iter().enumerate() {
+        let x = left + 20.0 + 120.0 * i as f64;
+        for (j, (v, color)) in [(*recall, "#4c78a8"), (*in_ctx, "#f58518")]
+            .into_iter()
+            .enumerate()
+        {
+            let bh = plot_h * v.clamp(0.0, 1.0);
+            let bx = x + 40.0 * j as f64;
+            s.push_str(&format!(
+                "<rect x=\"{bx}\" y=\"{}\" width=\"36\" height=\"{bh}\" fill=\"{color}\"/>\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{:.0}</text>\n",
+                top + plot_h - bh,
+                bx + 18.0,
+                top + plot_h - bh - 3.0,
+                v * 100.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{name}</text>\n",
+            x + 38.0,
+            top + plot_h + 16.0
+        ));
+    }
+    let ly = top + plot_h + 40.0;
+    s.push_str(&format!(
+        "<rect x=\"{left}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"#4c78a8\"/><text x=\"{}\" y=\"{ly}\">recall@{k} of evidence turns</text>\n\
+         <rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"#f58518\"/><text x=\"{}\" y=\"{ly}\">gold answer in the assembled context</text>\n</svg>\n",
+        ly - 10.0,
+        left + 16.0,
+        left + 220.0,
+        ly - 10.0,
+        left + 236.0
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Date {
+        Date::parse_locomo(s).unwrap_or_else(|e| unreachable!("{s}: {e}"))
+    }
+
+    #[test]
+    fn dates_parse_and_count_days() {
+        let x = d("1:56 pm on 8 May, 2023");
+        assert_eq!((x.y, x.m, x.d, x.minute), (2023, 5, 8, 13 * 60 + 56));
+        assert_eq!(x.weekday(), 0, "8 May 2023 was a Monday");
+        assert_eq!(x.plus_days(-8).long(), "30 April 2023");
+        assert_eq!(
+            d("12:09 am on 1 March, 2024").plus_days(-1).long(),
+            "29 February 2024"
+        );
+        assert_eq!(Date::from_days(0).long(), "1 January 1970");
+        assert!(Date::parse_locomo("8 May 2023").is_err());
+        assert!(Date::parse_locomo("1:56 pm on 8 Mai, 2023").is_err());
+    }
+
+    #[test]
+    fn relative_times_resolve_against_the_session_date() {
+        let x = d("1:56 pm on 8 May, 2023");
+        let r = resolve_times(
+            "I went to a support group yesterday, and last Saturday we moved. Two weeks ago too; last year as well. Last month!",
+            x,
+        );
+        assert_eq!(
+            r,
+            [
+                "yesterday = 7 May 2023",
+                "last saturday = 6 May 2023",
+                "two weeks ago = the week of 24 April 2023",
+                "last year = 2022",
+                "last month = April 2023",
+            ]
+        );
+        assert!(resolve_times("Nothing relative here.", x).is_empty());
+        assert_eq!(
+            resolve_times("last monday", x),
+            ["last monday = 1 May 2023"],
+            "said on a Monday, last Monday is a week back"
+        );
+    }
+
+    #[test]
+    fn answers_match_on_whole_normalised_words() {
+        let ctx = normalise("[7 May 2023] Caroline: I went to the LGBTQ support group!");
+        assert!(ctx.contains(&normalise("LGBTQ support group")));
+        assert!(ctx.contains(&normalise("7 May, 2023")));
+        assert!(!ctx.contains(&normalise("LGBT")), "no partial words");
+        assert!((token_f1("the pottery class", "Pottery class") - 1.0).abs() < 1e-9);
+        assert!(token_f1("dogs", "cats") == 0.0);
+        let f = token_f1("a pottery class in July", "pottery class");
+        assert!((f - 2.0 * 0.5 / 1.5).abs() < 1e-9, "{f}");
+    }
+}

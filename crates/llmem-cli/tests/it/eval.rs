@@ -1,0 +1,133 @@
+//! `llmem eval locomo` on one LoCoMo conversation (conv-30, the smallest of the dev half), with
+//! the real ONNX embedder: the figures, the JSON keys, the plot, and the errors.
+
+use crate::{llmem, locomo};
+
+fn data() -> String {
+    locomo::path().to_string_lossy().into_owned()
+}
+
+fn run_json(extra: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval/conv30.json");
+    let data = data();
+    let mut args = vec![
+        "eval", "locomo", "--data", &data, "--sample", "conv-30", "--quiet",
+    ];
+    let out_s = out.to_string_lossy().into_owned();
+    args.extend(["--json", &out_s]);
+    args.extend(extra);
+    let (code, stdout, err) = llmem(&args);
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("recall@"), "{svg}");
+    (v, stdout)
+}
+
+#[test]
+fn eval_locomo_measures_recall_context_and_latency() {
+    let (v, stdout) = run_json(&["--embedder", "onnx"]);
+    assert!(stdout.contains("hybrid (BM25 + onnx"), "{stdout}");
+    for key in [
+        "questions",
+        "recall_at_k",
+        "answer_in_context",
+        "mean_context_tokens",
+        "search_p50_ms",
+        "search_p95_ms",
+        "ingest_turns_per_s",
+        "per_category",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing: {v}");
+    }
+    let f = |k: &str| v[k].as_f64().unwrap();
+    assert_eq!(v["questions"], 105, "conv-30 has 105 questions");
+    // Far above what vectors alone reach here (~0.35), the hybrid keeps most evidence.
+    assert!(f("recall_at_k") >= 0.6, "{v}");
+    assert!(
+        f("answer_in_context") <= f("answer_in_full_conversation"),
+        "{v}"
+    );
+    assert!(f("answer_in_context") >= 0.35, "{v}");
+    assert!(
+        f("mean_context_tokens") <= 1500.0 && f("mean_context_tokens") > 1000.0,
+        "{v}"
+    );
+    assert!(
+        f("search_p50_ms") > 0.0 && f("search_p95_ms") >= f("search_p50_ms"),
+        "{v}"
+    );
+    assert!(f("ingest_turns_per_s") > 0.0, "{v}");
+    let per = v["per_category"].as_object().unwrap();
+    assert_eq!(
+        per.values()
+            .map(|c| c["questions"].as_u64().unwrap())
+            .sum::<u64>(),
+        105
+    );
+    // Relative dates are resolved at ingest: "when" questions find their dates.
+    assert!(
+        per["temporal"]["answer_in_context"].as_f64().unwrap() >= 0.6,
+        "{v}"
+    );
+    assert!(per["adversarial"]["answer_in_context"].is_null(), "{v}");
+}
+
+#[test]
+fn a_smaller_budget_sends_less_and_lexical_search_works_alone() {
+    let (small, stdout) = run_json(&["--embedder", "none", "--budget", "400", "--k", "5"]);
+    assert!(stdout.contains("BM25 only"), "{stdout}");
+    assert!(
+        small["mean_context_tokens"].as_f64().unwrap() <= 400.0,
+        "{small}"
+    );
+    assert!(small["recall_at_k"].as_f64().unwrap() > 0.3, "{small}");
+    assert!(stdout.contains("recall@5"), "{stdout}");
+}
+
+#[test]
+fn eval_rejects_bad_input_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data();
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", "/nonexistent/locomo.json"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/locomo.json"), "{err}");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"not": "a list"}"#).unwrap();
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected a JSON list of samples"), "{err}");
+
+    std::fs::write(
+        &bad,
+        r#"[{"sample_id": "x", "conversation": {"session_1": [], "session_1_date_time": "yesterday"}, "qa": []}]"#,
+    )
+    .unwrap();
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("session_1_date_time") && err.contains("1:56 pm on 8 May, 2023"),
+        "{err}"
+    );
+
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--sample", "conv-999"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no samples") && err.contains("conv-999"),
+        "{err}"
+    );
+
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--vector-weight", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("outside 0..=1"), "{err}");
+}
+
+#[test]
+fn answer_mode_scores_the_local_models_answers() {
+    let (v, _) = run_json(&["--embedder", "none", "--answer", "--answer-limit", "3"]);
+    let f1 = v["answer_f1"].as_f64().expect("answer_f1 with --answer");
+    assert!((0.0..=1.0).contains(&f1), "{v}");
+}

@@ -92,6 +92,35 @@ pub struct ColdStore {
     text: Mutex<TextIndex<String>>,
 }
 
+/// The BM25 index of a dataset, rebuilt from its rows: the same key as at insert, the text plus
+/// `metadata.keywords` ([`MemoryRecord::search_text`]); with the number of rows.
+async fn text_index(ds: &Dataset) -> Result<(TextIndex<String>, usize)> {
+    let mut text = TextIndex::new();
+    let mut scan = ds.scan();
+    scan.project(&["id", "text", "metadata"])
+        .map_err(|e| lance_err("scan", e))?;
+    let b = scan
+        .try_into_batch()
+        .await
+        .map_err(|e| lance_err("scan", e))?;
+    let (ids, texts, metas) = (
+        col::<StringArray>(&b, "id")?,
+        col::<StringArray>(&b, "text")?,
+        col::<StringArray>(&b, "metadata")?,
+    );
+    for i in 0..b.num_rows() {
+        let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
+            .ok()
+            .and_then(|m| m.get(llmem_core::KEYWORDS)?.as_str().map(str::to_owned))
+            .filter(|k| !k.is_empty());
+        match keywords {
+            Some(k) => text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i))),
+            None => text.insert(ids.value(i).to_owned(), texts.value(i)),
+        }
+    }
+    Ok((text, b.num_rows()))
+}
+
 fn lance_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::storage("cold", format!("{what}: {e}"))
 }
@@ -293,35 +322,8 @@ impl ColdStore {
             {
                 state.dim = n as usize;
             }
-            let mut scan = ds.scan();
-            scan.project(&["id", "text", "metadata"])
-                .map_err(|e| lance_err("scan", e))?;
-            let b = scan
-                .try_into_batch()
-                .await
-                .map_err(|e| lance_err("scan", e))?;
-            let (ids, texts, metas) = (
-                col::<StringArray>(&b, "id")?,
-                col::<StringArray>(&b, "text")?,
-                col::<StringArray>(&b, "metadata")?,
-            );
-            for i in 0..b.num_rows() {
-                // The same key as at insert: the text plus `metadata.keywords`.
-                let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
-                    .ok()
-                    .and_then(|m| {
-                        m.get(llmem_core::record::KEYWORDS)?
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .filter(|k| !k.is_empty());
-                match keywords {
-                    Some(k) => {
-                        text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i)))
-                    }
-                    None => text.insert(ids.value(i).to_owned(), texts.value(i)),
-                }
-            }
+            let rows;
+            (text, rows) = text_index(&ds).await?;
             state.indexed_rows = if ds
                 .load_indices()
                 .await
@@ -330,7 +332,7 @@ impl ColdStore {
             {
                 0
             } else {
-                b.num_rows()
+                rows
             };
             state.ds = Some(ds);
         }
@@ -858,38 +860,10 @@ impl Tier for ColdStore {
             };
             st.ds = Some(old);
         }
-        let mut text = TextIndex::new();
-        if let Some(ds) = &st.ds {
-            let mut scan = ds.scan();
-            scan.project(&["id", "text", "metadata"])
-                .map_err(|e| lance_err("scan", e))?;
-            let b = scan
-                .try_into_batch()
-                .await
-                .map_err(|e| lance_err("scan", e))?;
-            let (ids, texts, metas) = (
-                col::<StringArray>(&b, "id")?,
-                col::<StringArray>(&b, "text")?,
-                col::<StringArray>(&b, "metadata")?,
-            );
-            for i in 0..b.num_rows() {
-                // The same key as at insert: the text plus `metadata.keywords`.
-                let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
-                    .ok()
-                    .and_then(|m| {
-                        m.get(llmem_core::record::KEYWORDS)?
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .filter(|k| !k.is_empty());
-                match keywords {
-                    Some(k) => {
-                        text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i)))
-                    }
-                    None => text.insert(ids.value(i).to_owned(), texts.value(i)),
-                }
-            }
-        }
+        let text = match &st.ds {
+            Some(ds) => text_index(ds).await?.0,
+            None => TextIndex::new(),
+        };
         *self.text.lock() = text;
         Ok(())
     }

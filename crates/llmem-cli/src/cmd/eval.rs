@@ -585,22 +585,15 @@ fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
             json!(found as f64 / evidence as f64)
         }),
     );
-    m.insert(
-        "answer_in_context".into(),
-        json!(if answerable.is_empty() {
+    let share = |xs: &[bool]| {
+        if xs.is_empty() {
             Value::Null
         } else {
-            json!(answerable.iter().filter(|x| **x).count() as f64 / answerable.len() as f64)
-        }),
-    );
-    m.insert(
-        "answer_in_full_conversation".into(),
-        json!(if anywhere.is_empty() {
-            Value::Null
-        } else {
-            json!(anywhere.iter().filter(|x| **x).count() as f64 / anywhere.len() as f64)
-        }),
-    );
+            json!(xs.iter().filter(|x| **x).count() as f64 / xs.len() as f64)
+        }
+    };
+    m.insert("answer_in_context".into(), share(&answerable));
+    m.insert("answer_in_full_conversation".into(), share(&anywhere));
     m.insert(
         "mean_context_tokens".into(),
         json!(outcomes.iter().map(|o| o.context_tokens).sum::<usize>() as f64 / n),

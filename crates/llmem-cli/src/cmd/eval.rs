@@ -28,6 +28,10 @@ use super::input;
 
 /// Tokens kept free in every prompt for the answer.
 const ANSWER_RESERVE: usize = 64;
+/// The turns of the same session before and after a turn that join its lexical key (a question
+/// is usually answered in the turn after it, in words of the turns before).
+const PREV_TURNS: usize = 2;
+const NEXT_TURNS: usize = 1;
 /// Memories considered for the prompt (best first, while they fit), at least `--k`.
 const CANDIDATES: usize = 80;
 const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
@@ -698,8 +702,8 @@ async fn locomo(args: Args) -> Result<()> {
                 everything.push('\n');
             }
             // The vector key is what was said (a date in it only blurs the meaning); the
-            // lexical key adds the neighbouring turns, so that an answer is found by the words
-            // of the question it answers.
+            // lexical key adds the neighbouring turns (`PREV_TURNS`, `NEXT_TURNS`), so that an
+            // answer is found by the words of the question it answers.
             let keys: Vec<String> = batch
                 .iter()
                 .map(|t| format!("{}: {}", t.speaker, t.text))
@@ -721,9 +725,8 @@ async fn locomo(args: Args) -> Result<()> {
                         .with_metadata("speaker", t.speaker.as_str())
                         .with_metadata("date", t.date.long())
                         .with_created_at(llmem::core::Timestamp::from_millis(t.date.millis()));
-                    let neighbours: Vec<&str> = [j.checked_sub(1), Some(j + 1)]
-                        .into_iter()
-                        .flatten()
+                    let neighbours: Vec<&str> = (j.saturating_sub(PREV_TURNS)..=j + NEXT_TURNS)
+                        .filter(|&n| n != j)
                         .filter_map(|n| batch.get(n))
                         .map(|n| n.text.as_str())
                         .collect();

@@ -32,7 +32,7 @@ pub use provider::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
     DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
 };
-pub use record::{KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, new_id};
+pub use record::{KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, new_id, search_key};
 pub use registry::{Factory, Registry};
 pub use store::{DynMemoryStore, Fusion, MemoryStore, SearchRequest, StoreStats};
 pub use time::Timestamp;

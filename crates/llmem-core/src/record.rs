@@ -10,6 +10,15 @@ use crate::{Error, Result};
 /// ([`MemoryRecord::search_text`]).
 pub const KEYWORDS: &str = "keywords";
 
+/// The lexical key of a record with this text and metadata ([`MemoryRecord::search_text`]),
+/// for stores that rebuild their index from stored columns rather than from records.
+pub fn search_key<'a>(text: &'a str, metadata: &Map<String, Value>) -> std::borrow::Cow<'a, str> {
+    match metadata.get(KEYWORDS).and_then(Value::as_str) {
+        Some(k) if !k.is_empty() => format!("{text}\n{k}").into(),
+        _ => text.into(),
+    }
+}
+
 /// What a record remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -153,10 +162,7 @@ impl MemoryRecord {
     /// expand a memory's key without changing the text it shows: extracted facts, synonyms, or
     /// the neighbouring turns of a conversation.
     pub fn search_text(&self) -> std::borrow::Cow<'_, str> {
-        match self.metadata.get(KEYWORDS).and_then(Value::as_str) {
-            Some(k) if !k.is_empty() => format!("{}\n{k}", self.text).into(),
-            _ => self.text.as_str().into(),
-        }
+        search_key(&self.text, &self.metadata)
     }
 
     /// Rough in-memory size in bytes (text, metadata, embedding), for tier capacity accounting.

@@ -109,14 +109,12 @@ async fn text_index(ds: &Dataset) -> Result<(TextIndex<String>, usize)> {
         col::<StringArray>(&b, "metadata")?,
     );
     for i in 0..b.num_rows() {
-        let keywords = serde_json::from_str::<serde_json::Value>(metas.value(i))
-            .ok()
-            .and_then(|m| m.get(llmem_core::KEYWORDS)?.as_str().map(str::to_owned))
-            .filter(|k| !k.is_empty());
-        match keywords {
-            Some(k) => text.insert(ids.value(i).to_owned(), &format!("{}\n{k}", texts.value(i))),
-            None => text.insert(ids.value(i).to_owned(), texts.value(i)),
-        }
+        let meta: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(metas.value(i)).unwrap_or_default();
+        text.insert(
+            ids.value(i).to_owned(),
+            &llmem_core::search_key(texts.value(i), &meta),
+        );
     }
     Ok((text, b.num_rows()))
 }
@@ -735,7 +733,6 @@ impl MemoryStore for ColdStore {
             (Some(v), None) => self.vector_search(scope, req, v, req.k).await,
             (None, Some(t)) => self.text_search(scope, req, t, req.k).await,
             (Some(v), Some(t)) => {
-                req.fusion.check()?;
                 let n = (req.k * 4).max(HYBRID_CANDIDATES);
                 let by_vec = self.vector_search(scope, req, v, n).await?;
                 let by_text = self.text_search(scope, req, t, n).await?;
@@ -744,7 +741,7 @@ impl MemoryStore for ColdStore {
                         .map(|h| (h.record.id.clone(), h.score))
                         .collect::<Vec<_>>()
                 };
-                let fused = fuse(&scored(&by_vec), &scored(&by_text), req.fusion, req.k);
+                let fused = fuse(&scored(&by_vec), &scored(&by_text), req.fusion, req.k)?;
                 let mut recs: std::collections::HashMap<String, MemoryRecord> = by_vec
                     .into_iter()
                     .chain(by_text)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use llmem_core::Fusion;
+use llmem_core::{Fusion, Result};
 
 use crate::vector::TopK;
 
@@ -275,28 +275,21 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
 }
 
 /// Fuses a vector ranking and a lexical one (each best first, with its scores: cosine and
-/// BM25) as `fusion` says; the top `k`, best first.
+/// BM25) as `fusion` says; the top `k`, best first. An invalid fusion (a weight outside 0..=1)
+/// is an error that names the fix.
 pub fn fuse<K: Hash + Eq + Clone>(
     by_vec: &[(K, f32)],
     by_text: &[(K, f32)],
     fusion: Fusion,
     k: usize,
-) -> Vec<(K, f32)> {
+) -> Result<Vec<(K, f32)>> {
+    fusion.check()?;
     let w = match fusion {
-        Fusion::Weighted { vector_weight } => vector_weight.clamp(0.0, 1.0),
+        Fusion::Weighted { vector_weight } => vector_weight,
         _ => {
             let keys = |l: &[(K, f32)]| l.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-            return rrf(&[keys(by_vec), keys(by_text)], k);
+            return Ok(rrf(&[keys(by_vec), keys(by_text)], k));
         }
-    };
-    let mut fused: HashMap<K, f32> = HashMap::new();
-    let mut order: Vec<K> = Vec::new();
-    let mut add = |key: &K, s: f32| {
-        let e = fused.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            0.0
-        });
-        *e += s;
     };
     let (lo, hi) = by_vec
         .iter()
@@ -304,36 +297,33 @@ pub fn fuse<K: Hash + Eq + Clone>(
             (lo.min(x.1), hi.max(x.1))
         });
     let span = (hi - lo).max(1e-6);
-    for (key, s) in by_vec {
-        add(key, w * (s - lo) / span);
-    }
     let top = by_text.iter().map(|x| x.1).fold(0.0f32, f32::max).max(1e-6);
-    for (key, s) in by_text {
-        add(key, (1.0 - w) * s / top);
-    }
-    let mut best = TopK::new(k);
-    for key in order {
-        let s = fused.get(&key).copied().unwrap_or(0.0);
-        best.push(key, s);
-    }
-    best.into_sorted()
+    Ok(sum_top(
+        by_vec
+            .iter()
+            .map(|(key, s)| (key.clone(), w * (s - lo) / span))
+            .chain(
+                by_text
+                    .iter()
+                    .map(|(key, s)| (key.clone(), (1.0 - w) * s / top)),
+            ),
+        k,
+    ))
 }
 
-/// Reciprocal-rank fusion constant (Cormack et al. 2009).
-pub const RRF_K: f32 = 60.0;
-
-/// Fuses ranked lists (best first) by reciprocal rank: `Σ 1 / (RRF_K + rank)`; best first.
-pub fn rrf<K: Hash + Eq + Clone>(lists: &[Vec<K>], k: usize) -> Vec<(K, f32)> {
+/// Sums the scores of each key (keys kept in first-seen order, so that ties keep it) and
+/// returns the top `k`, best first.
+fn sum_top<K: Hash + Eq + Clone>(
+    scored: impl IntoIterator<Item = (K, f32)>,
+    k: usize,
+) -> Vec<(K, f32)> {
     let mut fused: HashMap<K, f32> = HashMap::new();
     let mut order: Vec<K> = Vec::new();
-    for list in lists {
-        for (rank, key) in list.iter().enumerate() {
-            let e = fused.entry(key.clone()).or_insert_with(|| {
-                order.push(key.clone());
-                0.0
-            });
-            *e += 1.0 / (RRF_K + rank as f32 + 1.0);
-        }
+    for (key, s) in scored {
+        *fused.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            0.0
+        }) += s;
     }
     let mut top = TopK::new(k);
     for key in order {
@@ -341,6 +331,21 @@ pub fn rrf<K: Hash + Eq + Clone>(lists: &[Vec<K>], k: usize) -> Vec<(K, f32)> {
         top.push(key, s);
     }
     top.into_sorted()
+}
+
+/// Reciprocal-rank fusion constant (Cormack et al. 2009).
+pub const RRF_K: f32 = 60.0;
+
+/// Fuses ranked lists (best first) by reciprocal rank: `Σ 1 / (RRF_K + rank)`; best first.
+pub fn rrf<K: Hash + Eq + Clone>(lists: &[Vec<K>], k: usize) -> Vec<(K, f32)> {
+    sum_top(
+        lists.iter().flat_map(|list| {
+            list.iter()
+                .enumerate()
+                .map(|(rank, key)| (key.clone(), 1.0 / (RRF_K + rank as f32 + 1.0)))
+        }),
+        k,
+    )
 }
 
 #[cfg(test)]

@@ -442,9 +442,6 @@ impl TieredStore {
     /// hybrid request fuses the two global rankings as `req.fusion` says.
     pub async fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         let hybrid = req.vector.is_some() && req.text.is_some();
-        if hybrid {
-            req.fusion.check()?;
-        }
         let n = if hybrid {
             (req.k * 4).max(HYBRID_CANDIDATES)
         } else {
@@ -507,7 +504,7 @@ impl TieredStore {
                 recs.entry(h.record.id.clone()).or_insert(h.record);
             }
         }
-        Ok(fuse(&lists[0], &lists[1], req.fusion, req.k)
+        Ok(fuse(&lists[0], &lists[1], req.fusion, req.k)?
             .into_iter()
             .filter_map(|(id, score)| {
                 Some(ScoredRecord {

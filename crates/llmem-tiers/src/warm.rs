@@ -305,11 +305,10 @@ impl Inner {
             (Some(v), None) => self.vector_search(scope, req, v, req.k),
             (None, Some(t)) => Ok(self.text_search(scope, req, t, req.k)),
             (Some(v), Some(t)) => {
-                req.fusion.check()?;
                 let n = (req.k * 4).max(HYBRID_CANDIDATES);
                 let by_vec = self.vector_search(scope, req, v, n)?;
                 let by_text = self.text_search(scope, req, t, n);
-                Ok(fuse(&by_vec, &by_text, req.fusion, req.k))
+                fuse(&by_vec, &by_text, req.fusion, req.k)
             }
             (None, None) => Err(Error::invalid(
                 "a search needs a query vector, a query text, or both",

@@ -21,6 +21,7 @@ const PIP: &[&str] = &[
     "moto[server]",
     "chromadb",
     "langchain-core",
+    "openai",
 ];
 
 /// Python packages installed without dependencies (they ship assets or a prebuilt binary).

@@ -1,4 +1,5 @@
-//! The llmem command line: count tokens, compress transcripts, store and search memories, demo.
+//! The llmem command line: count tokens, compress transcripts, store and search memories, demo,
+//! evaluate, chat, and serve memory as an OpenAI-compatible proxy.
 //!
 //! Each subcommand lives in its own module under `cmd/` with an `Args` struct and an async
 //! `run`; this file only parses the command line, sets up logging and maps errors to exit codes.
@@ -45,6 +46,10 @@ enum Command {
     Snapshot(cmd::store::SnapshotArgs),
     /// Items, bytes and usage per memory tier.
     Stats(cmd::store::StatsArgs),
+    /// Chat with a configured model through llmem's memory (interactive; /stats, /quit).
+    Chat(cmd::chat::Args),
+    /// An OpenAI-compatible proxy that gives any app memory: change only its base URL.
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
             Command::Export(args) => cmd::store::export(args).await,
             Command::Snapshot(args) => cmd::store::snapshot(args).await,
             Command::Stats(args) => cmd::store::stats(args).await,
+            Command::Chat(args) => cmd::chat::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
         }
     });
     match result {

@@ -168,6 +168,43 @@ impl Block {
         self.len() == 0
     }
 
+    /// The nested blocks, in render order.
+    pub fn children(&self) -> &[Block] {
+        &self.children
+    }
+
+    /// Whether the block is protected (never evicted, cleared only explicitly).
+    pub fn is_protected(&self) -> bool {
+        self.protected
+    }
+
+    /// Whether the block is a reserve (keeps tokens free, holds nothing).
+    pub fn is_reserve(&self) -> bool {
+        self.reserve > 0
+    }
+
+    /// The block's role for text pushed into it.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The block's own messages (not its children's), oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.lane.iter().map(|e| e.message.clone()).collect()
+    }
+
+    /// The names of the blocks that hold messages (no children, no reserve), in render order.
+    pub fn leaf_names(&self) -> Vec<String> {
+        if self.children.is_empty() {
+            return if self.reserve > 0 {
+                Vec::new()
+            } else {
+                vec![self.name.clone()]
+            };
+        }
+        self.children.iter().flat_map(Block::leaf_names).collect()
+    }
+
     fn collect(&self, out: &mut Vec<Message>) {
         out.extend(self.lane.iter().map(|e| e.message.clone()));
         for c in &self.children {
@@ -657,6 +694,16 @@ impl Layout {
         let mut out = Vec::new();
         clear_all(self.at_mut(&path), &mut out);
         Ok(out)
+    }
+
+    /// The names of the blocks that hold messages, in render order.
+    pub fn leaf_names(&self) -> Vec<String> {
+        self.blocks.iter().flat_map(Block::leaf_names).collect()
+    }
+
+    /// The block `+=` pushes into, if one is set.
+    pub fn default_block(&self) -> Option<&str> {
+        self.default_block.as_deref()
     }
 
     /// The prompt: every block's messages, depth first, in block order. O(prompt).

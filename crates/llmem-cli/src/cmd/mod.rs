@@ -1,9 +1,11 @@
 //! One module per subcommand: each has an `Args` (clap) and `async fn run(Args)`.
 
+pub mod chat;
 pub mod compress;
 pub mod count;
 pub mod demo;
 pub mod eval;
 pub mod input;
 pub mod models;
+pub mod serve;
 pub mod store;

@@ -8,6 +8,7 @@ mod compress;
 mod count;
 mod demo;
 mod eval;
+mod serve;
 mod store;
 
 use std::path::Path;

@@ -1,0 +1,410 @@
+//! `llmem serve`: the real Python `openai` client through the proxy to the local llama.cpp, and
+//! a 64-session soak through the proxy to an OpenAI-wire upstream on loopback that echoes the
+//! access codes it is sent (so a leak between sessions shows in the answers).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// A running `llmem serve`; killed when dropped.
+struct Proxy {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmem"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start llmem serve");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read the address");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Proxy { child, base }
+}
+
+const CLIENT: &str = r#"
+import sys, openai
+base, token = sys.argv[1], sys.argv[2]
+c = openai.OpenAI(base_url=base, api_key=token)
+print("MODEL", c.models.list().data[0].id)
+history = [
+    {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
+    {"role": "user", "content": "My dog is a beagle called Biscuit. Say hello to him."},
+]
+r = c.chat.completions.create(model="smollm2", messages=history, user="alice", max_tokens=24)
+answer = r.choices[0].message.content
+print("ANSWER", answer.replace("\n", " "))
+print("USAGE", r.usage.prompt_tokens, r.usage.completion_tokens)
+history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "What kind of dog is Biscuit?"}]
+parts, usage = [], None
+for ch in c.chat.completions.create(model="smollm2", messages=history, user="alice", max_tokens=24,
+                                     stream=True, stream_options={"include_usage": True}):
+    if ch.choices and ch.choices[0].delta.content:
+        parts.append(ch.choices[0].delta.content)
+    if ch.usage:
+        usage = ch.usage
+print("STREAM", len(parts), "".join(parts).replace("\n", " "))
+print("STREAM_USAGE", usage.prompt_tokens if usage else None)
+try:
+    openai.OpenAI(base_url=base, api_key="wrong").models.list()
+    print("AUTH accepted")
+except openai.AuthenticationError:
+    print("AUTH rejected")
+try:
+    c.chat.completions.create(model="smollm2", messages=[], user="alice")
+    print("EMPTY accepted")
+except openai.BadRequestError as e:
+    print("EMPTY rejected", e.status_code)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_openai_client_talks_to_llamacpp_through_the_proxy() {
+    let python = std::env::var("LLMEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &["--llamacpp", "--dir", dir.path().to_str().unwrap()],
+        &[("LLMEM_SERVER_TOKEN", "s3cret-token")],
+    );
+    let out = tokio::task::spawn_blocking({
+        let base = proxy.base.clone();
+        move || {
+            Command::new(python)
+                .args(["-c", CLIENT, &base, "s3cret-token"])
+                .output()
+                .expect("run python")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n(run `cargo xtask setup` for the openai package)"
+    );
+    let line = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .unwrap_or_else(|| panic!("no {tag} in {stdout}"))
+            .trim()
+            .to_owned()
+    };
+    assert!(!line("MODEL ").is_empty());
+    assert!(!line("ANSWER ").is_empty());
+    let usage: Vec<u64> = line("USAGE ")
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(usage[0] > 10 && usage[1] > 0, "{usage:?}");
+    let streamed: usize = line("STREAM ").split(' ').next().unwrap().parse().unwrap();
+    assert!(streamed >= 2, "{stdout}");
+    assert_ne!(line("STREAM_USAGE "), "None");
+    assert_eq!(line("AUTH "), "rejected");
+    assert_eq!(line("EMPTY "), "rejected 400");
+
+    // The session holds the whole conversation, and it is on disk.
+    let http = reqwest::Client::new();
+    let stats: Value = http
+        .get(format!("{}/sessions/alice/alice", proxy.base))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["stats"]["messages"], 5, "{stats}");
+    assert_eq!(stats["stats"]["requests"], 2, "{stats}");
+    assert!(dir.path().join("sessions/alice/alice.json").exists());
+    let metrics = http
+        .get(format!("{}/../metrics", proxy.base))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("llmem_streamed_total 1"), "{metrics}");
+    assert!(metrics.contains("llmem_unauthorized_total 1"), "{metrics}");
+    let health = http
+        .get(format!("{}/../health", proxy.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+}
+
+/// The access codes (`code-…`) in a prompt.
+fn codes(messages: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for m in messages.as_array().into_iter().flatten() {
+        let text = m["content"].as_str().unwrap_or_default();
+        for w in text.split(|c: char| c.is_whitespace() || c == '.' || c == ',') {
+            if w.starts_with("code-") && !found.contains(&w.to_owned()) {
+                found.push(w.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// An OpenAI-wire upstream that answers `ECHO <codes in the prompt>`, streamed or not; the
+/// summaries llmem asks it for (its summarizer prompt) are counted apart.
+async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |Json(body): Json<Value>| {
+            let (calls, summaries) = (calls.clone(), summaries.clone());
+            async move {
+                let summary = body["messages"][0]["content"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("You compress conversations"));
+                let text = if summary {
+                    summaries.fetch_add(1, Ordering::Relaxed);
+                    format!("The user talked about plans. Codes mentioned: {}.", codes(&body["messages"]).join(" "))
+                } else {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    format!("ECHO {}", codes(&body["messages"]).join(" "))
+                };
+                let usage = json!({"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105});
+                if body["stream"].as_bool() == Some(true) {
+                    let mut events: Vec<Value> = text
+                        .split_inclusive(' ')
+                        .map(|w| json!({"choices": [{"index": 0, "delta": {"content": w}}]}))
+                        .collect();
+                    events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}));
+                    let stream = futures::stream::iter(
+                        events
+                            .into_iter()
+                            .map(|e| Event::default().data(e.to_string()))
+                            .chain([Event::default().data("[DONE]")])
+                            .map(Ok::<_, std::convert::Infallible>),
+                    );
+                    Sse::new(stream).into_response()
+                } else {
+                    let r: Response = Json(json!({
+                        "id": "x", "object": "chat.completion", "model": "echo",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "usage": usage,
+                    }))
+                    .into_response();
+                    r
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// Reads an SSE response's content deltas.
+async fn read_stream(r: reqwest::Response) -> String {
+    let body = r.text().await.unwrap();
+    let mut text = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(d) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(d);
+        }
+    }
+    text
+}
+
+const SESSIONS: usize = 64;
+const FILLER_TURNS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let summaries = Arc::new(AtomicU64::new(0));
+    let upstream = echo_upstream(calls.clone(), summaries.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &[
+            "--upstream",
+            &upstream,
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[
+            ("LLMEM_MEMORY_MAX_CONTEXT_TOKENS", "4000"),
+            ("LLMEM_MEMORY_COMPRESSION_THRESHOLD", "300"),
+            ("LLMEM_MEMORY_SHORT_TERM_SIZE", "4"),
+            ("LLMEM_MEMORY_ANSWER_RESERVE", "256"),
+        ],
+    );
+    let filler: Vec<String> = include_str!("../../../../examples/data/conversation.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["role"] == "user")
+        .filter_map(|v| v["content"].as_str().map(str::to_owned))
+        .take(FILLER_TURNS)
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..SESSIONS {
+        let (http, base, filler) = (http.clone(), proxy.base.clone(), filler.clone());
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let code = format!("code-{i}x{}", i * 7919 % 1000);
+            let mut history = vec![json!({"role": "system", "content": "You are a terse assistant."})];
+            let mut turns: Vec<String> = vec![format!("Remember this: my access code is {code}.")];
+            turns.extend(filler);
+            turns.push("What is my access code?".into());
+            let mut last = String::new();
+            for (t, said) in turns.iter().enumerate() {
+                history.push(json!({"role": "user", "content": said}));
+                let stream = (i + t) % 2 == 0;
+                let r = http
+                    .post(format!("{base}/chat/completions"))
+                    .json(&json!({"model": "echo", "messages": history, "user": user, "stream": stream}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{user} turn {t}: {}", r.status());
+                last = if stream {
+                    read_stream(r).await
+                } else {
+                    let v: Value = r.json().await.unwrap();
+                    v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+                };
+                history.push(json!({"role": "assistant", "content": last}));
+            }
+            (user, code, last, turns.len())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let all_codes: Vec<String> = results.iter().map(|r| r.1.clone()).collect();
+    for (user, code, last, turns) in &results {
+        // The final question's prompt carried this session's code, and no other's.
+        assert!(
+            last.split(' ').any(|w| w == code),
+            "{user} lost its code: {last}"
+        );
+        for other in all_codes.iter().filter(|c| *c != code) {
+            assert!(
+                !last.split(' ').any(|w| w == other),
+                "{user} sees {other}: {last}"
+            );
+        }
+        let v: Value = http
+            .get(format!("{}/sessions/{user}/{user}", proxy.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // Every message acknowledged is in the session: one system prompt, a user message and
+        // an answer per turn.
+        assert_eq!(v["stats"]["messages"], 1 + 2 * turns, "{user}: {v}");
+        assert_eq!(v["stats"]["requests"], *turns, "{user}: {v}");
+        assert!(
+            v["stats"]["compression_count"].as_u64().unwrap() >= 1,
+            "{user}: {v}"
+        );
+    }
+    let requests = (SESSIONS * (FILLER_TURNS + 2)) as u64;
+    assert_eq!(calls.load(Ordering::Relaxed), requests);
+    // The upstream also wrote the rolling summaries (memory.summarizer = auto).
+    let summaries = summaries.load(Ordering::Relaxed);
+    assert!(summaries >= SESSIONS as u64, "{summaries} summaries");
+    eprintln!(
+        "soak: {SESSIONS} sessions, {requests} requests and {summaries} summaries in {:.1}s ({:.0} requests/s)",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn llmem_chat_remembers_across_a_restart() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llmem"))
+            .args([
+                "chat",
+                "--llamacpp",
+                "--user",
+                "kha",
+                "--dir",
+                dir.path().to_str().unwrap(),
+            ])
+            .args(["--system", "You are a helpful assistant. Answer briefly."])
+            .env("LLMEM_MEMORY_ANSWER_RESERVE", "24")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start llmem chat");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (_, err) = run("My API key is 123-kha.\n/quit\n");
+    assert!(err.contains("--- Memory Statistics ---"), "{err}");
+    // A new process resumes the session: the context and the stored fact are there.
+    let (out, err) = run("/context\n/search API key\n/stats\n");
+    assert!(err.contains("3 messages in this session"), "{err}");
+    assert!(out.contains("[user] My API key is 123-kha."), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("My API key is 123-kha.") && !l.starts_with('[')),
+        "{out}"
+    );
+    assert!(out.contains("\"messages\": 3"), "{out}");
+}

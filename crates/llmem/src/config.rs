@@ -1,0 +1,512 @@
+//! `llmem.toml` and its `LLMEM_*` environment overrides.
+//!
+//! ```toml
+//! preset = "balanced"              # aggressive | balanced | conservative: the base the keys refine
+//!
+//! [memory]                         # seed 002's settings (LLMEM_MEMORY_<KEY> overrides each)
+//! enabled = true
+//! model = "gpt-4o"                 # tokenizer and prices
+//! max_context_tokens = 100000
+//! compression_threshold = 40000
+//! short_term_size = 20
+//! compression_ratio = 0.3
+//! compression_strategy = "sliding_window"   # selective | deletion
+//! preserve_system_prompts = true
+//! preserve_tool_calls = true
+//! facts = "heuristic"              # llm | off
+//! summarizer = "auto"              # extractive | chat
+//!
+//! [retrieval]
+//! k = 5
+//! min_similarity = 0.35            # cosine, when an embedder is configured
+//! min_term_overlap = 0.34          # share of the question's words, without one
+//! max_tokens = 1000
+//! scope = "user"                   # session
+//!
+//! [tiers]
+//! dir = ".llmem"                   # unset: in memory only
+//!
+//! [server]
+//! listen = "127.0.0.1:8787"
+//! token = "…"                      # clients must send `Authorization: Bearer …`
+//!
+//! [chat]                           # any provider table of llmem-providers' registry
+//! kind = "openai-compatible"
+//! base_url = "http://127.0.0.1:8080/v1"
+//! model = "local"
+//!
+//! [embedder]
+//! kind = "onnx-embedder"
+//! ```
+//!
+//! Precedence: the preset (if any), then the file, then the environment. Every key is checked:
+//! an unknown key or a bad value is an error that names the key.
+
+use std::path::{Path, PathBuf};
+
+use llmem_compress::{Preset, Strategy};
+use llmem_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Sections whose keys `LLMEM_<SECTION>_<KEY>` overrides.
+const SECTIONS: [&str; 6] = ["memory", "retrieval", "tiers", "server", "chat", "embedder"];
+
+/// `LLMEM_*` variables that belong to other parts of llmem (and its test harness), not to this
+/// file.
+const NOT_SETTINGS: [&str; 3] = ["TIERS_CHILD_DIR", "TIERS_CHILD_TIER", "CONFIG"];
+
+/// Optional string settings (absent from the defaults, so their type is not known from them).
+const STRING_KEYS: [&str; 2] = ["server.token", "tiers.dir"];
+
+/// Keys of provider tables whose values are numbers or booleans; every other provider key read
+/// from the environment is a string (a key or a model name made of digits stays a string).
+const PROVIDER_NUMBERS: [&str; 8] = [
+    "timeout_secs",
+    "requests_per_second",
+    "max_attempts",
+    "dimensions",
+    "batch_size",
+    "threads",
+    "max_length",
+    "send_dimensions",
+];
+
+/// Everything a [`crate::MemoryManager`] and `llmem serve` are configured with.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The preset the other keys refine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    pub memory: MemorySettings,
+    pub retrieval: RetrievalSettings,
+    pub tiers: TierSettings,
+    pub server: ServerSettings,
+    /// The chat model (the upstream of `llmem serve`, the LLM of `compile`, fact extraction
+    /// and summaries): a provider table as `llmem_providers::registry` reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<toml::Table>,
+    /// The embedder for long-term memories: a provider table (`kind = "onnx-embedder"`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<toml::Table>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Provider tables may hold keys: show their kinds only.
+        let kind = |t: &Option<toml::Table>| {
+            t.as_ref()
+                .map(|t| t.get("kind").map(ToString::to_string).unwrap_or_default())
+        };
+        f.debug_struct("Config")
+            .field("preset", &self.preset)
+            .field("memory", &self.memory)
+            .field("retrieval", &self.retrieval)
+            .field("tiers", &self.tiers)
+            .field("server", &self.server)
+            .field("chat", &kind(&self.chat))
+            .field("embedder", &kind(&self.embedder))
+            .finish()
+    }
+}
+
+/// Seed 002's memory settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Off: messages pass through unmanaged (no compression, no facts, no retrieval).
+    pub enabled: bool,
+    /// The model whose tokenizer counts and whose prices cost.
+    pub model: String,
+    /// The model's context budget for one request, answer reserve included.
+    pub max_context_tokens: usize,
+    /// Compress when the context holds more tokens than this.
+    pub compression_threshold: usize,
+    /// Recent messages always kept raw.
+    pub short_term_size: usize,
+    /// Summaries aim at this share of what they replace (0.3 = 30 %).
+    pub compression_ratio: f64,
+    pub compression_strategy: Strategy,
+    pub preserve_system_prompts: bool,
+    pub preserve_tool_calls: bool,
+    /// Tokens kept free for the answer.
+    pub answer_reserve: usize,
+    /// How facts are drawn from user messages into long-term memory.
+    pub facts: FactMode,
+    /// Who writes summaries.
+    pub summarizer: SummarizerMode,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            enabled: true,
+            model: "gpt-4o".into(),
+            max_context_tokens: 100_000,
+            compression_threshold: 40_000,
+            short_term_size: 20,
+            compression_ratio: 0.3,
+            compression_strategy: Strategy::SlidingWindow,
+            preserve_system_prompts: true,
+            preserve_tool_calls: true,
+            answer_reserve: 1024,
+            facts: FactMode::Heuristic,
+            summarizer: SummarizerMode::Auto,
+        }
+    }
+}
+
+/// How facts are extracted from user messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactMode {
+    /// First-person statements, sentence by sentence (see [`crate::facts`]); no model call.
+    Heuristic,
+    /// The chat model lists the facts; the heuristic when it fails.
+    Llm,
+    /// No fact extraction (messages still reach long-term memory when compressed away).
+    Off,
+}
+
+/// Who writes summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummarizerMode {
+    /// The chat model when one is configured, else extractive.
+    Auto,
+    /// Extractive (no model call).
+    Extractive,
+    /// The chat model (an error at start-up if none is configured).
+    Chat,
+}
+
+/// Retrieval from long-term memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalSettings {
+    /// Memories considered per question.
+    pub k: usize,
+    /// With an embedder: a memory is loaded only if its cosine similarity to the question is at
+    /// least this.
+    pub min_similarity: f32,
+    /// Without one: only if it shares at least this share of the question's content words.
+    pub min_term_overlap: f32,
+    /// Token cap of the retrieved memories in one request.
+    pub max_tokens: usize,
+    /// Whose memories a question sees: the user's (every session) or the session's only.
+    pub scope: RetrievalScope,
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        RetrievalSettings {
+            k: 5,
+            min_similarity: 0.35,
+            min_term_overlap: 0.34,
+            max_tokens: 1000,
+            scope: RetrievalScope::User,
+        }
+    }
+}
+
+/// Whose long-term memories a question sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrievalScope {
+    User,
+    Session,
+}
+
+/// Where long-term memory and sessions live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierSettings {
+    /// Directory of the warm tier's write-ahead log and the saved sessions; unset keeps
+    /// everything in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Warm-tier capacity in records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_max_items: Option<usize>,
+}
+
+/// `llmem serve`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    /// Clients must send `Authorization: Bearer <token>`; unset accepts any client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8787".into(),
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// The preset's numbers from seed 002 over the defaults.
+    pub fn preset(preset: Preset) -> Self {
+        let (threshold, ratio, keep, strategy) = preset.numbers();
+        let mut c = Config {
+            preset: Some(preset),
+            ..Config::default()
+        };
+        c.memory.compression_threshold = threshold;
+        c.memory.compression_ratio = ratio;
+        c.memory.short_term_size = keep;
+        c.memory.compression_strategy = strategy;
+        c
+    }
+
+    /// Parses `llmem.toml` text (no environment).
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::from_sources(Some(text), std::iter::empty::<(String, String)>())
+    }
+
+    /// The file at `path` (if any), then the process's `LLMEM_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let text = match path {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::io(format!("reading config {}", p.display()), e))?,
+            ),
+            None => None,
+        };
+        Self::from_sources(text.as_deref(), std::env::vars())
+    }
+
+    /// The config file named by `--config`, else `$LLMEM_CONFIG`, else `./llmem.toml` when it
+    /// exists, else none; then the environment.
+    pub fn discover(explicit: Option<&Path>) -> Result<Self> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("LLMEM_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("llmem.toml")).filter(|p| p.exists()));
+        Self::load(path.as_deref())
+    }
+
+    /// The preset, `toml` over it, then the `LLMEM_*` entries of `env` over both; checked.
+    pub fn from_sources(
+        toml: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let file: toml::Table = match toml {
+            Some(t) => t.parse().map_err(|e: toml::de::Error| {
+                let msg = e.message().to_owned();
+                Error::config(
+                    msg.split('`').nth(1).unwrap_or("llmem.toml").to_owned(),
+                    format!("llmem.toml: {msg}"),
+                )
+            })?,
+            None => toml::Table::new(),
+        };
+        let overrides = env_table(env)?;
+        let preset_value = overrides.get("preset").or_else(|| file.get("preset"));
+        let base = match preset_value {
+            Some(v) => Config::preset(decode::<Preset>("preset", v.clone())?),
+            None => Config::default(),
+        };
+        let mut table = toml::Table::try_from(&base)
+            .map_err(|e| Error::serde("serialising the default config", e))?;
+        merge(&mut table, file);
+        merge(&mut table, overrides);
+        let config: Config = decode("", toml::Value::Table(table))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range checks, each naming its key.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.memory;
+        let bad = |key: &str, msg: String| Err(Error::config(key, msg));
+        if m.max_context_tokens < 256 {
+            return bad(
+                "memory.max_context_tokens",
+                format!("{} is too small; use at least 256", m.max_context_tokens),
+            );
+        }
+        if m.compression_threshold == 0 || m.compression_threshold > m.max_context_tokens {
+            return bad(
+                "memory.compression_threshold",
+                format!(
+                    "{} must be positive and at most memory.max_context_tokens ({})",
+                    m.compression_threshold, m.max_context_tokens
+                ),
+            );
+        }
+        if !(m.compression_ratio > 0.0 && m.compression_ratio <= 1.0) {
+            return bad(
+                "memory.compression_ratio",
+                format!(
+                    "{} is outside (0, 1]; 0.3 compresses to 30 %",
+                    m.compression_ratio
+                ),
+            );
+        }
+        if m.answer_reserve >= m.max_context_tokens {
+            return bad(
+                "memory.answer_reserve",
+                format!(
+                    "{} leaves no room for the prompt in memory.max_context_tokens ({})",
+                    m.answer_reserve, m.max_context_tokens
+                ),
+            );
+        }
+        let r = &self.retrieval;
+        if !(0.0..=1.0).contains(&r.min_similarity) {
+            return bad(
+                "retrieval.min_similarity",
+                format!("{} is not a cosine similarity in [0, 1]", r.min_similarity),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.min_term_overlap) {
+            return bad(
+                "retrieval.min_term_overlap",
+                format!("{} is not a share in [0, 1]", r.min_term_overlap),
+            );
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8787",
+                    self.server.listen
+                ),
+            );
+        }
+        if m.summarizer == SummarizerMode::Chat && self.chat.is_none() {
+            return bad(
+                "memory.summarizer",
+                "`chat` needs a [chat] provider table".into(),
+            );
+        }
+        if m.facts == FactMode::Llm && self.chat.is_none() {
+            return bad("memory.facts", "`llm` needs a [chat] provider table".into());
+        }
+        Ok(())
+    }
+
+    /// The config as TOML (provider tables included: do not log it).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::serde("writing the config", e))
+    }
+}
+
+/// Deserialises `value`, naming the key path of any error (under `prefix`).
+fn decode<T: serde::de::DeserializeOwned>(prefix: &str, value: toml::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (prefix, inner.as_str()) {
+            (p, ".") => p.to_owned(),
+            ("", i) => i.to_owned(),
+            (p, i) => format!("{p}.{i}"),
+        };
+        let msg = e.into_inner().to_string();
+        // An unknown key is reported at its parent: name the key itself.
+        let key = match msg.strip_prefix("unknown field `") {
+            Some(rest) => {
+                let field = rest.split('`').next().unwrap_or_default();
+                if path.is_empty() || path == "." {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                }
+            }
+            None => path,
+        };
+        Error::config(key, msg)
+    })
+}
+
+/// Overlays `over` on `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `LLMEM_PRESET` and `LLMEM_<SECTION>_<KEY>` as a table; an unknown key surfaces when the
+/// table is checked.
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table> {
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| Error::serde("serialising the default config", e))?;
+    let mut out = toml::Table::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("LLMEM_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&rest) {
+            continue;
+        }
+        if rest == "PRESET" {
+            out.insert("preset".into(), toml::Value::String(raw));
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        }) else {
+            continue; // another part of llmem's variable (LLMEM_LOG, LLMEM_CACHE_DIR, …)
+        };
+        if key.is_empty() {
+            return Err(Error::config(
+                name.clone(),
+                format!(
+                    "{name} names no key; use LLMEM_{}_<KEY>",
+                    section.to_uppercase()
+                ),
+            ));
+        }
+        let provider = section == "chat" || section == "embedder";
+        let known_string = defaults
+            .get(section)
+            .and_then(|s| s.get(key))
+            .is_some_and(toml::Value::is_str)
+            || STRING_KEYS.contains(&format!("{section}.{key}").as_str())
+            || (provider && !PROVIDER_NUMBERS.contains(&key));
+        let value = if known_string {
+            toml::Value::String(raw)
+        } else {
+            env_value(&raw)
+        };
+        if let toml::Value::Table(t) = out
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            t.insert(key.to_owned(), value);
+        }
+    }
+    Ok(out)
+}
+
+/// An environment value as TOML: a number, a boolean, an array…, else the string itself.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}

@@ -1,0 +1,554 @@
+//! [`MemoryManager`]: seed 002's API over seed 001's tiered flow.
+//!
+//! Every message goes into the context (the raw window). When the context passes
+//! `memory.compression_threshold` tokens, the compressor folds the oldest messages into a
+//! rolling summary (a system message, extended rather than restarted) and hands the originals
+//! to long-term memory *before* they leave the context. User messages also yield facts
+//! ([`crate::facts`]), stored with their date; a fact that updates an attribute supersedes the
+//! old one. [`MemoryManager::get_context_for_llm`] returns the context plus, only when they pass
+//! the relevance gate, the long-term memories the current question needs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use llmem_compress::{CompressConfig, Compressor, MemoryCompressor, Trigger};
+use llmem_core::{
+    ChatModel, ChatSummarizer, Embedder, Error, MemoryStore, Message, Result, Role, Scope,
+    ScoredRecord, Summarizer, Timestamp, TokenCounter, Usage,
+};
+use llmem_tokens::{Catalog, Counters, ModelInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
+use crate::facts;
+use crate::longterm::{Archive, LongTerm, Recalled};
+
+/// The models and stores a manager uses; what is `None` is built from the config (or left
+/// out: no chat model means extractive summaries and heuristic facts).
+#[derive(Debug, Clone, Default)]
+pub struct Providers {
+    /// Counts tokens; default: the catalog's counter for `memory.model`.
+    pub counter: Option<Arc<dyn TokenCounter>>,
+    /// For LLM summaries, LLM facts, `compile` and as `llmem serve`'s upstream.
+    pub chat: Option<Arc<dyn ChatModel>>,
+    /// Writes summaries; default: the chat model (per `memory.summarizer`), else extractive.
+    pub summarizer: Option<Arc<dyn Summarizer>>,
+    /// Embeds long-term memories; none: lexical retrieval only.
+    pub embedder: Option<Arc<dyn Embedder>>,
+    /// Long-term memory; default: a warm store (persistent under `tiers.dir`).
+    pub store: Option<Arc<dyn MemoryStore>>,
+}
+
+impl Providers {
+    /// Builds what the config names: `[chat]` and `[embedder]` through the providers'
+    /// registries, the store from `[tiers]`.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let chat = match &config.chat {
+            Some(t) => Some(llmem_providers::chat_registry().build(t)?),
+            None => None,
+        };
+        let embedder = match &config.embedder {
+            Some(t) => Some(llmem_providers::embedder_registry().build(t)?),
+            None => None,
+        };
+        Ok(Providers {
+            chat,
+            embedder,
+            store: Some(crate::sessions::open_store(&config.tiers)?),
+            ..Providers::default()
+        })
+    }
+
+    #[must_use]
+    pub fn with_counter(mut self, c: Arc<dyn TokenCounter>) -> Self {
+        self.counter = Some(c);
+        self
+    }
+    #[must_use]
+    pub fn with_chat(mut self, c: Arc<dyn ChatModel>) -> Self {
+        self.chat = Some(c);
+        self
+    }
+    #[must_use]
+    pub fn with_summarizer(mut self, s: Arc<dyn Summarizer>) -> Self {
+        self.summarizer = Some(s);
+        self
+    }
+    #[must_use]
+    pub fn with_embedder(mut self, e: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(e);
+        self
+    }
+    #[must_use]
+    pub fn with_store(mut self, s: Arc<dyn MemoryStore>) -> Self {
+        self.store = Some(s);
+        self
+    }
+}
+
+/// Seed 002's statistics, plus what they are made of.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Tokens in the context now.
+    pub current_tokens: usize,
+    /// Messages added.
+    pub messages: u64,
+    /// Contexts handed out ([`MemoryManager::get_context_for_llm`] calls).
+    pub requests: u64,
+    /// Prompt tokens of those contexts (the provider's count where it was reported).
+    pub sent_tokens: u64,
+    /// Prompt tokens the whole history would have taken each time.
+    pub full_history_tokens: u64,
+    pub compression_count: u64,
+    /// Tokens spent by LLM summaries (input + output).
+    pub compression_tokens: u64,
+    /// `full_history_tokens - sent_tokens - compression_tokens`.
+    pub net_savings: i64,
+    /// `net_savings` as a share of `full_history_tokens`, in percent.
+    pub savings_percentage: f64,
+    /// USD: prompts and answers at the model's prices (actual usage where reported).
+    pub total_cost: f64,
+    /// USD the whole history would have cost in prompts.
+    pub full_history_cost: f64,
+    /// `full_history_cost` minus the prompt cost actually paid.
+    pub net_cost: f64,
+    /// Facts extracted into long-term memory.
+    pub facts: u64,
+    /// Records this session wrote to long-term memory (facts and compressed-away messages).
+    pub memories_stored: u64,
+    /// Memories loaded into contexts.
+    pub retrieved: u64,
+    /// Summaries that fell back to extractive (the originals were kept).
+    pub summarizer_errors: u64,
+}
+
+/// What a session keeps across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionState {
+    pub tenant: String,
+    pub session: Option<String>,
+    pub context: Vec<Message>,
+    pub summary: Option<String>,
+    pub history_tokens: u64,
+    pub stats: Stats,
+    /// Prompt tokens of the last context handed out, until its usage is known.
+    pub pending_prompt: Option<u64>,
+    pub prompt_cost: f64,
+    pub last_compression_savings: usize,
+    pub was_compressed_last_iteration: bool,
+}
+
+/// A context for one request.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The messages to send.
+    pub messages: Vec<Message>,
+    /// Their tokens (framing included).
+    pub tokens: usize,
+    /// The long-term memories loaded into them.
+    pub retrieved: Vec<Recalled>,
+}
+
+/// One conversation's memory (one user's session).
+#[derive(Debug)]
+pub struct MemoryManager {
+    config: Config,
+    scope: Scope,
+    recall_scope: Scope,
+    counter: Arc<dyn TokenCounter>,
+    model: ModelInfo,
+    compressor: MemoryCompressor,
+    trigger: Trigger,
+    longterm: Arc<LongTerm>,
+    chat: Option<Arc<dyn ChatModel>>,
+    state: SessionState,
+    state_path: Option<PathBuf>,
+}
+
+/// The counter and catalog entry of `model`.
+pub(crate) fn model_counter(model: &str) -> Result<(Arc<dyn TokenCounter>, ModelInfo)> {
+    let counters = Counters::new(Arc::new(Catalog::embedded()?));
+    let info = counters.catalog().lookup(model).info;
+    let counter: Arc<dyn TokenCounter> = counters.for_model(model)?;
+    Ok((counter, info))
+}
+
+impl MemoryManager {
+    /// A manager for the default user and session.
+    pub fn new(config: Config, providers: Providers) -> Result<Self> {
+        Self::for_session(config, providers, Scope::session("default", "default"))
+    }
+
+    /// A manager for one user's session (`scope.tenant` is the user).
+    pub fn for_session(config: Config, providers: Providers, scope: Scope) -> Result<Self> {
+        config.validate()?;
+        if scope.tenant.trim().is_empty() {
+            return Err(Error::invalid("a session needs a non-empty user (tenant)"));
+        }
+        let m = &config.memory;
+        let (default_counter, model) = model_counter(&m.model)?;
+        let counter = providers.counter.clone().unwrap_or(default_counter);
+        let store = match providers.store.clone() {
+            Some(s) => s,
+            None => crate::sessions::open_store(&config.tiers)?,
+        };
+        let longterm = Arc::new(LongTerm::new(
+            store,
+            providers.embedder.clone(),
+            config.retrieval.clone(),
+        ));
+        let compress = CompressConfig {
+            strategy: m.compression_strategy,
+            compression_ratio: m.compression_ratio,
+            keep_recent: m.short_term_size,
+            preserve_system: m.preserve_system_prompts,
+            preserve_tool_calls: m.preserve_tool_calls,
+            budget: Some(m.compression_threshold),
+            ..CompressConfig::default()
+        };
+        let mut compressor =
+            MemoryCompressor::new(compress, counter.clone())?.with_archive(Arc::new(Archive {
+                longterm: longterm.clone(),
+                scope: scope.clone(),
+            }));
+        let summarizer = match (&providers.summarizer, m.summarizer, &providers.chat) {
+            (Some(s), _, _) => Some(s.clone()),
+            (None, SummarizerMode::Extractive, _) => None,
+            (None, _, Some(chat)) => {
+                let window = model.context_window.min(8192) as usize;
+                Some(Arc::new(ChatSummarizer::new(chat.clone(), window)) as Arc<dyn Summarizer>)
+            }
+            (None, SummarizerMode::Chat, None) => {
+                return Err(Error::config(
+                    "memory.summarizer",
+                    "`chat` needs a chat model: configure [chat] or pass one in Providers",
+                ));
+            }
+            (None, SummarizerMode::Auto, None) => None,
+        };
+        if let Some(s) = summarizer {
+            compressor = compressor.with_summarizer(s);
+        }
+        let recall_scope = match config.retrieval.scope {
+            RetrievalScope::User => Scope::tenant(scope.tenant.clone()),
+            RetrievalScope::Session => scope.clone(),
+        };
+        let trigger = Trigger {
+            token_threshold: Some(m.compression_threshold),
+            ..Trigger::default()
+        };
+        Ok(MemoryManager {
+            state: SessionState {
+                tenant: scope.tenant.clone(),
+                session: scope.session.clone(),
+                ..SessionState::default()
+            },
+            config,
+            scope,
+            recall_scope,
+            counter,
+            model,
+            compressor,
+            trigger,
+            longterm,
+            chat: providers.chat,
+            state_path: None,
+        })
+    }
+
+    /// Saves the session to `path` after every change, and resumes it from there now if the
+    /// file exists.
+    pub fn persist_to(mut self, path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("reading session {}", path.display()), e))?;
+            let state: SessionState = serde_json::from_str(&text)
+                .map_err(|e| Error::serde(format!("session file {}", path.display()), e))?;
+            if state.tenant != self.scope.tenant || state.session != self.scope.session {
+                return Err(Error::invalid(format!(
+                    "session file {} belongs to another session ({}/{:?})",
+                    path.display(),
+                    state.tenant,
+                    state.session
+                )));
+            }
+            self.state = state;
+        }
+        self.state_path = Some(path);
+        Ok(self)
+    }
+
+    fn save(&self) -> Result<()> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        write_atomic(
+            path,
+            &serde_json::to_vec(&self.state).map_err(|e| Error::serde("session state", e))?,
+        )
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub fn counter(&self) -> &Arc<dyn TokenCounter> {
+        &self.counter
+    }
+
+    pub fn chat_model(&self) -> Option<&Arc<dyn ChatModel>> {
+        self.chat.as_ref()
+    }
+
+    pub fn longterm(&self) -> &Arc<LongTerm> {
+        &self.longterm
+    }
+
+    /// The session's saved state (what [`MemoryManager::persist_to`] writes).
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Adds a message; `actual` is the provider's reported usage for the call that produced
+    /// it (an assistant message), which replaces llmem's estimate in the cost figures. May
+    /// compress; the originals reach long-term memory before they leave the context.
+    pub async fn add_message(&mut self, message: Message, actual: Option<Usage>) -> Result<()> {
+        let mut message = message;
+        if message.created_at.is_none() {
+            message.created_at = Some(Timestamp::now());
+        }
+        let tokens = self.counter.count_message(&message) as u64;
+        match (actual, message.role) {
+            (Some(u), _) => {
+                let estimate = self.state.pending_prompt.take().unwrap_or(0);
+                let s = &mut self.state.stats;
+                s.sent_tokens = s.sent_tokens - estimate.min(s.sent_tokens) + u.input_tokens;
+                let cost = self
+                    .model
+                    .cost(u.input_tokens, u.output_tokens, u.cached_input_tokens);
+                self.state.prompt_cost += self.model.cost(u.input_tokens, 0, u.cached_input_tokens);
+                s.total_cost += cost;
+            }
+            (None, Role::Assistant) => {
+                self.settle();
+                self.state.stats.total_cost += self.model.cost(0, tokens, 0);
+            }
+            (None, _) => self.settle(),
+        }
+        self.state.history_tokens += tokens;
+        self.state.stats.messages += 1;
+        if self.config.memory.enabled && message.role == Role::User {
+            self.extract_facts(&message).await?;
+        }
+        self.state.context.push(message);
+        self.state.was_compressed_last_iteration = false;
+        if self.config.memory.enabled {
+            let tokens = self.counter.count_messages(&self.state.context);
+            if self
+                .trigger
+                .check(tokens, self.state.context.len())
+                .is_some()
+            {
+                self.compress().await?;
+            }
+        }
+        self.state.stats.memories_stored = self.longterm.stored();
+        self.save()
+    }
+
+    /// Charges the last context handed out at its estimate when no usage came for it.
+    fn settle(&mut self) {
+        if let Some(p) = self.state.pending_prompt.take() {
+            let c = self.model.cost(p, 0, 0);
+            self.state.stats.total_cost += c;
+            self.state.prompt_cost += c;
+        }
+    }
+
+    async fn extract_facts(&mut self, message: &Message) -> Result<()> {
+        let text = message.text();
+        let found = match (self.config.memory.facts, &self.chat) {
+            (FactMode::Off, _) => return Ok(()),
+            (FactMode::Llm, Some(chat)) => match facts::llm_facts(&**chat, &text).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fact extraction by the chat model failed; using the heuristic");
+                    facts::heuristic_facts(&text)
+                }
+            },
+            _ => facts::heuristic_facts(&text),
+        };
+        if found.is_empty() {
+            return Ok(());
+        }
+        let at = message.created_at.unwrap_or_else(Timestamp::now);
+        let ids = self.longterm.remember_facts(&self.scope, found, at).await?;
+        self.state.stats.facts += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Compresses the context now, whatever the trigger says.
+    pub async fn compress(&mut self) -> Result<()> {
+        let out = self.compressor.compress(&self.state.context).await?;
+        let s = &mut self.state.stats;
+        s.compression_count += 1;
+        s.summarizer_errors += out.errors.len() as u64;
+        if out.summarizer_calls > 0 && out.errors.is_empty() {
+            s.compression_tokens += (out.original_tokens + out.compressed_tokens) as u64;
+        }
+        self.state.last_compression_savings = out.saved_tokens;
+        self.state.was_compressed_last_iteration = true;
+        if out.summary.is_some() {
+            self.state.summary = out.summary;
+        }
+        self.state.context = out.messages;
+        Ok(())
+    }
+
+    /// Whether the last [`MemoryManager::add_message`] compressed.
+    pub fn was_compressed_last_iteration(&self) -> bool {
+        self.state.was_compressed_last_iteration
+    }
+
+    /// Tokens the last compression saved.
+    pub fn last_compression_savings(&self) -> usize {
+        self.state.last_compression_savings
+    }
+
+    /// The rolling summary, if there is one.
+    pub fn summary(&self) -> Option<&str> {
+        self.state.summary.as_deref()
+    }
+
+    /// The context as it stands (system prompts, summary, recent messages), without retrieval.
+    pub fn messages(&self) -> &[Message] {
+        &self.state.context
+    }
+
+    /// The messages to send for the current question (the last user message): the context,
+    /// plus the relevant long-term memories. Counts as one request in the statistics.
+    pub async fn get_context_for_llm(&mut self) -> Result<Vec<Message>> {
+        Ok(self.prepare(None).await?.messages)
+    }
+
+    /// [`MemoryManager::get_context_for_llm`] for an explicit question, with what was
+    /// retrieved and the token count.
+    pub async fn prepare(&mut self, question: Option<&str>) -> Result<Prepared> {
+        self.settle();
+        let mut messages = self.state.context.clone();
+        let query = match question {
+            Some(q) => q.to_owned(),
+            None => messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(Message::text)
+                .unwrap_or_default(),
+        };
+        let limit = self.config.memory.max_context_tokens - self.config.memory.answer_reserve;
+        let mut retrieved = Vec::new();
+        if self.config.memory.enabled && !query.trim().is_empty() {
+            let in_context: Vec<String> = messages.iter().map(Message::text).collect();
+            let k = self.config.retrieval.k;
+            let hits = self
+                .longterm
+                .recall(&self.recall_scope, &query, k, &in_context)
+                .await?;
+            let base = self.counter.count_messages(&messages);
+            let room = self
+                .config
+                .retrieval
+                .max_tokens
+                .min(limit.saturating_sub(base));
+            let at = messages
+                .iter()
+                .position(|m| m.role != Role::System)
+                .unwrap_or(messages.len());
+            let header = "Relevant memories from earlier in this conversation or earlier ones (date, then what was said):";
+            let mut text = header.to_owned();
+            for h in hits {
+                let candidate = format!("{text}\n- {}", h.line());
+                let t = self
+                    .counter
+                    .count_message(&Message::system(candidate.clone()));
+                if t > room {
+                    break;
+                }
+                text = candidate;
+                retrieved.push(h);
+            }
+            if !retrieved.is_empty() {
+                messages.insert(at, Message::system(text));
+            }
+        }
+        let tokens = self.counter.count_messages(&messages);
+        if tokens > limit {
+            tracing::warn!(
+                tokens,
+                limit,
+                "the context exceeds memory.max_context_tokens minus the answer reserve; lower memory.compression_threshold"
+            );
+        }
+        let s = &mut self.state.stats;
+        s.requests += 1;
+        s.sent_tokens += tokens as u64;
+        s.full_history_tokens += self.state.history_tokens + self.counter.request_overhead() as u64;
+        s.retrieved += retrieved.len() as u64;
+        self.state.pending_prompt = Some(tokens as u64);
+        self.save()?;
+        Ok(Prepared {
+            messages,
+            tokens,
+            retrieved,
+        })
+    }
+
+    /// Searches this user's long-term memory (no relevance gate): for tools and inspection.
+    pub async fn search(&self, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
+        let mut req = llmem_core::SearchRequest::text(query.to_owned(), k);
+        if let Some(e) = self.longterm.embedder()
+            && let Some(v) = e.embed(&[query.to_owned()]).await?.pop()
+        {
+            req = req.with_vector(v);
+        }
+        self.longterm.store().search(&self.recall_scope, &req).await
+    }
+
+    /// Seed 002's statistics.
+    pub fn get_stats(&self) -> Stats {
+        let mut s = self.state.stats.clone();
+        s.current_tokens = self.counter.count_messages(&self.state.context);
+        s.net_savings =
+            s.full_history_tokens as i64 - s.sent_tokens as i64 - s.compression_tokens as i64;
+        s.savings_percentage = if s.full_history_tokens == 0 {
+            0.0
+        } else {
+            100.0 * s.net_savings as f64 / s.full_history_tokens as f64
+        };
+        s.full_history_cost = self.model.cost(s.full_history_tokens, 0, 0);
+        let pending = self
+            .state
+            .pending_prompt
+            .map_or(0.0, |p| self.model.cost(p, 0, 0));
+        s.total_cost += pending;
+        s.net_cost = s.full_history_cost - (self.state.prompt_cost + pending);
+        s
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash leaves the old
+/// or the new file, never half of one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}

@@ -1,0 +1,29 @@
+//! The facade: config, the memory manager, sessions, seed 000's blocks, the examples.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use llmem::core::{Message, TokenCounter};
+
+mod config;
+mod examples;
+mod manager;
+mod memory;
+mod sessions;
+
+/// The exact gpt-4o counter.
+pub fn gpt4o() -> Arc<dyn TokenCounter> {
+    llmem::tokens::Counters::embedded()
+        .and_then(|c| c.for_model("gpt-4o"))
+        .map(|c| c as Arc<dyn TokenCounter>)
+        .unwrap_or_else(|e| panic!("gpt-4o counter: {e}"))
+}
+
+/// The conversation shipped in examples/data (77 messages, dated).
+pub fn conversation() -> Vec<Message> {
+    include_str!("../../../../examples/data/conversation.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}

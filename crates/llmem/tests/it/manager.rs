@@ -1,0 +1,269 @@
+use std::sync::Arc;
+
+use llmem::core::{Filter, MemoryStore, Message, RecordKind, Role, Scope, Timestamp};
+use llmem::providers::llamacpp::LlamaCppServer;
+use llmem::tiers::WarmStore;
+use llmem::{Config, MemoryManager, Providers, Usage};
+
+use crate::{conversation, gpt4o};
+
+fn small() -> Config {
+    let mut c = Config::default();
+    c.memory.max_context_tokens = 4000;
+    c.memory.compression_threshold = 600;
+    c.memory.short_term_size = 6;
+    c.memory.answer_reserve = 256;
+    c
+}
+
+fn manager(config: Config) -> (MemoryManager, Arc<WarmStore>) {
+    let store = Arc::new(WarmStore::in_memory());
+    let m = MemoryManager::new(
+        config,
+        Providers::default()
+            .with_counter(gpt4o())
+            .with_store(store.clone()),
+    )
+    .unwrap();
+    (m, store)
+}
+
+#[tokio::test]
+async fn compresses_under_the_threshold_and_loses_no_message() {
+    let (mut m, store) = manager(small());
+    let conv = conversation();
+    let mut compressed = 0;
+    for msg in &conv {
+        m.add_message(msg.clone(), None).await.unwrap();
+        if m.was_compressed_last_iteration() {
+            compressed += 1;
+            assert!(m.last_compression_savings() > 0);
+        }
+        let tokens = gpt4o().count_messages(m.messages());
+        assert!(
+            tokens <= 600 || !m.was_compressed_last_iteration(),
+            "{tokens} tokens after compressing"
+        );
+        if msg.role == Role::User {
+            m.get_context_for_llm().await.unwrap();
+        }
+    }
+    let stats = m.get_stats();
+    assert!(compressed >= 3, "{compressed} compressions");
+    assert_eq!(stats.compression_count, compressed);
+    assert_eq!(stats.messages, conv.len() as u64);
+    assert!(stats.savings_percentage > 30.0, "{stats:?}");
+    assert!(stats.net_savings > 0 && stats.total_cost > 0.0 && stats.net_cost > 0.0);
+    assert!(m.summary().is_some_and(|s| !s.is_empty()));
+    // Nothing lost: every conversation message is in the context or in long-term memory.
+    let scope = Scope::session("default", "default");
+    let archived = store
+        .query(&scope, &Filter::eq("kind", "conversation"), None)
+        .await
+        .unwrap();
+    for msg in conv.iter().filter(|x| x.role != Role::System) {
+        let line = format!("{}: {}", msg.role.as_str(), msg.text());
+        let kept = m.messages().iter().any(|x| x.text() == msg.text())
+            || archived.iter().any(|r| r.text == line);
+        assert!(kept, "lost: {line}");
+    }
+    assert!(archived.iter().all(|r| r.kind == RecordKind::Conversation));
+}
+
+#[tokio::test]
+async fn recalls_only_what_the_question_needs() {
+    let (mut m, _) = manager(small());
+    for msg in conversation() {
+        m.add_message(msg, None).await.unwrap();
+    }
+    let p = m
+        .prepare(Some("Which vaccine booster does Biscuit need, and where?"))
+        .await
+        .unwrap();
+    assert!(!p.retrieved.is_empty());
+    assert!(p.retrieved.iter().all(|r| r.relevance >= 0.34));
+    let text: String = p
+        .messages
+        .iter()
+        .map(Message::text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("Relevant memories"), "{text}");
+    assert!(text.to_lowercase().contains("rabies"), "{text}");
+    assert!(p.tokens <= 4000 - 256);
+    let p = m
+        .prepare(Some("Explain quantum chromodynamics and gauge symmetry."))
+        .await
+        .unwrap();
+    assert!(p.retrieved.is_empty(), "{:?}", p.retrieved);
+    assert!(
+        !p.messages
+            .iter()
+            .any(|x| x.text().contains("Relevant memories"))
+    );
+}
+
+#[tokio::test]
+async fn a_new_fact_supersedes_the_old_one_and_keeps_its_date() {
+    let (mut m, store) = manager(Config::default());
+    let at = |d: &str| Timestamp::parse(d).unwrap();
+    m.add_message(
+        Message::user("My favourite colour is blue. What should I paint the hall?")
+            .with_created_at(at("2024-01-02T10:00:00Z")),
+        None,
+    )
+    .await
+    .unwrap();
+    m.add_message(Message::assistant("A light blue would work."), None)
+        .await
+        .unwrap();
+    m.add_message(
+        Message::user("Actually my favourite colour is green now.")
+            .with_created_at(at("2024-03-05T10:00:00Z")),
+        None,
+    )
+    .await
+    .unwrap();
+    let scope = Scope::tenant("default");
+    let facts = store
+        .query(
+            &scope,
+            &Filter::eq("metadata.fact_key", "my favourite colour"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(facts.len(), 2, "{facts:?}");
+    let (old, new) = (&facts[0], &facts[1]);
+    assert!(old.text.contains("blue") && new.text.contains("green"));
+    assert_eq!(old.superseded_by.as_deref(), Some(new.id.as_str()));
+    assert_eq!(new.supersedes.as_deref(), Some(old.id.as_str()));
+    let hits = m
+        .longterm()
+        .recall(&scope, "What is my favourite colour?", 5, &[])
+        .await
+        .unwrap();
+    assert!(hits.iter().any(|h| h.record.text.contains("green")));
+    assert!(
+        !hits.iter().any(|h| h.record.text.contains("blue")),
+        "{hits:?}"
+    );
+    let line = hits
+        .iter()
+        .find(|h| h.record.text.contains("green"))
+        .unwrap()
+        .line();
+    assert!(line.starts_with("[2024-03-05]"), "{line}");
+    assert_eq!(m.get_stats().facts, 2);
+}
+
+#[tokio::test]
+async fn actual_usage_replaces_the_estimate() {
+    let (mut m, _) = manager(Config::default());
+    m.add_message(Message::user("Hello there, how are you?"), None)
+        .await
+        .unwrap();
+    let p = m.prepare(None).await.unwrap();
+    assert!(p.tokens > 0);
+    m.add_message(
+        Message::assistant("Fine, thanks."),
+        Some(Usage {
+            input_tokens: 1000,
+            output_tokens: 50,
+            cached_input_tokens: 0,
+        }),
+    )
+    .await
+    .unwrap();
+    let s = m.get_stats();
+    assert_eq!(s.sent_tokens, 1000);
+    // gpt-4o: $2.50 per 1M input tokens, $10 per 1M output tokens.
+    assert!((s.total_cost - 0.003).abs() < 1e-9, "{}", s.total_cost);
+    // Without usage, the estimate stands and the answer is priced as output.
+    m.add_message(Message::user("And now?"), None)
+        .await
+        .unwrap();
+    let p = m.prepare(None).await.unwrap();
+    m.add_message(Message::assistant("Still fine."), None)
+        .await
+        .unwrap();
+    let s2 = m.get_stats();
+    assert_eq!(s2.sent_tokens, 1000 + p.tokens as u64);
+    assert!(s2.total_cost > s.total_cost);
+}
+
+#[tokio::test]
+async fn disabled_memory_passes_messages_through() {
+    let mut c = small();
+    c.memory.enabled = false;
+    let (mut m, store) = manager(c);
+    let conv = conversation();
+    for msg in &conv {
+        m.add_message(msg.clone(), None).await.unwrap();
+    }
+    assert_eq!(m.messages().len(), conv.len());
+    assert_eq!(m.get_stats().compression_count, 0);
+    assert_eq!(
+        store
+            .count(&Scope::tenant("default"), &Filter::All)
+            .await
+            .unwrap(),
+        0
+    );
+    let ctx = m.get_context_for_llm().await.unwrap();
+    assert_eq!(ctx.len(), conv.len());
+}
+
+#[tokio::test]
+async fn bad_sessions_and_configs_are_errors() {
+    let e = MemoryManager::for_session(Config::default(), Providers::default(), Scope::tenant(" "))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("user"), "{e}");
+    let mut c = Config::default();
+    c.memory.compression_ratio = 0.0;
+    let e = MemoryManager::new(c, Providers::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("memory.compression_ratio"), "{e}");
+    let mut c = Config::default();
+    c.memory.summarizer = llmem::config::SummarizerMode::Chat;
+    let e = MemoryManager::new(c, Providers::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("memory.summarizer"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_writes_the_summaries_and_lists_the_facts() {
+    let server = LlamaCppServer::builder().start().await.unwrap_or_else(|e| {
+        panic!("could not start llama.cpp with SmolLM2: {e}\n(run `cargo xtask setup` and `eval \"$(cargo xtask env)\"`)")
+    });
+    let chat: Arc<dyn llmem::core::ChatModel> = Arc::new(server.chat_model().unwrap());
+    let mut c = small();
+    c.memory.compression_threshold = 350;
+    c.memory.short_term_size = 4;
+    c.memory.facts = llmem::config::FactMode::Llm;
+    c.memory.summarizer = llmem::config::SummarizerMode::Chat;
+    c.chat = Some(toml::toml! { kind = "openai-compatible" });
+    let store = Arc::new(WarmStore::in_memory());
+    let mut m = MemoryManager::new(
+        c,
+        Providers::default()
+            .with_counter(gpt4o())
+            .with_chat(chat)
+            .with_store(store.clone()),
+    )
+    .unwrap();
+    for msg in conversation().into_iter().take(13) {
+        m.add_message(msg, None).await.unwrap();
+    }
+    let s = m.get_stats();
+    assert!(s.compression_count >= 1, "{s:?}");
+    assert!(s.facts >= 1, "{s:?}");
+    assert!(
+        s.compression_tokens > 0,
+        "the summaries were written by the model: {s:?}"
+    );
+    assert!(m.summary().is_some_and(|x| !x.trim().is_empty()));
+}

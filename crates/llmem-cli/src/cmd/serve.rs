@@ -440,7 +440,15 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
     let upstream_err = |e: llmem::Error| (StatusCode::BAD_GATEWAY, format!("upstream: {e}"));
     if !inc.stream {
         let r = app.chat.chat(request).await.map_err(upstream_err)?;
-        let answer = Message::assistant(r.message.text());
+        // The whole message: text and any tool calls the model made.
+        let answer = Message {
+            role: Role::Assistant,
+            ..r.message
+        };
+        let wire = llmem::core::wire::openai_messages(std::slice::from_ref(&answer))
+            .ok()
+            .and_then(|v| v.get(0).cloned())
+            .unwrap_or_else(|| json!({"role": "assistant", "content": answer.text()}));
         let usage = r.usage.unwrap_or(Usage {
             input_tokens: prepared.tokens as u64,
             output_tokens: m.counter().count_message(&answer) as u64,
@@ -457,7 +465,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text()},
+                "message": wire,
                 "finish_reason": r.finish_reason.unwrap_or_else(|| "stop".into()),
             }],
             "usage": {

@@ -212,6 +212,18 @@ async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> Stri
                             .map(Ok::<_, std::convert::Infallible>),
                     );
                     Sse::new(stream).into_response()
+                } else if body["tools"].is_array() && body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "user") {
+                    // Asked with tools: call the first one.
+                    let name = body["tools"][0]["function"]["name"].clone();
+                    Json(json!({
+                        "id": "t", "object": "chat.completion", "model": "echo",
+                        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                            "role": "assistant", "content": null,
+                            "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": name, "arguments": "{\"city\":\"Lisbon\"}"}}]}}],
+                        "usage": usage,
+                    }))
+                    .into_response()
                 } else {
                     let r: Response = Json(json!({
                         "id": "x", "object": "chat.completion", "model": "echo",
@@ -407,4 +419,48 @@ fn llmem_chat_remembers_across_a_restart() {
         "{out}"
     );
     assert!(out.contains("\"messages\": 3"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_pass_through_the_proxy_and_stay_paired() {
+    let upstream = echo_upstream(Arc::default(), Arc::default()).await;
+    let proxy = serve(&["--upstream", &upstream], &[]);
+    let http = reqwest::Client::new();
+    let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]);
+    let mut messages =
+        vec![json!({"role": "user", "content": "Weather in Lisbon? My code is code-77."})];
+    let r: Value = http
+        .post(format!("{}/chat/completions", proxy.base))
+        .json(&json!({"messages": messages, "tools": tools, "user": "tooluser"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call = &r["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather", "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
+    messages.push(r["choices"][0]["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "18C and sunny"}));
+    let r: Value = http
+        .post(format!("{}/chat/completions", proxy.base))
+        .json(&json!({"messages": messages, "tools": tools, "user": "tooluser"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "ECHO code-77", "{r}");
+    let v: Value = http
+        .get(format!("{}/sessions/tooluser/tooluser", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // user, assistant tool call, tool result, assistant answer.
+    assert_eq!(v["stats"]["messages"], 4, "{v}");
 }

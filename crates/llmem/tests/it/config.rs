@@ -1,3 +1,4 @@
+//! `Config`: presets, the file, `LLMEM_*` overrides, and errors that name the key.
 use llmem::Config;
 use llmem::compress::{Preset, Strategy};
 use llmem::config::{FactMode, RetrievalScope};

@@ -1,3 +1,5 @@
+//! `MemoryManager`: compression under the threshold with nothing lost, gated recall, facts that
+//! supersede, actual usage in the cost, and the real SmolLM2 writing summaries and facts.
 use std::sync::Arc;
 
 use llmem::core::{Filter, MemoryStore, Message, RecordKind, Role, Scope, Timestamp};

@@ -1,3 +1,5 @@
+//! Seed 000's `Memory`: summarise to a budget, save and load through a store on disk, `gc`,
+//! the scope guard, and `compile` with the real SmolLM2.
 use std::sync::Arc;
 
 use llmem::core::{ChatModel, Message, Scope};

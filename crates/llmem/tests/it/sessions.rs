@@ -1,3 +1,4 @@
+//! `Sessions`: isolation under concurrency, and a session resumed after a restart.
 use llmem::core::Message;
 use llmem::{Config, Providers, Sessions};
 

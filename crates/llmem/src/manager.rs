@@ -9,14 +9,14 @@
 //! the relevance gate, the long-term memories the current question needs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use llmem_compress::{CompressConfig, Compressor, MemoryCompressor, Trigger};
 use llmem_core::{
     ChatModel, ChatSummarizer, Embedder, Error, MemoryStore, Message, Result, Role, Scope,
     ScoredRecord, Summarizer, Timestamp, TokenCounter, Usage,
 };
-use llmem_tokens::{Catalog, Counters, ModelInfo};
+use llmem_tokens::{CachedCounter, Counters, ModelInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
@@ -165,11 +165,23 @@ pub struct MemoryManager {
     state_path: Option<PathBuf>,
 }
 
-/// The counter and catalog entry of `model`.
+/// The embedded catalog's counters, made once per process (so each model's tokenizer is built
+/// once, however many sessions open).
+fn embedded_counters() -> Result<&'static Counters> {
+    static COUNTERS: OnceLock<Counters> = OnceLock::new();
+    if let Some(c) = COUNTERS.get() {
+        return Ok(c);
+    }
+    let made = Counters::embedded()?;
+    Ok(COUNTERS.get_or_init(|| made))
+}
+
+/// The catalog entry of `model`, and its counter behind a [`CachedCounter`]: the context is
+/// re-counted after every message, and each message is tokenised only once.
 pub(crate) fn model_counter(model: &str) -> Result<(Arc<dyn TokenCounter>, ModelInfo)> {
-    let counters = Counters::new(Arc::new(Catalog::embedded()?));
+    let counters = embedded_counters()?;
     let info = counters.catalog().lookup(model).info;
-    let counter: Arc<dyn TokenCounter> = counters.for_model(model)?;
+    let counter: Arc<dyn TokenCounter> = Arc::new(CachedCounter::new(counters.for_model(model)?));
     Ok((counter, info))
 }
 

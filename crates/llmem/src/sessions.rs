@@ -52,12 +52,16 @@ fn file_name(s: &str) -> String {
 }
 
 impl Sessions {
-    /// Sessions sharing `providers` (one store, one embedder, one chat model); the store is
-    /// opened from the config when not given.
+    /// Sessions sharing `providers` (one store, one embedder, one chat model, one counter); the
+    /// store and the counter are made from the config when not given.
     pub fn new(config: Config, mut providers: Providers) -> Result<Self> {
         config.validate()?;
         if providers.store.is_none() {
             providers.store = Some(open_store(&config.tiers)?);
+        }
+        // One counter (and one memo of message counts) for every session.
+        if providers.counter.is_none() {
+            providers.counter = Some(crate::manager::model_counter(&config.memory.model)?.0);
         }
         let dir = config.tiers.dir.as_ref().map(|d| d.join("sessions"));
         Ok(Sessions {

@@ -3,23 +3,16 @@
 //! starting with `/` are commands: `/stats`, `/context`, `/search TEXT`, `/quit`.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use llmem::Sessions;
 use llmem::core::{ChatRequest, Message};
-use llmem::providers::llamacpp::LlamaCppServer;
-use llmem::{Config, Providers, Sessions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// llmem.toml (default: $LLMEM_CONFIG, else ./llmem.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Start the local SmolLM2 on llama.cpp as the model.
-    #[arg(long)]
-    pub llamacpp: bool,
+    #[command(flatten)]
+    pub product: super::product::ProductArgs,
     /// A system prompt for a new session.
     #[arg(long)]
     pub system: Option<String>,
@@ -29,27 +22,11 @@ pub struct Args {
     /// The session (resumed when `tiers.dir` or --dir keeps it).
     #[arg(long, default_value = "chat")]
     pub session: String,
-    /// Where the session and long-term memory persist (overrides tiers.dir).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut config = Config::discover(args.config.as_deref())?;
-    if let Some(d) = &args.dir {
-        config.tiers.dir = Some(d.clone());
-    }
-    let mut providers = Providers::from_config(&config)?;
-    let _local = if args.llamacpp {
-        let s = LlamaCppServer::builder()
-            .start()
-            .await
-            .context("starting the local llama.cpp server (--llamacpp); run `cargo xtask setup`")?;
-        providers.chat = Some(Arc::new(s.chat_model()?));
-        Some(s)
-    } else {
-        None
-    };
+    let config = args.product.config()?;
+    let (providers, _local) = args.product.providers(&config).await?;
     let chat = providers
         .chat
         .clone()

@@ -7,5 +7,6 @@ pub mod demo;
 pub mod eval;
 pub mod input;
 pub mod models;
+pub mod product;
 pub mod serve;
 pub mod store;

@@ -15,7 +15,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -29,31 +28,23 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use llmem::core::{ChatModel, ChatRequest, Message, Role, Usage};
-use llmem::providers::llamacpp::LlamaCppServer;
-use llmem::{Config, MemoryManager, Providers, Sessions};
+use llmem::{MemoryManager, Sessions};
 use serde_json::{Value, json};
 use tokio::sync::OwnedMutexGuard;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// llmem.toml (default: $LLMEM_CONFIG, else ./llmem.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub product: super::product::ProductArgs,
     /// Address to listen on (overrides server.listen); port 0 picks a free one.
     #[arg(long)]
     pub listen: Option<String>,
     /// An OpenAI-compatible upstream base URL (llama.cpp, vLLM, Ollama…), instead of [chat].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "llamacpp")]
     pub upstream: Option<String>,
     /// The upstream model (with --upstream).
     #[arg(long, default_value = "local")]
     pub upstream_model: String,
-    /// Start the local SmolLM2 on llama.cpp as the upstream.
-    #[arg(long, conflicts_with = "upstream")]
-    pub llamacpp: bool,
-    /// Where sessions and long-term memory persist (overrides tiers.dir).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -109,14 +100,10 @@ fn unauthorized(app: &App) -> Response {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut config = Config::discover(args.config.as_deref())?;
+    let mut config = args.product.config()?;
     if let Some(l) = &args.listen {
         config.server.listen = l.clone();
     }
-    if let Some(d) = &args.dir {
-        config.tiers.dir = Some(d.clone());
-    }
-    let mut _local = None;
     if let Some(url) = &args.upstream {
         let mut t = toml::Table::new();
         t.insert("kind".into(), "openai-compatible".into());
@@ -124,15 +111,7 @@ pub async fn run(args: Args) -> Result<()> {
         t.insert("model".into(), args.upstream_model.clone().into());
         config.chat = Some(t);
     }
-    let mut providers = Providers::from_config(&config)?;
-    if args.llamacpp {
-        let server = LlamaCppServer::builder()
-            .start()
-            .await
-            .context("starting the local llama.cpp server (--llamacpp); run `cargo xtask setup`")?;
-        providers.chat = Some(Arc::new(server.chat_model()?));
-        _local = Some(server);
-    }
+    let (providers, _local) = args.product.providers(&config).await?;
     let chat = providers.chat.clone().context(
         "no upstream model: configure [chat] in llmem.toml, or pass --upstream URL or --llamacpp",
     )?;
@@ -400,12 +379,12 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
     // One turn at a time per session: the lock is held until the answer is recorded.
     let mut m: OwnedMutexGuard<MemoryManager> = handle.lock_owned().await;
     add_turn(&mut m, &inc.messages).await.map_err(bad)?;
-    let before = m.get_stats().full_history_tokens;
+    let before = m.state().stats.full_history_tokens;
     let prepared = m
         .prepare(None)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let full = m.get_stats().full_history_tokens.saturating_sub(before);
+    let full = m.state().stats.full_history_tokens.saturating_sub(before);
     let metrics = &app.metrics;
     metrics
         .prompt_tokens

@@ -134,15 +134,12 @@ async fn the_python_openai_client_talks_to_llamacpp_through_the_proxy() {
 
     // The session holds the whole conversation, and it is on disk.
     let http = reqwest::Client::new();
-    let stats: Value = http
-        .get(format!("{}/sessions/alice/alice", proxy.base))
-        .bearer_auth("s3cret-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(
+        &http,
+        &format!("{}/sessions/alice/alice", proxy.base),
+        Some("s3cret-token"),
+    )
+    .await;
     assert_eq!(stats["stats"]["messages"], 5, "{stats}");
     assert_eq!(stats["stats"]["requests"], 2, "{stats}");
     assert!(dir.path().join("sessions/alice/alice.json").exists());
@@ -261,6 +258,27 @@ async fn read_stream(r: reqwest::Response) -> String {
     text
 }
 
+/// GET `url` (with the bearer `token`, if any): the body as JSON.
+async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> Value {
+    let mut req = http.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// POST `body` to `url`: the answer as JSON.
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 const SESSIONS: usize = 64;
 const FILLER_TURNS: usize = 8;
 
@@ -346,14 +364,12 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
                 "{user} sees {other}: {last}"
             );
         }
-        let v: Value = http
-            .get(format!("{}/sessions/{user}/{user}", proxy.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(
+            &http,
+            &format!("{}/sessions/{user}/{user}", proxy.base),
+            None,
+        )
+        .await;
         // Every message acknowledged is in the session: one system prompt, a user message and
         // an answer per turn.
         assert_eq!(v["stats"]["messages"], 1 + 2 * turns, "{user}: {v}");
@@ -426,41 +442,34 @@ async fn tool_calls_pass_through_the_proxy_and_stay_paired() {
     let upstream = echo_upstream(Arc::default(), Arc::default()).await;
     let proxy = serve(&["--upstream", &upstream], &[]);
     let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", proxy.base);
     let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]);
     let mut messages =
         vec![json!({"role": "user", "content": "Weather in Lisbon? My code is code-77."})];
-    let r: Value = http
-        .post(format!("{}/chat/completions", proxy.base))
-        .json(&json!({"messages": messages, "tools": tools, "user": "tooluser"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(
+        &http,
+        &url,
+        &json!({"messages": messages, "tools": tools, "user": "tooluser"}),
+    )
+    .await;
     let call = &r["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "weather", "{r}");
     assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
     messages.push(r["choices"][0]["message"].clone());
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "18C and sunny"}));
-    let r: Value = http
-        .post(format!("{}/chat/completions", proxy.base))
-        .json(&json!({"messages": messages, "tools": tools, "user": "tooluser"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(
+        &http,
+        &url,
+        &json!({"messages": messages, "tools": tools, "user": "tooluser"}),
+    )
+    .await;
     assert_eq!(r["choices"][0]["message"]["content"], "ECHO code-77", "{r}");
-    let v: Value = http
-        .get(format!("{}/sessions/tooluser/tooluser", proxy.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &http,
+        &format!("{}/sessions/tooluser/tooluser", proxy.base),
+        None,
+    )
+    .await;
     // user, assistant tool call, tool result, assistant answer.
     assert_eq!(v["stats"]["messages"], 4, "{v}");
 }

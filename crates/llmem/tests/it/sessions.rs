@@ -14,6 +14,15 @@ fn config(dir: Option<&std::path::Path>) -> Config {
     c
 }
 
+/// Sessions kept in `dir`, as a process would open them.
+fn persistent(dir: &std::path::Path) -> Sessions {
+    Sessions::new(
+        config(Some(dir)),
+        Providers::default().with_counter(gpt4o()),
+    )
+    .unwrap()
+}
+
 const WORDS: [&str; 16] = [
     "amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "jasper",
     "kelp", "lagoon", "marble", "nectar", "onyx", "pepper",
@@ -70,11 +79,7 @@ async fn a_session_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let conv = conversation();
     let (messages, stats) = {
-        let s = Sessions::new(
-            config(Some(dir.path())),
-            Providers::default().with_counter(gpt4o()),
-        )
-        .unwrap();
+        let s = persistent(dir.path());
         let h = s.get("alice", "trip/planning").unwrap();
         let mut m = h.lock().await;
         m.add_message(Message::user("My passport number is X1234567."), None)
@@ -88,11 +93,7 @@ async fn a_session_resumes_after_a_restart() {
         (m.messages().to_vec(), m.get_stats())
     };
     // A new process: the same directory, nothing in memory.
-    let s = Sessions::new(
-        config(Some(dir.path())),
-        Providers::default().with_counter(gpt4o()),
-    )
-    .unwrap();
+    let s = persistent(dir.path());
     let h = s.get("alice", "trip/planning").unwrap();
     let mut m = h.lock().await;
     assert_eq!(m.messages(), messages.as_slice());

@@ -7,6 +7,7 @@
 //! - [`Sessions`]: many users' sessions in one process, isolated and resumable.
 //! - [`Memory`]: seed 000's manual blocks: `summarize`, `save`/`load`, `gc`, `compile`.
 //! - [`Config`]: `llmem.toml` with `LLMEM_*` overrides and presets.
+//! - [`when`]: dates as people say them, and relative times (`yesterday`) resolved.
 //!
 //! The parts, re-exported:
 //! - [`core`]: messages, records, filters, the plugin traits (`llmem-core`)
@@ -29,6 +30,7 @@ pub mod longterm;
 pub mod manager;
 pub mod memory;
 pub mod sessions;
+pub mod when;
 
 pub use config::Config;
 pub use llmem_core::{Error, MemoryRecord, Message, Result, Role, Usage};

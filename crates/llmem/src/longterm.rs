@@ -1,23 +1,39 @@
 //! Long-term memory as the manager and [`crate::Memory`] use it: records embedded when an
 //! embedder is configured, facts that supersede older ones with the same key, and recall gated
 //! by relevance, so that nothing is loaded unless the question needs it.
+//!
+//! A conversation memory is `who: what was said`, with the message's metadata (an
+//! application's ids travel with it, so a memory can be traced to its message), the relative
+//! times of the message resolved against its date ([`crate::when`], kept under [`TIMES`] and
+//! shown in [`Recalled::line`]), and a lexical key that adds the [`PREV_MESSAGES`] messages
+//! before it and the [`NEXT_MESSAGES`] after it: a question is usually answered in the message
+//! after it, in words of the messages before, so the answer is found by the question's words.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use llmem_compress::ArchiveSink;
 use llmem_core::{
-    Embedder, Filter, MemoryRecord, MemoryStore, Message, RecordKind, Result, Role, Scope,
-    ScoredRecord, SearchRequest, Timestamp, async_trait,
+    Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind, Result, Role,
+    Scope, ScoredRecord, SearchRequest, Timestamp, async_trait,
 };
 use llmem_tiers::text::tokenize;
 
 use crate::config::RetrievalSettings;
 use crate::facts::Fact;
+use crate::when::{CivilDate, resolve_times};
 
 /// Metadata key of a fact's attribute key (see [`crate::facts`]).
 pub const FACT_KEY: &str = "fact_key";
+/// Metadata key of a memory's relative times, resolved (`yesterday = 7 May 2023`).
+pub const TIMES: &str = "times";
+/// Message metadata flag: already in long-term memory (see
+/// [`crate::MemoryManager::end_session`]); such a message is not archived again.
+pub const ARCHIVED: &str = "archived";
+/// Messages before and after a memory's own that join its lexical key.
+pub const PREV_MESSAGES: usize = 2;
+pub const NEXT_MESSAGES: usize = 1;
 
 /// A store, an optional embedder and the retrieval settings.
 #[derive(Debug)]
@@ -36,10 +52,13 @@ pub struct Recalled {
 }
 
 impl Recalled {
-    /// One line for a prompt: `[2023-05-08] text`.
+    /// One line for a prompt: `[8 May 2023] text (yesterday = 7 May 2023)`.
     pub fn line(&self) -> String {
-        let date = self.record.created_at.to_rfc3339();
-        format!("[{}] {}", date.get(..10).unwrap_or(&date), self.record.text)
+        let date = CivilDate::from_timestamp(self.record.created_at).long();
+        match self.record.metadata.get(TIMES).and_then(|v| v.as_str()) {
+            Some(t) if !t.is_empty() => format!("[{date}] {} ({t})", self.record.text),
+            _ => format!("[{date}] {}", self.record.text),
+        }
     }
 }
 
@@ -95,20 +114,31 @@ impl LongTerm {
         Ok(())
     }
 
-    /// Stores facts said at `at` in `scope`; a fact whose key matches a live fact of the same
-    /// tenant supersedes it (the old one keeps its id and gains `superseded_by`). Returns the
-    /// new ids.
+    /// Stores facts said at `at` in `scope`, with `source`, the metadata of the message they
+    /// come from (its ids); a fact whose key matches a live fact of the same tenant supersedes
+    /// it (the old one keeps its id and gains `superseded_by`). Returns the new ids.
     pub async fn remember_facts(
         &self,
         scope: &Scope,
         facts: Vec<Fact>,
         at: Timestamp,
+        source: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Vec<String>> {
         let mut records = Vec::new();
         let mut old = Vec::new();
         for f in facts {
-            let mut r =
-                record(scope, f.text, RecordKind::Knowledge, at).with_metadata("role", "user");
+            let mut r = record(scope, f.text, RecordKind::Knowledge, at);
+            for (k, v) in source {
+                if k != ARCHIVED && k != KEYWORDS {
+                    r.metadata.insert(k.clone(), v.clone());
+                }
+            }
+            r = r.with_metadata("role", "user");
+            let times = times_of(&r.text, at);
+            r = r.with_metadata(KEYWORDS, date_words(at, times.as_deref()));
+            if let Some(t) = times {
+                r = r.with_metadata(TIMES, t);
+            }
             if let Some(key) = f.key {
                 let tenant = Scope::tenant(scope.tenant.clone());
                 let live = self
@@ -190,14 +220,20 @@ impl LongTerm {
     }
 }
 
-/// Whether `text` (a memory, perhaps `role: …`) is said in one of `context`'s texts.
+/// Whether `text` (a memory, perhaps `who: …`) is said in one of `context`'s texts.
 fn already_said(text: &str, context: &[String]) -> bool {
-    let bare = ["user: ", "assistant: ", "tool: "]
-        .iter()
-        .find_map(|p| text.strip_prefix(p))
-        .unwrap_or(text)
-        .trim();
-    !bare.is_empty() && context.iter().any(|c| c.contains(bare))
+    let bare = match text.split_once(": ") {
+        Some((who, said)) if who.len() <= 64 && !who.contains('\n') => said,
+        _ => text,
+    }
+    .trim();
+    !bare.is_empty() && context.iter().any(|c| c.contains(bare) || c.contains(text))
+}
+
+/// The relative times of `text` said at `at`, resolved, as one metadata value.
+pub fn times_of(text: &str, at: Timestamp) -> Option<String> {
+    let t = resolve_times(text, CivilDate::from_timestamp(at));
+    (!t.is_empty()).then(|| t.join("; "))
 }
 
 /// Share of `terms` (a question's content words) found in `text`.
@@ -220,30 +256,119 @@ pub fn record(scope: &Scope, text: String, kind: RecordKind, at: Timestamp) -> M
     r
 }
 
-/// The messages a compressor lets go, stored as conversation memories of one scope.
+/// The messages a compressor lets go (and those a session ends with), stored as conversation
+/// memories of one scope: `who: text` (the message's name, else its role), dated, with the
+/// message's metadata, resolved times and the neighbouring messages in the lexical key.
 #[derive(Debug)]
 pub struct Archive {
-    pub longterm: Arc<LongTerm>,
-    pub scope: Scope,
+    longterm: Arc<LongTerm>,
+    scope: Scope,
+    /// The last messages archived, for the next batch's lexical keys, and the id of the last
+    /// record, whose key still lacks the message after it.
+    recent: Mutex<(VecDeque<String>, Option<String>)>,
+}
+
+impl Archive {
+    pub fn new(longterm: Arc<LongTerm>, scope: Scope) -> Self {
+        Archive {
+            longterm,
+            scope,
+            recent: Mutex::new((VecDeque::new(), None)),
+        }
+    }
+}
+
+/// Adds `words` to a record's lexical key.
+fn add_to_key(r: &mut MemoryRecord, words: &str) {
+    let key = match r.metadata.get(KEYWORDS).and_then(|v| v.as_str()) {
+        Some(k) if !k.is_empty() => format!("{k}\n{words}"),
+        _ => words.to_owned(),
+    };
+    r.metadata.insert(KEYWORDS.into(), key.into());
+}
+
+/// The date and resolved times of a memory, for its lexical key (questions name dates).
+fn date_words(at: Timestamp, times: Option<&str>) -> String {
+    let date = CivilDate::from_timestamp(at).long();
+    match times {
+        Some(t) => format!("{date}; {t}"),
+        None => date,
+    }
 }
 
 #[async_trait]
 impl ArchiveSink for Archive {
     async fn archive(&self, messages: &[Message]) -> Result<()> {
-        let records = messages
+        let said: Vec<&Message> = messages
             .iter()
-            .filter(|m| m.role != Role::System && !m.text().trim().is_empty())
-            .map(|m| {
+            .filter(|m| m.role != Role::System && !m.flag(ARCHIVED) && !m.text().trim().is_empty())
+            .collect();
+        if said.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = said.iter().map(|m| m.text()).collect();
+        let (before, previous): (Vec<String>, Option<String>) = self
+            .recent
+            .lock()
+            .map(|mut r| (r.0.iter().cloned().collect(), r.1.take()))
+            .unwrap_or_default();
+        let all: Vec<&str> = before.iter().chain(&texts).map(String::as_str).collect();
+        let records: Vec<MemoryRecord> = said
+            .iter()
+            .enumerate()
+            .map(|(j, m)| {
                 let at = m.created_at.unwrap_or_else(Timestamp::now);
-                record(
+                let who = m.name.as_deref().unwrap_or(m.role.as_str());
+                let mut r = record(
                     &self.scope,
-                    format!("{}: {}", m.role.as_str(), m.text()),
+                    format!("{who}: {}", texts[j]),
                     RecordKind::Conversation,
                     at,
-                )
-                .with_metadata("role", m.role.as_str())
+                );
+                for (k, v) in &m.metadata {
+                    if k != ARCHIVED {
+                        r.metadata.insert(k.clone(), v.clone());
+                    }
+                }
+                r = r.with_metadata("role", m.role.as_str());
+                let times = times_of(&texts[j], at);
+                let me = before.len() + j;
+                let mut key: Vec<&str> = all[me.saturating_sub(PREV_MESSAGES)..me].to_vec();
+                key.extend(all.iter().skip(me + 1).take(NEXT_MESSAGES));
+                let dated = date_words(at, times.as_deref());
+                key.push(&dated);
+                if let Some(own) = m.metadata.get(KEYWORDS).and_then(|v| v.as_str()) {
+                    key.push(own);
+                }
+                r = r.with_metadata(KEYWORDS, key.join("\n"));
+                if let Some(t) = times {
+                    r = r.with_metadata(TIMES, t);
+                }
+                r
             })
             .collect();
-        self.longterm.remember(records).await
+        let last = records.last().map(|r| r.id.clone());
+        self.longterm.remember(records).await?;
+        // The last record of the previous batch gets this batch's first message in its key.
+        if let (Some(id), Some(next)) = (previous, texts.first()) {
+            let store = self.longterm.store();
+            let mut prev = store.get(&self.scope, &[id]).await?;
+            for r in &mut prev {
+                add_to_key(r, next);
+            }
+            if !prev.is_empty() {
+                store.put(prev).await?;
+            }
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            for t in texts {
+                recent.0.push_back(t);
+                if recent.0.len() > PREV_MESSAGES {
+                    recent.0.pop_front();
+                }
+            }
+            recent.1 = last;
+        }
+        Ok(())
     }
 }

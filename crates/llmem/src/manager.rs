@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
-use crate::longterm::{Archive, LongTerm, Recalled};
+use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled};
+use llmem_compress::ArchiveSink;
 
 /// The models and stores a manager uses; what is `None` is built from the config (or left
 /// out: no chat model means extractive summaries and heuristic facts).
@@ -160,6 +161,7 @@ pub struct MemoryManager {
     compressor: MemoryCompressor,
     trigger: Trigger,
     longterm: Arc<LongTerm>,
+    archive: Arc<Archive>,
     chat: Option<Arc<dyn ChatModel>>,
     state: SessionState,
     state_path: Option<PathBuf>,
@@ -218,11 +220,9 @@ impl MemoryManager {
             budget: Some(m.compression_threshold),
             ..CompressConfig::default()
         };
+        let archive = Arc::new(Archive::new(longterm.clone(), scope.clone()));
         let mut compressor =
-            MemoryCompressor::new(compress, counter.clone())?.with_archive(Arc::new(Archive {
-                longterm: longterm.clone(),
-                scope: scope.clone(),
-            }));
+            MemoryCompressor::new(compress, counter.clone())?.with_archive(archive.clone());
         let summarizer = match (&providers.summarizer, m.summarizer, &providers.chat) {
             (Some(s), _, _) => Some(s.clone()),
             (None, SummarizerMode::Extractive, _) => None,
@@ -263,6 +263,7 @@ impl MemoryManager {
             compressor,
             trigger,
             longterm,
+            archive,
             chat: providers.chat,
             state_path: None,
         })
@@ -399,7 +400,10 @@ impl MemoryManager {
             return Ok(());
         }
         let at = message.created_at.unwrap_or_else(Timestamp::now);
-        let ids = self.longterm.remember_facts(&self.scope, found, at).await?;
+        let ids = self
+            .longterm
+            .remember_facts(&self.scope, found, at, &message.metadata)
+            .await?;
         self.state.stats.facts += ids.len() as u64;
         Ok(())
     }
@@ -420,6 +424,32 @@ impl MemoryManager {
         }
         self.state.context = out.messages;
         Ok(())
+    }
+
+    /// Stores the messages still in the window in long-term memory, as compression would when
+    /// they leave it: call it when a session ends, so that the next session recalls its last
+    /// turns too. The messages stay in the context, flagged so that nothing is stored twice.
+    /// Returns how many were stored.
+    pub async fn end_session(&mut self) -> Result<usize> {
+        let pending: Vec<Message> = self
+            .state
+            .context
+            .iter()
+            .filter(|m| m.role != Role::System && !m.flag(ARCHIVED))
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        self.archive.archive(&pending).await?;
+        for m in &mut self.state.context {
+            if m.role != Role::System {
+                m.metadata.insert(ARCHIVED.into(), true.into());
+            }
+        }
+        self.state.stats.memories_stored = self.longterm.stored();
+        self.save()?;
+        Ok(pending.len())
     }
 
     /// Whether the last [`MemoryManager::add_message`] compressed.
@@ -449,7 +479,8 @@ impl MemoryManager {
     }
 
     /// [`MemoryManager::get_context_for_llm`] for an explicit question, with what was
-    /// retrieved and the token count.
+    /// retrieved and the token count. A question that is not in the context is not added to
+    /// the returned messages (the caller sends it after them), but room is kept for it.
     pub async fn prepare(&mut self, question: Option<&str>) -> Result<Prepared> {
         self.settle();
         let mut messages = self.state.context.clone();
@@ -471,7 +502,14 @@ impl MemoryManager {
                 .longterm
                 .recall(&self.recall_scope, &query, k, &in_context)
                 .await?;
-            let base = self.counter.count_messages(&messages);
+            // An explicit question not in the context is sent after it: keep room for it.
+            let asked = match question {
+                Some(q) if !messages.iter().any(|m| m.text() == q) => {
+                    self.counter.count_message(&Message::user(q))
+                }
+                _ => 0,
+            };
+            let base = self.counter.count_messages(&messages) + asked;
             let room = self
                 .config
                 .retrieval

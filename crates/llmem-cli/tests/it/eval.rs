@@ -1,5 +1,6 @@
 //! `llmem eval locomo` on one LoCoMo conversation (conv-30, the smallest of the dev half), with
-//! the real ONNX embedder: the figures, the JSON keys, the plot, and the errors.
+//! the real ONNX embedder, through the product's `MemoryManager` and through the bare store:
+//! the figures, the JSON keys, the plot, and the errors.
 
 use crate::{llmem, locomo};
 
@@ -30,6 +31,7 @@ fn run_json(extra: &[&str]) -> (serde_json::Value, String) {
 fn eval_locomo_measures_recall_context_and_latency() {
     let (v, stdout) = run_json(&["--embedder", "onnx"]);
     assert!(stdout.contains("hybrid (BM25 + onnx"), "{stdout}");
+    assert!(stdout.contains("pipeline: MemoryManager"), "{stdout}");
     for key in [
         "questions",
         "recall_at_k",
@@ -77,7 +79,16 @@ fn eval_locomo_measures_recall_context_and_latency() {
 
 #[test]
 fn a_smaller_budget_sends_less_and_lexical_search_works_alone() {
-    let (small, stdout) = run_json(&["--embedder", "none", "--budget", "400", "--k", "5"]);
+    let (small, stdout) = run_json(&[
+        "--embedder",
+        "none",
+        "--budget",
+        "400",
+        "--k",
+        "5",
+        "--facts",
+        "heuristic",
+    ]);
     assert!(stdout.contains("BM25 only"), "{stdout}");
     assert!(
         small["mean_context_tokens"].as_f64().unwrap() <= 400.0,
@@ -85,6 +96,15 @@ fn a_smaller_budget_sends_less_and_lexical_search_works_alone() {
     );
     assert!(small["recall_at_k"].as_f64().unwrap() > 0.3, "{small}");
     assert!(stdout.contains("recall@5"), "{stdout}");
+}
+
+#[test]
+fn the_bare_store_pipeline_is_the_baseline() {
+    let (v, stdout) = run_json(&["--embedder", "none", "--pipeline", "store"]);
+    assert!(stdout.contains("pipeline: warm store"), "{stdout}");
+    assert_eq!(v["questions"], 105);
+    assert!(v["recall_at_k"].as_f64().unwrap() >= 0.5, "{v}");
+    assert!(v["mean_context_tokens"].as_f64().unwrap() <= 1500.0, "{v}");
 }
 
 #[test]
@@ -120,7 +140,19 @@ fn eval_rejects_bad_input_with_the_fix() {
         "{err}"
     );
 
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--vector-weight", "2"]);
+    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--vector-weight", "0.5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pipeline store"), "{err}");
+    let (code, _, err) = llmem(&[
+        "eval",
+        "locomo",
+        "--data",
+        &data,
+        "--pipeline",
+        "store",
+        "--vector-weight",
+        "2",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("outside 0..=1"), "{err}");
 }

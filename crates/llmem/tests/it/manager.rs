@@ -155,7 +155,7 @@ async fn a_new_fact_supersedes_the_old_one_and_keeps_its_date() {
         .find(|h| h.record.text.contains("green"))
         .unwrap()
         .line();
-    assert!(line.starts_with("[2024-03-05]"), "{line}");
+    assert!(line.starts_with("[5 March 2024] "), "{line}");
     assert_eq!(m.get_stats().facts, 2);
 }
 
@@ -192,6 +192,103 @@ async fn actual_usage_replaces_the_estimate() {
     let s2 = m.get_stats();
     assert_eq!(s2.sent_tokens, 1000 + p.tokens as u64);
     assert!(s2.total_cost > s.total_cost);
+}
+
+#[tokio::test]
+async fn a_session_ends_into_long_term_memory_with_its_provenance_times_and_neighbours() {
+    let store = Arc::new(WarmStore::in_memory());
+    let mut c = small();
+    c.retrieval.min_term_overlap = 0.2;
+    let providers = Providers::default()
+        .with_counter(gpt4o())
+        .with_store(store.clone());
+    let said = Timestamp::parse("2023-05-08T13:56:00Z").unwrap();
+    let turns = [
+        (
+            "Caroline",
+            "D1:1",
+            "Hey Mel! What did you do at the weekend?",
+        ),
+        (
+            "Melanie",
+            "D1:2",
+            "I painted a sunrise over the lake yesterday.",
+        ),
+        ("Caroline", "D1:3", "Lovely. See you next week!"),
+    ];
+    let mut m = MemoryManager::for_session(
+        c.clone(),
+        providers.clone(),
+        Scope::session("conv", "session_1"),
+    )
+    .unwrap();
+    for (who, id, text) in turns {
+        let msg = Message::user(text)
+            .with_name(who)
+            .with_created_at(said)
+            .with_metadata("dia_id", id);
+        m.add_message(msg, None).await.unwrap();
+    }
+    assert_eq!(
+        m.get_stats().compression_count,
+        0,
+        "all still in the window"
+    );
+    assert_eq!(m.end_session().await.unwrap(), 3);
+    assert_eq!(m.end_session().await.unwrap(), 0, "nothing is stored twice");
+    assert_eq!(m.messages().len(), 3, "the window keeps its messages");
+    let all = store
+        .query(&Scope::tenant("conv"), &Filter::All, None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4, "three turns and one fact: {all:?}");
+    let fact = all
+        .iter()
+        .find(|r| r.kind == RecordKind::Knowledge)
+        .unwrap();
+    assert_eq!(fact.text, "I painted a sunrise over the lake yesterday.");
+    assert_eq!(
+        fact.metadata["dia_id"], "D1:2",
+        "a fact keeps its message's id"
+    );
+    assert_eq!(fact.metadata["times"], "yesterday = 7 May 2023");
+    let painted = all
+        .iter()
+        .find(|r| r.kind == RecordKind::Conversation && r.text.contains("sunrise"))
+        .unwrap();
+    assert_eq!(
+        painted.text,
+        "Melanie: I painted a sunrise over the lake yesterday."
+    );
+    assert_eq!(
+        painted.metadata["dia_id"], "D1:2",
+        "the app's id travels along"
+    );
+    assert_eq!(painted.metadata["times"], "yesterday = 7 May 2023");
+    let key = painted.metadata[llmem::core::KEYWORDS].as_str().unwrap();
+    assert!(
+        key.contains("weekend") && key.contains("next week"),
+        "the question before and the reply after join the lexical key: {key}"
+    );
+    assert!(!all[0].metadata.contains_key("archived"));
+
+    // A later session of the same user finds the turn by the words of the question it answered.
+    let mut later =
+        MemoryManager::for_session(c, providers, Scope::session("conv", "session_2")).unwrap();
+    let p = later
+        .prepare(Some("What did Melanie do at the weekend?"))
+        .await
+        .unwrap();
+    let line = p
+        .retrieved
+        .iter()
+        .find(|r| r.record.text.starts_with("Melanie: "))
+        .map(llmem::longterm::Recalled::line)
+        .unwrap_or_else(|| panic!("not recalled: {:?}", p.retrieved));
+    assert_eq!(
+        line,
+        "[8 May 2023] Melanie: I painted a sunrise over the lake yesterday. (yesterday = 7 May 2023)"
+    );
 }
 
 #[tokio::test]

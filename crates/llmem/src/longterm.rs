@@ -128,17 +128,9 @@ impl LongTerm {
         let mut old = Vec::new();
         for f in facts {
             let mut r = record(scope, f.text, RecordKind::Knowledge, at);
-            for (k, v) in source {
-                if k != ARCHIVED && k != KEYWORDS {
-                    r.metadata.insert(k.clone(), v.clone());
-                }
-            }
+            let text = r.text.clone();
+            stamp(&mut r, source, &text, at, &[]);
             r = r.with_metadata("role", "user");
-            let times = times_of(&r.text, at);
-            r = r.with_metadata(KEYWORDS, date_words(at, times.as_deref()));
-            if let Some(t) = times {
-                r = r.with_metadata(TIMES, t);
-            }
             if let Some(key) = f.key {
                 let tenant = Scope::tenant(scope.tenant.clone());
                 let live = self
@@ -236,6 +228,44 @@ pub fn times_of(text: &str, at: Timestamp) -> Option<String> {
     (!t.is_empty()).then(|| t.join("; "))
 }
 
+/// Whether a message becomes a memory when it leaves the window: said (not a system prompt,
+/// not empty) and not stored already.
+pub fn to_archive(m: &Message) -> bool {
+    m.role != Role::System && !m.flag(ARCHIVED) && !m.text().trim().is_empty()
+}
+
+/// Stamps a memory of `text`, said at `at`: the metadata of the message it comes from
+/// (`source`, less llmem's own keys), its resolved times, and a lexical key of `key` (the
+/// words it should also be found by) with its date and times.
+fn stamp(
+    r: &mut MemoryRecord,
+    source: &serde_json::Map<String, serde_json::Value>,
+    text: &str,
+    at: Timestamp,
+    key: &[&str],
+) {
+    for (k, v) in source {
+        if k != ARCHIVED && k != KEYWORDS {
+            r.metadata.insert(k.clone(), v.clone());
+        }
+    }
+    let times = times_of(text, at);
+    let date = CivilDate::from_timestamp(at).long();
+    let dated = match &times {
+        Some(t) => format!("{date}; {t}"),
+        None => date,
+    };
+    let mut words = key.join("\n");
+    if !words.is_empty() {
+        words.push('\n');
+    }
+    words.push_str(&dated);
+    r.metadata.insert(KEYWORDS.into(), words.into());
+    if let Some(t) = times {
+        r.metadata.insert(TIMES.into(), t.into());
+    }
+}
+
 /// Share of `terms` (a question's content words) found in `text`.
 pub fn overlap(terms: &HashSet<String>, text: &str) -> f32 {
     if terms.is_empty() {
@@ -263,9 +293,16 @@ pub fn record(scope: &Scope, text: String, kind: RecordKind, at: Timestamp) -> M
 pub struct Archive {
     longterm: Arc<LongTerm>,
     scope: Scope,
-    /// The last messages archived, for the next batch's lexical keys, and the id of the last
-    /// record, whose key still lacks the message after it.
-    recent: Mutex<(VecDeque<String>, Option<String>)>,
+    recent: Mutex<Recent>,
+}
+
+/// What the next batch's lexical keys need from the last one.
+#[derive(Debug, Default)]
+struct Recent {
+    /// The last [`PREV_MESSAGES`] texts archived.
+    texts: VecDeque<String>,
+    /// The last record stored, whose key still lacks the message after it.
+    last_id: Option<String>,
 }
 
 impl Archive {
@@ -273,7 +310,7 @@ impl Archive {
         Archive {
             longterm,
             scope,
-            recent: Mutex::new((VecDeque::new(), None)),
+            recent: Mutex::new(Recent::default()),
         }
     }
 }
@@ -287,22 +324,10 @@ fn add_to_key(r: &mut MemoryRecord, words: &str) {
     r.metadata.insert(KEYWORDS.into(), key.into());
 }
 
-/// The date and resolved times of a memory, for its lexical key (questions name dates).
-fn date_words(at: Timestamp, times: Option<&str>) -> String {
-    let date = CivilDate::from_timestamp(at).long();
-    match times {
-        Some(t) => format!("{date}; {t}"),
-        None => date,
-    }
-}
-
 #[async_trait]
 impl ArchiveSink for Archive {
     async fn archive(&self, messages: &[Message]) -> Result<()> {
-        let said: Vec<&Message> = messages
-            .iter()
-            .filter(|m| m.role != Role::System && !m.flag(ARCHIVED) && !m.text().trim().is_empty())
-            .collect();
+        let said: Vec<&Message> = messages.iter().filter(|m| to_archive(m)).collect();
         if said.is_empty() {
             return Ok(());
         }
@@ -310,7 +335,7 @@ impl ArchiveSink for Archive {
         let (before, previous): (Vec<String>, Option<String>) = self
             .recent
             .lock()
-            .map(|mut r| (r.0.iter().cloned().collect(), r.1.take()))
+            .map(|mut r| (r.texts.iter().cloned().collect(), r.last_id.take()))
             .unwrap_or_default();
         let all: Vec<&str> = before.iter().chain(&texts).map(String::as_str).collect();
         let records: Vec<MemoryRecord> = said
@@ -325,26 +350,14 @@ impl ArchiveSink for Archive {
                     RecordKind::Conversation,
                     at,
                 );
-                for (k, v) in &m.metadata {
-                    if k != ARCHIVED {
-                        r.metadata.insert(k.clone(), v.clone());
-                    }
-                }
-                r = r.with_metadata("role", m.role.as_str());
-                let times = times_of(&texts[j], at);
                 let me = before.len() + j;
                 let mut key: Vec<&str> = all[me.saturating_sub(PREV_MESSAGES)..me].to_vec();
                 key.extend(all.iter().skip(me + 1).take(NEXT_MESSAGES));
-                let dated = date_words(at, times.as_deref());
-                key.push(&dated);
                 if let Some(own) = m.metadata.get(KEYWORDS).and_then(|v| v.as_str()) {
                     key.push(own);
                 }
-                r = r.with_metadata(KEYWORDS, key.join("\n"));
-                if let Some(t) = times {
-                    r = r.with_metadata(TIMES, t);
-                }
-                r
+                stamp(&mut r, &m.metadata, &texts[j], at, &key);
+                r.with_metadata("role", m.role.as_str())
             })
             .collect();
         let last = records.last().map(|r| r.id.clone());
@@ -362,12 +375,12 @@ impl ArchiveSink for Archive {
         }
         if let Ok(mut recent) = self.recent.lock() {
             for t in texts {
-                recent.0.push_back(t);
-                if recent.0.len() > PREV_MESSAGES {
-                    recent.0.pop_front();
+                recent.texts.push_back(t);
+                if recent.texts.len() > PREV_MESSAGES {
+                    recent.texts.pop_front();
                 }
             }
-            recent.1 = last;
+            recent.last_id = last;
         }
         Ok(())
     }

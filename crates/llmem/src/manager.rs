@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
-use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled};
+use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, to_archive};
 use llmem_compress::ArchiveSink;
 
 /// The models and stores a manager uses; what is `None` is built from the config (or left
@@ -435,7 +435,7 @@ impl MemoryManager {
             .state
             .context
             .iter()
-            .filter(|m| m.role != Role::System && !m.flag(ARCHIVED))
+            .filter(|m| to_archive(m))
             .cloned()
             .collect();
         if pending.is_empty() {
@@ -504,7 +504,7 @@ impl MemoryManager {
                 .await?;
             // An explicit question not in the context is sent after it: keep room for it.
             let asked = match question {
-                Some(q) if !messages.iter().any(|m| m.text() == q) => {
+                Some(q) if !in_context.iter().any(|t| t == q) => {
                     self.counter.count_message(&Message::user(q))
                 }
                 _ => 0,

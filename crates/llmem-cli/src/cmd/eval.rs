@@ -9,9 +9,10 @@
 //! `--k` memories, and `prepare` gives the prompt it would send under `--budget` tokens (a system
 //! line, the recalled memories best first while they fit, room for the question and an answer
 //! reserve). `--pipeline store` skips the manager and writes the turns straight into the warm
-//! store, with the prompt assembled by the window's [`Layout`]. The figures: evidence recall in the top `--k`, whether the
-//! gold answer is in that prompt, its size, retrieval latency and ingest speed, overall and per
-//! question category; optionally (`--answer`) the local model answers and is scored by token F1.
+//! store, with the prompt assembled by the window's [`Layout`]. The figures: evidence recall in
+//! the top `--k`, whether the gold answer is in that prompt, its size, retrieval latency and
+//! ingest speed, overall and per question category; optionally (`--answer`) the local model
+//! answers and is scored by token F1.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use llmem_core::{
     Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
-    Timestamp, new_id,
+    StoreCapabilities, StoreStats, Timestamp, new_id,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -219,6 +219,32 @@ impl TieredBuilder {
 
 const SNAPSHOTS_FILE: &str = "tiered-snapshots.json";
 
+/// Whether two copies of a record hold the same version (what a tier may change on the way,
+/// like the access time or the embedding's precision, is not compared).
+fn same_version(a: &MemoryRecord, b: &MemoryRecord) -> bool {
+    a.text == b.text
+        && a.kind == b.kind
+        && a.session == b.session
+        && a.created_at == b.created_at
+        && a.metadata == b.metadata
+        && a.supersedes == b.supersedes
+        && a.superseded_by == b.superseded_by
+}
+
+/// The records of several tiers as one list, oldest first, each id once (the warmest copy),
+/// at most `limit`.
+fn oldest_first(parts: Vec<Vec<MemoryRecord>>, limit: Option<usize>) -> Vec<MemoryRecord> {
+    let mut seen = HashSet::new();
+    let mut all: Vec<MemoryRecord> = parts
+        .into_iter()
+        .flatten()
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect();
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    all.truncate(limit.unwrap_or(usize::MAX));
+    all
+}
+
 /// One long-term memory over several tiers. Every record lives in one tier; new records go to
 /// warm unless placed explicitly.
 #[derive(Debug)]
@@ -286,10 +312,6 @@ impl TieredStore {
         for l in self.levels.iter().filter(|l| l.kind != tier) {
             crate::tier::check_owners(&*l.store, &records).await?;
         }
-        let t = Instant::now();
-        target.store.put(records.clone()).await?;
-        target.counters.record(t);
-        // One record, one tier: drop stale copies elsewhere (cheap for warm; a lookup for others).
         let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
         for r in &records {
             by_tenant
@@ -297,9 +319,56 @@ impl TieredStore {
                 .or_default()
                 .push(r.id.clone());
         }
+        // The older copies in other tiers, found before the write: the write itself may demote
+        // some of the new records onward (a batch larger than warm's capacity), and those
+        // must not be taken for older copies afterwards.
+        let mut stale = Vec::new();
         for l in self.levels.iter().filter(|l| l.kind != tier) {
             for (tenant, ids) in &by_tenant {
-                l.store.delete(&Scope::tenant(*tenant), ids).await?;
+                let scope = Scope::tenant(*tenant);
+                let found: Vec<String> = l
+                    .store
+                    .get(&scope, ids)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                if !found.is_empty() {
+                    stale.push((l, scope, found));
+                }
+            }
+        }
+        let new: HashMap<String, MemoryRecord> = if stale.is_empty() {
+            HashMap::new()
+        } else {
+            records.iter().map(|r| (r.id.clone(), r.clone())).collect()
+        };
+        let t = Instant::now();
+        target.store.put(records).await?;
+        target.counters.record(t);
+        // One record, one tier: drop the older copies. A copy is older when the target tier
+        // now holds the id, or when it differs from what was written (a record demoted during
+        // the write replaced the copy of the tier it went to, and that copy is the new one).
+        for (l, scope, ids) in stale {
+            let in_target: HashSet<String> = target
+                .store
+                .get(&scope, &ids)
+                .await?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            let older: Vec<String> = l
+                .store
+                .get(&scope, &ids)
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    in_target.contains(&r.id) || new.get(&r.id).is_none_or(|n| !same_version(r, n))
+                })
+                .map(|r| r.id)
+                .collect();
+            if !older.is_empty() {
+                l.store.delete(&scope, &older).await?;
             }
         }
         Ok(())
@@ -327,29 +396,72 @@ impl TieredStore {
 
     /// A record by id; a read from cold or glacier counts toward promotion to warm.
     pub async fn get(&self, scope: &Scope, id: &str) -> Result<Option<MemoryRecord>> {
-        let Some((kind, rec)) = self.locate(scope, id).await? else {
-            return Ok(None);
-        };
-        if matches!(kind, TierKind::Cold | TierKind::Glacier)
-            && let Some(limit) = self.policy.promote_after_accesses
-        {
-            let n = {
-                let mut a = self.access.lock();
-                let n = a.entry(rec.id.clone()).or_default();
-                *n += 1;
-                *n
-            };
-            if n >= limit {
-                let mut promoted = rec.clone();
-                promoted.access_count += n;
-                promoted.accessed_at = Timestamp::now();
-                self.move_records(kind, TierKind::Warm, vec![promoted])
-                    .await?;
-                self.access.lock().remove(&rec.id);
-                tracing::debug!(id = %rec.id, from = %kind, "promoted to warm after {n} reads");
+        Ok(self
+            .get_many(scope, &[id.to_owned()])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The records with these ids in `scope`, in the order asked (unknown ids skipped), each
+    /// from the warmest tier that holds it; reads from cold or glacier count toward promotion.
+    pub async fn get_many(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        let mut found: HashMap<String, (TierKind, MemoryRecord)> = HashMap::new();
+        for l in &self.levels {
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !found.contains_key(*id))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let t = Instant::now();
+            let got = l.store.get(scope, &missing).await?;
+            l.counters.record(t);
+            l.counters
+                .hits
+                .fetch_add(got.len() as u64, Ordering::Relaxed);
+            l.counters
+                .misses
+                .fetch_add((missing.len() - got.len()) as u64, Ordering::Relaxed);
+            for r in got {
+                found.insert(r.id.clone(), (l.kind, r));
             }
         }
-        Ok(Some(rec))
+        let mut out = Vec::with_capacity(found.len());
+        for id in ids {
+            if let Some((kind, rec)) = found.remove(id) {
+                self.count_read(kind, &rec).await?;
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts a read of `rec` found in `kind`; past the policy's count, moves it to warm.
+    async fn count_read(&self, kind: TierKind, rec: &MemoryRecord) -> Result<()> {
+        let (TierKind::Cold | TierKind::Glacier, Some(limit)) =
+            (kind, self.policy.promote_after_accesses)
+        else {
+            return Ok(());
+        };
+        let n = {
+            let mut a = self.access.lock();
+            let n = a.entry(rec.id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if n >= limit {
+            let mut promoted = rec.clone();
+            promoted.access_count += n;
+            promoted.accessed_at = Timestamp::now();
+            self.move_records(kind, TierKind::Warm, vec![promoted])
+                .await?;
+            self.access.lock().remove(&rec.id);
+            tracing::debug!(id = %rec.id, from = %kind, "promoted to warm after {n} reads");
+        }
+        Ok(())
     }
 
     pub async fn exists(&self, scope: &Scope, id: &str) -> Result<bool> {
@@ -421,20 +533,13 @@ impl TieredStore {
         filter: &Filter,
         limit: Option<usize>,
     ) -> Result<Vec<MemoryRecord>> {
-        let mut seen = HashSet::new();
-        let mut all = Vec::new();
+        let mut parts = Vec::new();
         for l in &self.levels {
             let t = Instant::now();
-            for r in l.store.query(scope, filter, limit).await? {
-                if seen.insert(r.id.clone()) {
-                    all.push(r);
-                }
-            }
+            parts.push(l.store.query(scope, filter, limit).await?);
             l.counters.record(t);
         }
-        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        all.truncate(limit.unwrap_or(usize::MAX));
-        Ok(all)
+        Ok(oldest_first(parts, limit))
     }
 
     /// Vector, text or hybrid search over the searchable tiers (not glacier, which is an
@@ -696,5 +801,80 @@ impl TieredStore {
             });
         }
         Ok(out)
+    }
+}
+
+/// The tiered store is itself a [`MemoryStore`], so whatever takes one (the facade's long-term
+/// memory, a plugin) can run over every tier: writes go to warm, reads and searches span the
+/// tiers (search skips glacier, an archive), deletes reach every tier.
+#[async_trait::async_trait]
+impl MemoryStore for TieredStore {
+    fn name(&self) -> &str {
+        "tiered"
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        let mut caps = StoreCapabilities::default();
+        for l in &self.levels {
+            let c = l.store.capabilities();
+            if l.kind != TierKind::Glacier {
+                caps.vector_search |= c.vector_search;
+                caps.text_search |= c.text_search;
+            }
+            caps.persistent |= c.persistent;
+            caps.snapshots |= c.snapshots;
+        }
+        caps
+    }
+
+    async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        self.store_batch(records).await
+    }
+
+    async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        self.get_many(scope, ids).await
+    }
+
+    async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        TieredStore::delete(self, scope, ids).await
+    }
+
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        TieredStore::query(self, scope, filter, limit).await
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        TieredStore::count(self, scope, filter).await
+    }
+
+    async fn delete_by_filter(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        TieredStore::delete_by_filter(self, scope, filter).await
+    }
+
+    async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
+        TieredStore::search(self, scope, request).await
+    }
+
+    async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+        let mut parts = Vec::new();
+        for l in &self.levels {
+            parts.push(l.store.scan_all(filter, limit).await?);
+        }
+        Ok(oldest_first(parts, limit))
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let mut total = StoreStats::default();
+        for l in &self.levels {
+            let s = l.store.stats().await?;
+            total.items += s.items;
+            total.bytes += s.bytes;
+        }
+        Ok(total)
     }
 }

@@ -25,6 +25,13 @@
 //!
 //! [tiers]
 //! dir = ".llmem"                   # unset: in memory only
+//! warm_max_items = 100000          # past it, the least recently used move to cold
+//! cold = true                      # a Lance dataset in <dir>/cold (feature `lance`)
+//! dimensions = 384                 # the cold tier's vector size: the embedder's
+//! glacier = "s3://bucket/llmem"    # the archive: a directory, file://, s3://, gs://, az://
+//! warm_to_cold_hours = 72          # unread this long: warm → cold (0: never)
+//! cold_to_glacier_days = 30        # unread this long: cold → glacier (0: never)
+//! promote_after_reads = 3          # reads that bring a cold or glacier record back to warm
 //!
 //! [server]
 //! listen = "127.0.0.1:8787"
@@ -56,7 +63,7 @@ const SECTIONS: [&str; 6] = ["memory", "retrieval", "tiers", "server", "chat", "
 const NOT_SETTINGS: [&str; 3] = ["TIERS_CHILD_DIR", "TIERS_CHILD_TIER", "CONFIG"];
 
 /// Optional string settings (absent from the defaults, so their type is not known from them).
-const STRING_KEYS: [&str; 2] = ["server.token", "tiers.dir"];
+const STRING_KEYS: [&str; 3] = ["server.token", "tiers.dir", "tiers.glacier"];
 
 /// Keys of provider tables whose values are numbers or booleans; every other provider key read
 /// from the environment is a string (a key or a model name made of digits stays a string).
@@ -217,17 +224,58 @@ pub enum RetrievalScope {
     Session,
 }
 
-/// Where long-term memory and sessions live.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Where long-term memory and sessions live: the warm tier alone (the default), or warm over
+/// a cold Lance dataset and a glacier archive (see [`crate::tiered`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TierSettings {
-    /// Directory of the warm tier's write-ahead log and the saved sessions; unset keeps
-    /// everything in memory.
+    /// Directory of the warm tier's write-ahead log, the cold tier and the saved sessions;
+    /// unset keeps everything in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// Warm-tier capacity in records.
+    /// Warm-tier capacity in records: past it the least recently used move to cold (without a
+    /// cold tier, a write past it is refused).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm_max_items: Option<usize>,
+    /// The cold tier: a Lance dataset in `<dir>/cold` (needs `dir` and the `lance` feature).
+    pub cold: bool,
+    /// The size of the cold tier's vectors: the embedder's output (384 for the local MiniLM).
+    pub dimensions: usize,
+    /// The glacier archive (feature `glacier`): a directory, `file://…`, `s3://bucket/prefix`
+    /// (endpoint and credentials from the `AWS_*` environment), `gs://…`, `az://…`; encrypted
+    /// when `LLMEM_GLACIER_KEY` holds a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glacier: Option<String>,
+    /// Hours without a read after which a warm record moves to cold; 0: never.
+    pub warm_to_cold_hours: u64,
+    /// Days without a read after which a cold record moves to glacier; 0: never.
+    pub cold_to_glacier_days: u64,
+    /// Reads that bring a record back from cold or glacier to warm; 0: never.
+    pub promote_after_reads: u64,
+}
+
+impl Default for TierSettings {
+    /// Seed 004's thresholds: warm → cold after 72 h, cold → glacier after 30 days, back to
+    /// warm after 3 reads; only the warm tier configured.
+    fn default() -> Self {
+        TierSettings {
+            dir: None,
+            warm_max_items: None,
+            cold: false,
+            dimensions: 384,
+            glacier: None,
+            warm_to_cold_hours: 72,
+            cold_to_glacier_days: 30,
+            promote_after_reads: 3,
+        }
+    }
+}
+
+impl TierSettings {
+    /// More than the warm tier is configured.
+    pub fn tiered(&self) -> bool {
+        self.cold || self.glacier.is_some()
+    }
 }
 
 /// `llmem serve`.
@@ -397,6 +445,39 @@ impl Config {
         }
         if m.facts == FactMode::Llm && self.chat.is_none() {
             return bad("memory.facts", "`llm` needs a [chat] provider table".into());
+        }
+        let t = &self.tiers;
+        if t.cold && t.dir.is_none() {
+            return bad(
+                "tiers.cold",
+                "the cold tier lives in <tiers.dir>/cold: set tiers.dir".into(),
+            );
+        }
+        if t.cold && !cfg!(feature = "lance") {
+            return bad(
+                "tiers.cold",
+                "this build has no cold tier: build llmem with the `lance` feature".into(),
+            );
+        }
+        if t.cold && t.dimensions == 0 {
+            return bad(
+                "tiers.dimensions",
+                "0 is not a vector size; use the embedder's (384 for MiniLM)".into(),
+            );
+        }
+        if let Some(g) = &t.glacier {
+            if g.trim().is_empty() {
+                return bad(
+                    "tiers.glacier",
+                    "empty; give a directory or an s3://, gs://, az:// URL".into(),
+                );
+            }
+            if !cfg!(feature = "glacier") {
+                return bad(
+                    "tiers.glacier",
+                    "this build has no glacier tier: build llmem with the `glacier` feature".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! - [`Sessions`]: many users' sessions in one process, isolated and resumable.
 //! - [`Memory`]: seed 000's manual blocks: `summarize`, `save`/`load`, `gc`, `compile`.
 //! - [`Config`]: `llmem.toml` with `LLMEM_*` overrides and presets.
+//! - [`tiered`]: the long-term store `[tiers]` describes (warm, or warm over cold and glacier).
 //! - [`when`]: dates as people say them, and relative times (`yesterday`) resolved.
 //!
 //! The parts, re-exported:
@@ -30,6 +31,7 @@ pub mod longterm;
 pub mod manager;
 pub mod memory;
 pub mod sessions;
+pub mod tiered;
 pub mod when;
 
 pub use config::Config;

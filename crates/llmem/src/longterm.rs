@@ -275,11 +275,14 @@ pub fn overlap(terms: &HashSet<String>, text: &str) -> f32 {
     terms.iter().filter(|t| have.contains(*t)).count() as f32 / terms.len() as f32
 }
 
-/// A record of `kind` said at `at` in `scope` (tenant and session).
+/// A record of `kind` said at `at` in `scope` (tenant and session). It was last accessed now,
+/// when it is stored: tier migration counts age from the last access, so memories of an old
+/// conversation imported today do not go straight to the archive.
 pub fn record(scope: &Scope, text: String, kind: RecordKind, at: Timestamp) -> MemoryRecord {
     let mut r = MemoryRecord::new(scope.tenant.clone(), text)
         .with_kind(kind)
         .with_created_at(at);
+    r.accessed_at = Timestamp::now();
     if let Some(s) = &scope.session {
         r = r.with_session(s.clone());
     }

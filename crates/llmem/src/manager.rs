@@ -36,7 +36,7 @@ pub struct Providers {
     pub summarizer: Option<Arc<dyn Summarizer>>,
     /// Embeds long-term memories; none: lexical retrieval only.
     pub embedder: Option<Arc<dyn Embedder>>,
-    /// Long-term memory; default: a warm store (persistent under `tiers.dir`).
+    /// Long-term memory; default: what `[tiers]` describes ([`crate::tiered::open_store`]).
     pub store: Option<Arc<dyn MemoryStore>>,
 }
 

@@ -1,29 +1,17 @@
 //! Many users' sessions in one process, each with its own [`MemoryManager`], isolated by user
 //! (tenant) and session; with `tiers.dir` set, each session is saved after every change and
-//! resumes after a restart, and long-term memory is the warm tier's write-ahead log there.
+//! resumes after a restart, and long-term memory (see [`crate::tiered`]) is kept there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use llmem_core::{Error, MemoryStore, Result, Scope};
-use llmem_tiers::{WarmConfig, WarmStore};
+use llmem_core::{Error, Result, Scope};
 use tokio::sync::Mutex;
 
-use crate::config::{Config, TierSettings};
+use crate::config::Config;
 use crate::manager::{MemoryManager, Providers};
-
-/// The long-term store `[tiers]` describes: a warm store, persistent under `dir` when set.
-pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
-    let mut cfg = WarmConfig::default();
-    if let Some(dir) = &tiers.dir {
-        cfg = cfg.persist_in(dir.join("memory"));
-    }
-    if let Some(n) = tiers.warm_max_items {
-        cfg = cfg.max_items(n);
-    }
-    Ok(Arc::new(WarmStore::open(cfg)?))
-}
+pub use crate::tiered::open_store;
 
 /// A handle on one session's manager; lock it for the duration of a turn.
 pub type SessionHandle = Arc<Mutex<MemoryManager>>;

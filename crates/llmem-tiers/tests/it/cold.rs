@@ -25,6 +25,29 @@ async fn cold_conforms() {
 }
 
 #[tokio::test]
+async fn tiered_store_over_warm_and_lance_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    // Warm keeps two records; the rest of the suite's records are demoted into Lance.
+    let warm = Arc::new(WarmStore::open(WarmConfig::default().max_items(2)).unwrap());
+    let cold = Arc::new(
+        ColdStore::open(ColdConfig::new(dir.path().join("cold")))
+            .await
+            .unwrap(),
+    );
+    let before = cold.version().await;
+    let store = TieredStore::builder()
+        .warm(warm)
+        .cold(cold.clone())
+        .build()
+        .unwrap();
+    store_conformance(&store).await;
+    assert!(
+        cold.version().await > before,
+        "the suite's records reached the Lance dataset"
+    );
+}
+
+#[tokio::test]
 async fn cold_persists_filters_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cold");
@@ -108,6 +131,21 @@ async fn cold_persists_filters_and_snapshots() {
     assert_eq!(hits[0].record.text, "a plain note");
 }
 
+/// A unit vector near one of `clusters` centres (a centre plus noise of norm 0.8, normalised),
+/// shaped like real embeddings: neighbours share a centre.
+fn clustered_vec(dim: usize, seed: u64, clusters: u64) -> Vec<f32> {
+    let centre = unit_vec(dim, 7_000_000 + seed % clusters);
+    let noise = unit_vec(dim, seed);
+    let mut v: Vec<f32> = centre
+        .iter()
+        .zip(&noise)
+        .map(|(c, n)| c + 0.8 * n)
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= n);
+    v
+}
+
 #[tokio::test]
 async fn ivf_pq_index_keeps_recall_against_exact_search() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,8 +153,13 @@ async fn ivf_pq_index_keeps_recall_against_exact_search() {
     let mut cfg = ColdConfig::new(dir.path().join("cold"));
     cfg.index_threshold = 3000;
     let cold = ColdStore::open(cfg).await.unwrap();
+    // Clustered vectors, as embeddings are (on i.i.d. uniform vectors every point is about as
+    // far as every other and no ANN index ranks them: see docs/benchmarks.md).
+    let clusters = 60;
     let recs: Vec<_> = (0..3000u64)
-        .map(|i| rec("u", &format!("r{i}"), "x", dim, i))
+        .map(|i| {
+            rec("u", &format!("r{i}"), "x", dim, i).with_embedding(clustered_vec(dim, i, clusters))
+        })
         .collect();
     cold.put(recs.clone()).await.unwrap();
     assert!(
@@ -127,7 +170,7 @@ async fn ivf_pq_index_keeps_recall_against_exact_search() {
     let mut found = 0;
     let queries = 20;
     for qi in 0..queries {
-        let q = unit_vec(dim, 1_000_000 + qi);
+        let q = clustered_vec(dim, 1_000_000 + qi, clusters);
         let mut exact: Vec<(f32, &str)> = recs
             .iter()
             .map(|r| {
@@ -156,7 +199,7 @@ async fn ivf_pq_index_keeps_recall_against_exact_search() {
     }
     let recall = found as f64 / (queries * 10) as f64;
     eprintln!("cold IVF-PQ recall@10 with refine: {recall:.3}");
-    assert!(recall >= 0.8, "recall@10 {recall}");
+    assert!(recall >= 0.9, "recall@10 {recall}");
 }
 
 #[tokio::test]

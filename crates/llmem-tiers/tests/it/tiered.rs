@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use llmem_core::test_kit::store_conformance;
 use llmem_core::{Filter, MemoryStore, Scope, SearchRequest, Timestamp};
 use llmem_tiers::{
     HotStore, MigrationPolicy, RetentionPolicy, Tier, TierKind, TieredStore, WarmConfig, WarmStore,
@@ -206,6 +207,55 @@ pub async fn exercise(store: &TieredStore) {
 }
 
 #[tokio::test]
+async fn tiered_store_conforms_as_a_memory_store_across_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two records fit in warm: the suite's other records are demoted to cold as it writes, so
+    // its reads, filters, searches and deletes run across tiers.
+    let store = stand_in(dir.path(), Some(2));
+    store_conformance(&store).await;
+    let dyn_store: Arc<dyn MemoryStore> = Arc::new(store);
+    assert_eq!(dyn_store.name(), "tiered");
+    let caps = dyn_store.capabilities();
+    assert!(caps.vector_search && caps.text_search && caps.persistent && caps.snapshots);
+}
+
+#[tokio::test]
+async fn reads_through_the_store_trait_span_tiers_and_promote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stand_in(dir.path(), None);
+    let s = Scope::tenant("u");
+    store.store(rec("u", "w", "warm", 8, 1)).await.unwrap();
+    store
+        .store_in(rec("u", "c", "cold", 8, 2), TierKind::Cold)
+        .await
+        .unwrap();
+    store
+        .store_in(rec("u", "g", "glacier", 8, 3), TierKind::Glacier)
+        .await
+        .unwrap();
+    let as_store: &dyn MemoryStore = &store;
+    let ids = ["g".to_owned(), "nope".into(), "w".into(), "c".into()];
+    for _ in 0..3 {
+        let got = as_store.get(&s, &ids).await.unwrap();
+        let got: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(got, ["g", "w", "c"], "order asked, unknown skipped");
+    }
+    // Three reads (the default policy) moved the cold and glacier records to warm.
+    for id in ["g", "c"] {
+        assert_eq!(
+            store.locate(&s, id).await.unwrap().unwrap().0,
+            TierKind::Warm,
+            "{id} promoted"
+        );
+    }
+    assert_eq!(as_store.stats().await.unwrap().items, 3);
+    assert_eq!(
+        as_store.scan_all(&Filter::All, None).await.unwrap().len(),
+        3
+    );
+}
+
+#[tokio::test]
 async fn placement_supersede_search_and_tenancy() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&stand_in(dir.path(), None)).await;
@@ -302,6 +352,31 @@ async fn lru_demotion_goes_to_cold_and_usage_is_reported() {
         12,
         "nothing was dropped"
     );
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_warm_loses_nothing_and_replaces_older_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stand_in(dir.path(), Some(5));
+    let s = Scope::tenant("u");
+    // An older version of r3 sits in glacier.
+    store
+        .store_in(rec("u", "r3", "old r3", 8, 3), TierKind::Glacier)
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..12u64)
+        .map(|i| rec("u", &format!("r{i}"), &format!("new r{i}"), 8, i))
+        .collect();
+    store.store_batch(batch).await.unwrap();
+    assert_eq!(
+        store.count(&s, &Filter::All).await.unwrap(),
+        12,
+        "the records demoted while the batch was written were kept"
+    );
+    for i in 0..12 {
+        let r = store.get(&s, &format!("r{i}")).await.unwrap().unwrap();
+        assert_eq!(r.text, format!("new r{i}"));
+    }
 }
 
 #[tokio::test]

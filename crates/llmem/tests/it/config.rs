@@ -114,6 +114,49 @@ fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
     assert!(e.contains("memory.facts") && e.contains("[chat]"), "{e}");
     let e = err(Some("[memory\n"), &[]);
     assert!(e.contains("llmem.toml"), "{e}");
+    let e = err(Some("[tiers]\ncold = true\n"), &[]);
+    assert!(e.contains("tiers.cold") && e.contains("tiers.dir"), "{e}");
+    let e = err(None, &[("LLMEM_TIERS_GLACIER", " ")]);
+    assert!(e.contains("tiers.glacier"), "{e}");
+    let e = err(
+        Some("[tiers]\ndir = \"x\"\ncold = true\ndimensions = 0\n"),
+        &[],
+    );
+    assert!(e.contains("tiers.dimensions") || e.contains("lance"), "{e}");
+}
+
+#[test]
+fn the_tiers_section_reads_from_the_file_and_the_environment() {
+    let c = Config::from_sources(
+        Some("[tiers]\ndir = \"data\"\nwarm_max_items = 500\nwarm_to_cold_hours = 0\n"),
+        env(&[
+            ("LLMEM_TIERS_GLACIER", "s3://bucket/llmem"),
+            ("LLMEM_TIERS_PROMOTE_AFTER_READS", "5"),
+            ("LLMEM_GLACIER_KEY", "not a setting of this file"),
+        ]),
+    );
+    // The glacier tier needs the `glacier` feature; without it the error says so.
+    let c = match c {
+        Ok(c) => c,
+        Err(e) if !cfg!(feature = "glacier") => {
+            assert!(e.to_string().contains("glacier"), "{e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let t = &c.tiers;
+    assert_eq!(t.warm_max_items, Some(500));
+    assert_eq!(t.glacier.as_deref(), Some("s3://bucket/llmem"));
+    assert_eq!(t.promote_after_reads, 5);
+    assert!(t.tiered() && !t.cold);
+    let p = llmem::tiered::policy(t);
+    assert_eq!(p.warm_to_cold, None, "0 turns the threshold off");
+    assert_eq!(
+        p.cold_to_glacier,
+        Some(std::time::Duration::from_secs(30 * 24 * 3600))
+    );
+    assert_eq!(p.promote_after_accesses, Some(5));
+    assert!(!Config::default().tiers.tiered(), "warm alone by default");
 }
 
 #[test]

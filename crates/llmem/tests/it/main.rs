@@ -10,6 +10,7 @@ mod examples;
 mod manager;
 mod memory;
 mod sessions;
+mod tiers;
 
 /// The exact gpt-4o counter.
 pub fn gpt4o() -> Arc<dyn TokenCounter> {

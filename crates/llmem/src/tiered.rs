@@ -1,0 +1,201 @@
+//! The long-term store `[tiers]` describes, for [`crate::MemoryManager`] and [`crate::Sessions`].
+//!
+//! - Only the warm tier (the default): a [`WarmStore`], persistent under `tiers.dir/memory`.
+//! - With `tiers.cold` or `tiers.glacier`: a [`TieredStore`] over warm (`tiers.dir/memory`),
+//!   cold (a Lance dataset in `tiers.dir/cold`) and glacier (`tiers.glacier`). The manager
+//!   sees one [`MemoryStore`]: writes go to warm, warm's least recently used records move to
+//!   cold past `warm_max_items`, searches span warm and cold, reads of cold or glacier records
+//!   count toward promotion, and the age thresholds run when the store opens and then at most
+//!   once an hour while it is used.
+//!
+//! The cold and glacier tiers open asynchronously, so the tiered store opens on first use;
+//! [`open_store`] itself stays synchronous like the managers that call it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use llmem_core::{
+    Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
+    StoreCapabilities, StoreStats,
+};
+use llmem_tiers::{MigrationPolicy, TieredStore, WarmConfig, WarmStore};
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::config::TierSettings;
+
+/// How often, at most, the age thresholds run.
+const MIGRATE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The long-term store `[tiers]` describes: the warm tier alone, or the tiered store.
+pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
+    let mut cfg = WarmConfig::default();
+    if let Some(dir) = &tiers.dir {
+        cfg = cfg.persist_in(dir.join("memory"));
+    }
+    if let Some(n) = tiers.warm_max_items {
+        cfg = cfg.max_items(n);
+    }
+    let warm = WarmStore::open(cfg)?;
+    if !tiers.tiered() {
+        return Ok(Arc::new(warm));
+    }
+    Ok(Arc::new(ConfiguredTiers {
+        settings: tiers.clone(),
+        warm: Arc::new(warm),
+        store: OnceCell::new(),
+        migrated: Mutex::new(None),
+    }))
+}
+
+/// The migration policy of `[tiers]` (0 turns a threshold off).
+pub fn policy(tiers: &TierSettings) -> MigrationPolicy {
+    let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h * 3600));
+    MigrationPolicy {
+        hot_to_warm: None,
+        warm_to_cold: hours(tiers.warm_to_cold_hours),
+        cold_to_glacier: hours(tiers.cold_to_glacier_days * 24),
+        promote_after_accesses: (tiers.promote_after_reads > 0)
+            .then_some(tiers.promote_after_reads),
+    }
+}
+
+/// Warm, cold and glacier as `[tiers]` says, opened on first use.
+#[derive(Debug)]
+struct ConfiguredTiers {
+    settings: TierSettings,
+    warm: Arc<WarmStore>,
+    store: OnceCell<TieredStore>,
+    /// When the age thresholds last ran.
+    migrated: Mutex<Option<Instant>>,
+}
+
+impl ConfiguredTiers {
+    async fn tiers(&self) -> Result<&TieredStore> {
+        let store = self.store.get_or_try_init(|| self.open()).await?;
+        let due = self
+            .migrated
+            .lock()
+            .is_none_or(|t| t.elapsed() >= MIGRATE_EVERY);
+        if due {
+            *self.migrated.lock() = Some(Instant::now());
+            // A failed migration leaves every record where it was: report it, do not fail
+            // the operation that triggered it.
+            match store.migrate().await {
+                Ok(r) if r.total() > 0 => tracing::info!(moved = r.total(), "tiers migrated"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("tier migration failed (records stay put): {e}"),
+            }
+        }
+        Ok(store)
+    }
+
+    async fn open(&self) -> Result<TieredStore> {
+        let t = &self.settings;
+        let mut b = TieredStore::builder()
+            .warm(self.warm.clone())
+            .policy(policy(t));
+        if let Some(dir) = &t.dir {
+            b = b.state_dir(dir);
+        }
+        if t.cold {
+            b = b.cold(open_cold(t).await?);
+        }
+        if let Some(url) = &t.glacier {
+            b = b.glacier(open_glacier(url).await?);
+        }
+        b.build()
+    }
+}
+
+#[cfg(feature = "lance")]
+async fn open_cold(t: &TierSettings) -> Result<Arc<dyn llmem_tiers::Tier>> {
+    let dir = t
+        .dir
+        .as_ref()
+        .ok_or_else(|| Error::config("tiers.cold", "set tiers.dir: the cold tier lives there"))?;
+    let mut cfg = llmem_tiers::ColdConfig::new(dir.join("cold"));
+    cfg.dimensions = Some(t.dimensions);
+    Ok(Arc::new(llmem_tiers::ColdStore::open(cfg).await?))
+}
+
+#[cfg(not(feature = "lance"))]
+async fn open_cold(_: &TierSettings) -> Result<Arc<dyn llmem_tiers::Tier>> {
+    Err(Error::config(
+        "tiers.cold",
+        "this build has no cold tier: build llmem with the `lance` feature",
+    ))
+}
+
+#[cfg(feature = "glacier")]
+async fn open_glacier(url: &str) -> Result<Arc<dyn llmem_tiers::Tier>> {
+    let cfg = llmem_tiers::GlacierConfig::new(url);
+    Ok(Arc::new(llmem_tiers::GlacierStore::open(cfg).await?))
+}
+
+#[cfg(not(feature = "glacier"))]
+async fn open_glacier(_: &str) -> Result<Arc<dyn llmem_tiers::Tier>> {
+    Err(Error::config(
+        "tiers.glacier",
+        "this build has no glacier tier: build llmem with the `glacier` feature",
+    ))
+}
+
+#[async_trait]
+impl MemoryStore for ConfiguredTiers {
+    fn name(&self) -> &str {
+        "tiered"
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        // Warm searches by vector and text; cold and glacier add persistence.
+        StoreCapabilities {
+            vector_search: true,
+            text_search: true,
+            persistent: self.settings.dir.is_some(),
+            snapshots: true,
+        }
+    }
+
+    async fn put(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        self.tiers().await?.put(records).await
+    }
+
+    async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
+        MemoryStore::get(self.tiers().await?, scope, ids).await
+    }
+
+    async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        MemoryStore::delete(self.tiers().await?, scope, ids).await
+    }
+
+    async fn query(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<Vec<MemoryRecord>> {
+        MemoryStore::query(self.tiers().await?, scope, filter, limit).await
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        MemoryStore::count(self.tiers().await?, scope, filter).await
+    }
+
+    async fn delete_by_filter(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        MemoryStore::delete_by_filter(self.tiers().await?, scope, filter).await
+    }
+
+    async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
+        MemoryStore::search(self.tiers().await?, scope, request).await
+    }
+
+    async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
+        self.tiers().await?.scan_all(filter, limit).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.tiers().await?.stats().await
+    }
+}

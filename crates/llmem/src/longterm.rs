@@ -42,6 +42,9 @@ pub struct LongTerm {
     embedder: Option<Arc<dyn Embedder>>,
     settings: RetrievalSettings,
     stored: AtomicU64,
+    /// The last question embedded and its vector: an application that searches and then
+    /// prepares the prompt for the same question embeds it once.
+    last_query: parking_lot::Mutex<Option<(String, Vec<f32>)>>,
 }
 
 /// A memory recalled for a question, with its relevance (cosine, or term overlap).
@@ -77,6 +80,7 @@ impl LongTerm {
             embedder,
             settings,
             stored: AtomicU64::new(0),
+            last_query: parking_lot::Mutex::new(None),
         }
     }
 
@@ -90,6 +94,23 @@ impl LongTerm {
 
     pub fn settings(&self) -> &RetrievalSettings {
         &self.settings
+    }
+
+    /// The query's embedding (none without an embedder); the last one is remembered.
+    pub async fn embed_query(&self, query: &str) -> Result<Option<Vec<f32>>> {
+        let Some(e) = &self.embedder else {
+            return Ok(None);
+        };
+        if let Some((q, v)) = &*self.last_query.lock()
+            && q == query
+        {
+            return Ok(Some(v.clone()));
+        }
+        let v = e.embed(&[query.to_owned()]).await?.pop();
+        if let Some(v) = &v {
+            *self.last_query.lock() = Some((query.to_owned(), v.clone()));
+        }
+        Ok(v)
     }
 
     /// Records stored through this handle since it was made.
@@ -175,10 +196,7 @@ impl LongTerm {
         if terms.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
-        let qv = match &self.embedder {
-            Some(e) => e.embed(&[query.to_owned()]).await?.pop(),
-            None => None,
-        };
+        let qv = self.embed_query(query).await?;
         let mut req = SearchRequest::text(query.to_owned(), k * 3);
         if let Some(v) = &qv {
             req = req.with_vector(v.clone());

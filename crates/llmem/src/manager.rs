@@ -561,9 +561,7 @@ impl MemoryManager {
     /// Searches this user's long-term memory (no relevance gate): for tools and inspection.
     pub async fn search(&self, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
         let mut req = llmem_core::SearchRequest::text(query.to_owned(), k);
-        if let Some(e) = self.longterm.embedder()
-            && let Some(v) = e.embed(&[query.to_owned()]).await?.pop()
-        {
+        if let Some(v) = self.longterm.embed_query(query).await? {
             req = req.with_vector(v);
         }
         self.longterm.store().search(&self.recall_scope, &req).await

@@ -28,16 +28,10 @@ use crate::config::TierSettings;
 /// How often, at most, the age thresholds run.
 const MIGRATE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The long-term store `[tiers]` describes: the warm tier alone, or the tiered store.
+/// The long-term store `[tiers]` describes: the warm tier alone, or the tiered store (opened
+/// on first use).
 pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
-    let mut cfg = WarmConfig::default();
-    if let Some(dir) = &tiers.dir {
-        cfg = cfg.persist_in(dir.join("memory"));
-    }
-    if let Some(n) = tiers.warm_max_items {
-        cfg = cfg.max_items(n);
-    }
-    let warm = WarmStore::open(cfg)?;
+    let warm = open_warm(tiers)?;
     if !tiers.tiered() {
         return Ok(Arc::new(warm));
     }
@@ -47,6 +41,40 @@ pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
         store: OnceCell::new(),
         migrated: Mutex::new(None),
     }))
+}
+
+/// The tiered store `[tiers]` describes, opened now, for tools that work on the tiers
+/// themselves (placement, snapshots, metrics: `llmem store`, `search`, `stats`, …); the same
+/// directories as [`open_store`], so they see what the managers stored.
+pub async fn open_tiered(tiers: &TierSettings) -> Result<TieredStore> {
+    assemble(tiers, Arc::new(open_warm(tiers)?)).await
+}
+
+/// The warm tier: its write-ahead log in `tiers.dir/memory`, its capacity.
+fn open_warm(tiers: &TierSettings) -> Result<WarmStore> {
+    let mut cfg = WarmConfig::default();
+    if let Some(dir) = &tiers.dir {
+        cfg = cfg.persist_in(dir.join("memory"));
+    }
+    if let Some(n) = tiers.warm_max_items {
+        cfg = cfg.max_items(n);
+    }
+    WarmStore::open(cfg)
+}
+
+/// Warm with cold and glacier as configured, the migration policy and the snapshot list.
+async fn assemble(t: &TierSettings, warm: Arc<WarmStore>) -> Result<TieredStore> {
+    let mut b = TieredStore::builder().warm(warm).policy(policy(t));
+    if let Some(dir) = &t.dir {
+        b = b.state_dir(dir);
+    }
+    if t.cold {
+        b = b.cold(open_cold(t).await?);
+    }
+    if let Some(url) = &t.glacier {
+        b = b.glacier(open_glacier(url).await?);
+    }
+    b.build()
 }
 
 /// The migration policy of `[tiers]` (0 turns a threshold off).
@@ -73,7 +101,10 @@ struct ConfiguredTiers {
 
 impl ConfiguredTiers {
     async fn tiers(&self) -> Result<&TieredStore> {
-        let store = self.store.get_or_try_init(|| self.open()).await?;
+        let store = self
+            .store
+            .get_or_try_init(|| assemble(&self.settings, self.warm.clone()))
+            .await?;
         let due = self
             .migrated
             .lock()
@@ -89,23 +120,6 @@ impl ConfiguredTiers {
             }
         }
         Ok(store)
-    }
-
-    async fn open(&self) -> Result<TieredStore> {
-        let t = &self.settings;
-        let mut b = TieredStore::builder()
-            .warm(self.warm.clone())
-            .policy(policy(t));
-        if let Some(dir) = &t.dir {
-            b = b.state_dir(dir);
-        }
-        if t.cold {
-            b = b.cold(open_cold(t).await?);
-        }
-        if let Some(url) = &t.glacier {
-            b = b.glacier(open_glacier(url).await?);
-        }
-        b.build()
     }
 }
 

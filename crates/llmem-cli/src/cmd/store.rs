@@ -2,17 +2,19 @@
 //! (`llmem-tiers`) in a data directory.
 //!
 //! The directory (`--dir`, or `LLMEM_DATA_DIR`, default `./.llmem`) holds the warm tier with its
-//! write-ahead log (`warm/`), the cold tier as a Lance dataset (`cold/`, when the CLI is built
-//! with the `lance` feature) and the list of snapshots. Records are text; search is lexical
-//! (BM25) unless the records carry embeddings and a query vector is given.
+//! write-ahead log (`memory/`), the cold tier as a Lance dataset (`cold/`, when the CLI is built
+//! with the `lance` feature) and the list of snapshots: the layout of `[tiers]` with `dir` set,
+//! so `llmem.toml`'s `tiers.dir` pointing at the same directory shares it with `llmem chat`
+//! and `llmem serve`. Records are text; search is lexical (BM25) unless the records carry
+//! embeddings and a query vector is given.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use llmem::config::TierSettings;
 use llmem::core::{Filter, MemoryRecord, RecordKind, Scope, SearchRequest};
-use llmem::tiers::{TieredStore, WarmConfig, WarmStore};
+use llmem::tiers::TieredStore;
 use serde_json::{Value, json};
 
 /// Where the memory lives and whose it is (shared by every store subcommand).
@@ -44,31 +46,29 @@ impl Target {
         }
     }
 
-    /// Opens the tiered store in `dir`: warm with its write-ahead log, plus cold on Lance.
+    /// Opens the tiered store in `dir`, laid out as `[tiers]` lays it out for the memory
+    /// managers (`llmem::tiered`): warm with its write-ahead log in `memory/`, plus cold on
+    /// Lance in `cold/`, so these commands see what `llmem chat` and `serve` stored there.
     async fn open(&self) -> Result<TieredStore> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating the data directory {}", self.dir.display()))?;
-        let mut warm_cfg = WarmConfig::default().persist_in(self.dir.join("warm"));
-        if cfg!(feature = "lance")
-            && let Some(n) = self.warm_items
-        {
-            warm_cfg = warm_cfg.max_items(n);
+        // Data directories of earlier versions kept warm in `warm/`.
+        let (old, new) = (self.dir.join("warm"), self.dir.join("memory"));
+        if old.is_dir() && !new.exists() {
+            std::fs::rename(&old, &new)
+                .with_context(|| format!("moving {} to {}", old.display(), new.display()))?;
         }
-        let warm = Arc::new(
-            WarmStore::open(warm_cfg)
-                .with_context(|| format!("opening the warm tier in {}", self.dir.display()))?,
-        );
-        let builder = TieredStore::builder().warm(warm).state_dir(&self.dir);
-        #[cfg(feature = "lance")]
-        let builder = {
-            let mut cfg = llmem::tiers::ColdConfig::new(self.dir.join("cold"));
-            cfg.dimensions = Some(self.dimensions);
-            let cold = llmem::tiers::ColdStore::open(cfg)
-                .await
-                .with_context(|| format!("opening the cold tier in {}", self.dir.display()))?;
-            builder.cold(Arc::new(cold))
+        let tiers = TierSettings {
+            dir: Some(self.dir.clone()),
+            // Without a cold tier to demote to, warm is unbounded.
+            warm_max_items: self.warm_items.filter(|_| cfg!(feature = "lance")),
+            cold: cfg!(feature = "lance"),
+            dimensions: self.dimensions,
+            ..TierSettings::default()
         };
-        Ok(builder.build()?)
+        llmem::tiered::open_tiered(&tiers)
+            .await
+            .with_context(|| format!("opening the memory in {}", self.dir.display()))
     }
 }
 

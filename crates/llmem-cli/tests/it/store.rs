@@ -1,5 +1,6 @@
 //! `llmem import`, `store`, `search`, `export`, `snapshot`, `stats` on a data directory in a
-//! temp dir (warm tier with its write-ahead log; cold on Lance when built with `lance`).
+//! temp dir (warm tier with its write-ahead log; cold on Lance when built with `lance`), shared
+//! with the memory managers.
 
 use crate::llmem;
 
@@ -184,4 +185,36 @@ fn import_search_export_stats_snapshot() {
     let (code, _, err) = llmem(&["import", "--dir", dir, bad.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("bad.jsonl:2"), "{err}");
+}
+
+#[test]
+fn the_store_commands_share_the_memory_managers_directory() {
+    use ::llmem::config::TierSettings;
+    use ::llmem::core::{MemoryRecord, MemoryStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // What a manager with `tiers.dir` set stores ...
+    let tiers = TierSettings {
+        dir: Some(dir.clone()),
+        ..TierSettings::default()
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = ::llmem::tiered::open_store(&tiers).unwrap();
+        store
+            .put(vec![MemoryRecord::new(
+                "alice",
+                "user: my sister Ines lives in Porto",
+            )])
+            .await
+            .unwrap();
+    });
+    // ... `llmem search` finds in the same directory.
+    let d = dir.to_str().unwrap();
+    let out = run(&["search", "--dir", d, "--tenant", "alice", "sister Porto"]);
+    assert!(out.contains("Ines lives in Porto"), "{out}");
+    // A directory of an earlier version (warm in `warm/`) is moved to the current layout.
+    std::fs::rename(dir.join("memory"), dir.join("warm")).unwrap();
+    let out = run(&["search", "--dir", d, "--tenant", "alice", "sister Porto"]);
+    assert!(out.contains("Ines lives in Porto"), "{out}");
+    assert!(dir.join("memory").is_dir() && !dir.join("warm").exists());
 }

@@ -242,7 +242,8 @@ async fn cold_rows(
         t_all,
     )
     .await;
-    r.note = format!("index build {build:.1} s; nprobes 20, refine ×5");
+    let probes = 20.max(((n as f64).sqrt() as usize).clamp(1, 1024) / 16);
+    r.note = format!("index build {build:.1} s; {probes} probes, refine ×5");
     rows.push(r);
     rows.push(
         measure(
@@ -254,6 +255,22 @@ async fn cold_rows(
         )
         .await,
     );
+    // The same index, more candidates re-ranked exactly.
+    drop(cold);
+    let mut cfg = ColdConfig::new(dir.path().join("cold"));
+    cfg.index_threshold = usize::MAX;
+    cfg.refine_factor = 20;
+    let cold = ColdStore::open(cfg).await.unwrap();
+    let mut r = measure(
+        &cold,
+        format!("cold IVF-PQ top-10, {n}×{dim}, refine ×20"),
+        queries,
+        None,
+        t_all,
+    )
+    .await;
+    r.note = format!("{probes} probes");
+    rows.push(r);
 }
 
 fn chroma(

@@ -2,7 +2,7 @@
 //!
 //! It holds the shared types ([`Message`], [`MemoryRecord`], [`Filter`], [`Timestamp`]), the
 //! plugin traits ([`TokenCounter`], [`ChatModel`], [`Embedder`], [`Summarizer`],
-//! [`MemoryStore`]) with their [`Capabilities`], the one [`Error`] type, and a [`Registry`] of
+//! [`MemoryStore`], [`VectorScorer`]) with their [`Capabilities`], the one [`Error`] type, and a [`Registry`] of
 //! named factories. With the `test-kit` feature it exports the conformance suites every
 //! implementation runs against itself.
 //!
@@ -15,6 +15,7 @@ pub mod message;
 pub mod provider;
 pub mod record;
 pub mod registry;
+pub mod scorer;
 pub mod store;
 pub mod time;
 pub mod tokens;
@@ -34,6 +35,7 @@ pub use provider::{
 };
 pub use record::{KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, new_id, search_key};
 pub use registry::{Factory, Registry};
+pub use scorer::VectorScorer;
 pub use store::{DynMemoryStore, Fusion, MemoryStore, SearchRequest, StoreStats};
 pub use time::Timestamp;
 pub use tokens::{Accuracy, TokenCounter};

@@ -23,6 +23,27 @@ use crate::store::{MemoryStore, SearchRequest};
 use crate::time::Timestamp;
 use crate::tokens::TokenCounter;
 
+/// `n` deterministic values in [-0.5, 0.5) from `seed` (xorshift64): test and benchmark data.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// A deterministic unit vector of `dim` values from `seed` ([`values`], L2-normalised).
+pub fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
+    let mut v = values(dim, seed);
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= n);
+    v
+}
+
 fn unit(dim: usize, hot: usize) -> Vec<f32> {
     let mut v = vec![0.0; dim];
     v[hot % dim] = 1.0;

@@ -27,26 +27,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use llmem_core::test_kit::unit_vec;
 use llmem_core::{Filter, MemoryRecord, MemoryStore, RecordKind, Scope, SearchRequest};
 use llmem_tiers::WarmStore;
 use llmem_tiers::vector::dot;
 use serde_json::json;
-
-/// Deterministic unit vectors (xorshift64).
-fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= n);
-    v
-}
 
 /// Clusters in the data (`CLUSTERS`, default 1000; 0: i.i.d. uniform unit vectors).
 fn clusters() -> u64 {

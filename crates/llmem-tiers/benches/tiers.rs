@@ -5,24 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use llmem_core::test_kit::unit_vec;
 use llmem_core::{Filter, MemoryRecord, MemoryStore, Scope, SearchRequest};
 use llmem_tiers::WarmStore;
 use serde_json::json;
-
-fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= n);
-    v
-}
 
 fn records(n: usize, dim: usize) -> Vec<MemoryRecord> {
     (0..n as u64)

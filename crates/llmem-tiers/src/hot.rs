@@ -1,18 +1,21 @@
 //! The hot tier: the working set (what is in the model's context) with its embeddings in one
 //! contiguous matrix, scored against a query in a single pass.
 //!
-//! It is a [`WarmStore`] named `hot` with a small capacity, so it inherits the exact,
-//! auto-vectorised CPU scoring, filters and LRU demotion (to warm). A GPU path (ort's CUDA
-//! provider) is not implemented yet: scoring a working set of a few thousand rows on the CPU
-//! takes well under a millisecond.
+//! It is a [`WarmStore`] named `hot` with a small capacity, so it inherits the filters, LRU
+//! demotion (to warm) and the exact, auto-vectorised CPU scoring. With a [`VectorScorer`]
+//! ([`HotStore::with_scorer`]) the scoring runs on that engine instead: the matrix is loaded
+//! into it when it changes and each query only sends the query vector. `llmem-providers`'
+//! `onnx::OnnxScorer` is such an engine on ONNX Runtime, on the GPU with its `cuda` feature
+//! where a GPU is present, on the CPU otherwise.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use llmem_core::{
     Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
-    StoreCapabilities, StoreStats,
+    StoreCapabilities, StoreStats, VectorScorer,
 };
+use parking_lot::Mutex;
 
 use crate::tier::Tier;
 use crate::warm::{WarmConfig, WarmStore};
@@ -21,6 +24,14 @@ use crate::warm::{WarmConfig, WarmStore};
 #[derive(Debug)]
 pub struct HotStore {
     inner: WarmStore,
+    engine: Option<Engine>,
+}
+
+#[derive(Debug)]
+struct Engine {
+    scorer: Arc<dyn VectorScorer>,
+    /// The generation of the matrix the scorer holds.
+    loaded: Mutex<Option<u64>>,
 }
 
 impl HotStore {
@@ -28,7 +39,28 @@ impl HotStore {
     pub fn new(max_items: usize) -> Result<Self> {
         Ok(HotStore {
             inner: WarmStore::open(WarmConfig::default().named("hot").max_items(max_items))?,
+            engine: None,
         })
+    }
+
+    /// Scores the working set on `scorer` (see the module docs) instead of the CPU loop.
+    #[must_use]
+    pub fn with_scorer(mut self, scorer: Arc<dyn VectorScorer>) -> Self {
+        self.set_scorer(scorer);
+        self
+    }
+
+    /// Like [`with_scorer`](Self::with_scorer), in place.
+    pub fn set_scorer(&mut self, scorer: Arc<dyn VectorScorer>) {
+        self.engine = Some(Engine {
+            scorer,
+            loaded: Mutex::new(None),
+        });
+    }
+
+    /// The engine that scores the working set: `"cpu"`, or the scorer's name.
+    pub fn scorer_name(&self) -> &str {
+        self.engine.as_ref().map_or("cpu", |e| e.scorer.name())
     }
 
     /// Where records pushed out of the working set go (the warm tier).
@@ -38,7 +70,19 @@ impl HotStore {
 
     /// Cosine similarity of `query` with every record of the working set in `scope`, best first.
     pub fn score(&self, scope: &Scope, query: &[f32]) -> Result<Vec<(String, f32)>> {
-        self.inner.score_all(scope, query)
+        let Some(engine) = &self.engine else {
+            return self.inner.score_all(scope, query);
+        };
+        self.inner
+            .score_with(scope, query, |rows, dim, generation| {
+                let mut loaded = engine.loaded.lock();
+                if *loaded != Some(generation) {
+                    *loaded = None;
+                    engine.scorer.load(rows, dim)?;
+                    *loaded = Some(generation);
+                }
+                engine.scorer.score(query)
+            })
     }
 
     /// The ids that a `gc(query)` keeping the `keep` most relevant records would push out:

@@ -1,6 +1,7 @@
 //! llmem-tiers: tiered long-term memory.
 //!
-//! - [`HotStore`]: the working set, scored against a query in one pass (CPU).
+//! - [`HotStore`]: the working set, scored against a query in one pass (CPU, or a
+//!   [`VectorScorer`](llmem_core::VectorScorer) engine such as ONNX Runtime on a GPU).
 //! - [`WarmStore`]: RAM, exact vector search, BM25, filters, LRU demotion, write-ahead log.
 //! - `ColdStore` (feature `lance`): a Lance dataset on disk with an ANN index past a size.
 //! - `GlacierStore` (feature `glacier`): zstd (optionally AES-256-GCM) batches on object storage.

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use llmem_core::{
@@ -93,9 +94,29 @@ struct Inner {
     tick: u64,
     bytes: u64,
     snapshots: HashMap<String, Vec<MemoryRecord>>,
+    /// Changes whenever a row of the matrix does (unique across stores and clears), so an
+    /// engine that holds a copy of the matrix knows when to reload it.
+    generation: u64,
 }
 
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
 impl Inner {
+    fn check_query(&self, q: &[f32]) -> Result<()> {
+        if q.len() == self.dim {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "the query vector has {} dimensions but this store holds {}-dimensional embeddings",
+            q.len(),
+            self.dim
+        )))
+    }
+
+    fn next_generation(&mut self) {
+        self.generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn live(&self) -> usize {
         self.by_id.len()
     }
@@ -173,6 +194,7 @@ impl Inner {
             tick: self.tick,
             bytes,
         });
+        self.next_generation();
     }
 
     fn remove_slot(&mut self, slot: u32) -> Option<MemoryRecord> {
@@ -261,13 +283,7 @@ impl Inner {
         if self.dim == 0 {
             return Ok(Vec::new());
         }
-        if q.len() != self.dim {
-            return Err(Error::invalid(format!(
-                "the query vector has {} dimensions but this store holds {}-dimensional embeddings",
-                q.len(),
-                self.dim
-            )));
-        }
+        self.check_query(q)?;
         let qn = norm(q);
         let qinv = if qn > 0.0 { 1.0 / qn } else { 0.0 };
         let mut top = TopK::new(k);
@@ -330,6 +346,7 @@ impl Inner {
             snapshots,
             ..Inner::default()
         };
+        self.next_generation();
     }
 }
 
@@ -420,6 +437,44 @@ impl WarmStore {
                 Some((inner.slots.get(slot as usize)?.as_ref()?.rec.id.clone(), s))
             })
             .collect())
+    }
+
+    /// Like [`score_all`](Self::score_all), with the dot products computed by `dots`: it gets
+    /// the whole matrix (row-major, `dim` values a row, free rows included), `dim`, and a
+    /// generation number that changes whenever the matrix does, and returns one dot product
+    /// per row. The rows of records outside `scope` are dropped afterwards.
+    pub(crate) fn score_with(
+        &self,
+        scope: &Scope,
+        query: &[f32],
+        dots: impl FnOnce(&[f32], usize, u64) -> Result<Vec<f32>>,
+    ) -> Result<Vec<(String, f32)>> {
+        let inner = self.inner.lock();
+        if inner.dim == 0 || inner.live() == 0 {
+            return Ok(Vec::new());
+        }
+        inner.check_query(query)?;
+        let rows = inner.matrix.len() / inner.dim;
+        let d = dots(&inner.matrix, inner.dim, inner.generation)?;
+        if d.len() != rows {
+            return Err(Error::invalid(format!(
+                "the scoring engine returned {} scores for {rows} rows",
+                d.len()
+            )));
+        }
+        let qn = norm(query);
+        let qinv = if qn > 0.0 { 1.0 / qn } else { 0.0 };
+        let mut out: Vec<(String, f32)> = d
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, dot)| {
+                let s = inner.slots.get(i)?.as_ref()?;
+                (s.has_vec && inner.visible(i as u32, Some(scope), &Filter::All, true))
+                    .then(|| (s.rec.id.clone(), dot * s.inv_norm * qinv))
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
     }
 
     fn maybe_compact(&self) -> Result<()> {

@@ -19,21 +19,30 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::{AddAssign, Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 
 use llmem_compress::{CompressConfig, Compressor, MemoryCompressor, Strategy};
 use llmem_core::{
-    ChatModel, ChatRequest, Embedder, Error, MemoryStore, Message, RecordKind, Result, Role, Scope,
-    Summarizer, Timestamp, TokenCounter,
+    ChatModel, ChatRequest, Embedder, Error, Filter, MemoryRecord, MemoryStore, Message,
+    RecordKind, Result, Role, Scope, Summarizer, Timestamp, TokenCounter, VectorScorer,
 };
+use llmem_tiers::HotStore;
 use llmem_tiers::text::tokenize;
 use llmem_window::{Block, Layout, Load, Oversize};
 
 use crate::config::RetrievalSettings;
 use crate::longterm::{LongTerm, overlap, record};
+
+/// The hot tier's id of a message text: a hash of it (the same text is embedded once).
+fn hot_id(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
 
 /// A prompt of named blocks under a token budget (seed 000).
 #[derive(Debug)]
@@ -43,7 +52,12 @@ pub struct Memory {
     summarizer: Option<Arc<dyn Summarizer>>,
     embedder: Option<Arc<dyn Embedder>>,
     relevance: RetrievalSettings,
+    /// The embeddings of the messages in the blocks, kept between `gc` calls (the hot tier).
+    hot: HotStore,
 }
+
+/// The hot tier's tenant: it holds this prompt's messages only.
+const HOT: &str = "prompt";
 
 /// What [`Memory::load`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,6 +118,7 @@ impl Memory {
             summarizer: None,
             embedder: None,
             relevance: RetrievalSettings::default(),
+            hot: HotStore::new(usize::MAX)?,
         })
     }
 
@@ -142,6 +157,15 @@ impl Memory {
     #[must_use]
     pub fn with_embedder(mut self, e: Arc<dyn Embedder>) -> Self {
         self.embedder = Some(e);
+        self
+    }
+
+    /// Scores `gc` on `scorer` (e.g. `OnnxScorer`, on the GPU where there is one) instead of
+    /// the CPU. Either way the messages' embeddings are kept between calls: only new messages
+    /// are embedded.
+    #[must_use]
+    pub fn with_scorer(mut self, scorer: Arc<dyn VectorScorer>) -> Self {
+        self.hot.set_scorer(scorer);
         self
     }
 
@@ -331,34 +355,35 @@ impl Memory {
     /// its words); blocks named in `keep` are left alone. Returns how many went.
     pub async fn gc(&mut self, query: &str, keep: &[&str]) -> Result<usize> {
         let terms: HashSet<String> = tokenize(query).into_iter().collect();
-        let qv = match &self.embedder {
-            Some(e) => e.embed(&[query.to_owned()]).await?.pop(),
-            None => None,
-        };
-        let mut dropped = 0;
+        let mut blocks = Vec::new();
         for name in self.layout.leaf_names() {
             let b = self.layout.block(&name)?;
             if b.is_protected() || keep.contains(&name.as_str()) || b.is_empty() {
                 continue;
             }
-            let messages = b.messages();
-            let related = match (&qv, &self.embedder) {
-                (Some(q), Some(e)) => {
-                    let texts: Vec<String> = messages.iter().map(Message::text).collect();
-                    e.embed(&texts)
-                        .await?
-                        .iter()
-                        .map(|v| {
-                            v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>()
-                                >= self.relevance.min_similarity
-                        })
-                        .collect::<Vec<_>>()
-                }
-                _ => messages
+            blocks.push((name, b.messages()));
+        }
+        let scores = match &self.embedder {
+            Some(e) => {
+                let texts: Vec<String> = blocks
                     .iter()
-                    .map(|m| overlap(&terms, &m.text()) >= self.relevance.min_term_overlap)
-                    .collect(),
-            };
+                    .flat_map(|(_, ms)| ms.iter().map(Message::text))
+                    .collect();
+                Some(self.hot_scores(e, query, texts).await?)
+            }
+            None => None,
+        };
+        let mut dropped = 0;
+        for (name, messages) in blocks {
+            let related: Vec<bool> = messages
+                .iter()
+                .map(|m| match &scores {
+                    Some(s) => s
+                        .get(&hot_id(&m.text()))
+                        .is_some_and(|c| *c >= self.relevance.min_similarity),
+                    None => overlap(&terms, &m.text()) >= self.relevance.min_term_overlap,
+                })
+                .collect();
             if related.iter().all(|r| *r) {
                 continue;
             }
@@ -372,6 +397,62 @@ impl Memory {
             self.layout.load(&name, kept, Load::FillFree)?;
         }
         Ok(dropped)
+    }
+
+    /// The cosine of `query` with each of `texts`, by [`hot_id`], scored in the hot tier: it is
+    /// brought to exactly `texts` first (what left the prompt goes, what is new is embedded).
+    async fn hot_scores(
+        &self,
+        embedder: &Arc<dyn Embedder>,
+        query: &str,
+        texts: Vec<String>,
+    ) -> Result<HashMap<String, f32>> {
+        let scope = Scope::tenant(HOT);
+        let wanted: HashMap<String, String> = texts.into_iter().map(|t| (hot_id(&t), t)).collect();
+        let held: Vec<String> = self
+            .hot
+            .query(&scope, &Filter::All, None)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let gone: Vec<String> = held
+            .iter()
+            .filter(|id| !wanted.contains_key(*id))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            self.hot.delete(&scope, &gone).await?;
+        }
+        let held: HashSet<String> = held.into_iter().collect();
+        let (ids, new): (Vec<String>, Vec<String>) = wanted
+            .iter()
+            .filter(|(id, _)| !held.contains(*id))
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .unzip();
+        let mut batch = new.clone();
+        batch.push(query.to_owned());
+        let mut vectors = embedder.embed(&batch).await?;
+        let q = vectors
+            .pop()
+            .ok_or_else(|| Error::invalid("the embedder returned no vector for the query"))?;
+        if vectors.len() != ids.len() {
+            return Err(Error::invalid(format!(
+                "the embedder returned {} vectors for {} texts",
+                vectors.len() + 1,
+                ids.len() + 1
+            )));
+        }
+        let records: Vec<MemoryRecord> = ids
+            .into_iter()
+            .zip(new)
+            .zip(vectors)
+            .map(|((id, text), v)| MemoryRecord::new(HOT, text).with_id(id).with_embedding(v))
+            .collect();
+        if !records.is_empty() {
+            self.hot.put(records).await?;
+        }
+        Ok(self.hot.score(&scope, &q)?.into_iter().collect())
     }
 
     /// Runs the chat model on the input blocks of `signature` (`"context, question -> answer"`)

@@ -1,8 +1,11 @@
 //! Local models on ONNX Runtime (`ort` with `load-dynamic`): the process-wide runtime
-//! environment, [`OnnxEmbedder`] and [`OnnxLmSummarizer`].
+//! environment, [`OnnxEmbedder`], [`OnnxLmSummarizer`] and [`OnnxScorer`] (the hot tier's
+//! scoring engine).
 
 mod embedder;
+mod graph;
 mod lm;
+mod scorer;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,6 +17,7 @@ use ort::session::builder::SessionBuilder;
 
 pub use embedder::{OnnxEmbedder, OnnxEmbedderBuilder, OnnxEmbedderConfig};
 pub use lm::{OnnxLmSummarizer, OnnxLmSummarizerBuilder};
+pub use scorer::OnnxScorer;
 
 use crate::assets;
 
@@ -49,7 +53,15 @@ pub fn environment(library: Option<&Path>) -> Result<Environment> {
 /// A session on `model` with `threads` intra-op threads (0: ONNX Runtime's default) and, when
 /// built with `cuda`, the CUDA execution provider if it can be registered (else CPU, logged).
 pub(crate) fn session(env: &Environment, model: &Path, threads: usize) -> Result<Session> {
-    let ctx = |what: &str| format!("{what} for {}", model.display());
+    let what = model.display().to_string();
+    let mut b = builder(env, threads, &what)?;
+    b.commit_from_file(model)
+        .map_err(|e| ort_error(&format!("loading the model {what}"), e))
+}
+
+/// A session builder as [`session`] describes, for the model named `what` in errors and logs.
+pub(crate) fn builder(env: &Environment, threads: usize, what: &str) -> Result<SessionBuilder> {
+    let ctx = |step: &str| format!("{step} for {what}");
     let mut b: SessionBuilder =
         Session::builder(env).map_err(|e| ort_error(&ctx("creating a session"), e))?;
     if threads > 0 {
@@ -62,13 +74,12 @@ pub(crate) fn session(env: &Environment, model: &Path, threads: usize) -> Result
         use ort::ep::ExecutionProvider;
         match ort::ep::CUDA::default().register(&mut b) {
             Ok(()) => {
-                tracing::info!(model = %model.display(), "ONNX Runtime: using the CUDA execution provider")
+                tracing::info!(model = %what, "ONNX Runtime: using the CUDA execution provider")
             }
             Err(e) => {
-                tracing::warn!(model = %model.display(), error = %e, "ONNX Runtime: CUDA unavailable, falling back to CPU")
+                tracing::warn!(model = %what, error = %e, "ONNX Runtime: CUDA unavailable, falling back to CPU")
             }
         }
     }
-    b.commit_from_file(model)
-        .map_err(|e| ort_error(&ctx("loading the model"), e))
+    Ok(b)
 }

@@ -22,3 +22,5 @@ mod registry;
 mod onnx_embedder;
 #[cfg(feature = "onnx")]
 mod onnx_lm;
+#[cfg(feature = "onnx")]
+mod onnx_scorer;

@@ -1,22 +1,7 @@
 //! Helpers shared by the integration tests: deterministic vectors and records.
 
+pub use llmem_core::test_kit::unit_vec;
 use llmem_core::{MemoryRecord, Timestamp};
-
-/// A deterministic pseudo-random unit vector (xorshift), the same for the same seed.
-pub fn unit_vec(dim: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= n);
-    v
-}
 
 /// A record of `tenant` with id `id`, text, a deterministic embedding and `n` in its metadata.
 pub fn rec(tenant: &str, id: &str, text: &str, dim: usize, seed: u64) -> MemoryRecord {

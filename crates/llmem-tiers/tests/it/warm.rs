@@ -165,3 +165,89 @@ async fn hot_scores_the_working_set() {
             .is_empty()
     );
 }
+
+/// A scoring engine that keeps its own copy of the matrix and counts how often it is loaded.
+#[derive(Debug, Default)]
+struct CountingScorer {
+    matrix: parking_lot::Mutex<(Vec<f32>, usize)>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl llmem_core::VectorScorer for CountingScorer {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn load(&self, rows: &[f32], dim: usize) -> llmem_core::Result<()> {
+        llmem_core::scorer::check_matrix(rows, dim)?;
+        *self.matrix.lock() = (rows.to_vec(), dim);
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn score(&self, query: &[f32]) -> llmem_core::Result<Vec<f32>> {
+        let m = self.matrix.lock();
+        Ok(m.0
+            .chunks_exact(m.1)
+            .map(|row| row.iter().zip(query).map(|(a, b)| a * b).sum())
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn hot_scores_on_an_engine_loaded_once_per_change() {
+    let engine = Arc::new(CountingScorer::default());
+    let hot = HotStore::new(100).unwrap().with_scorer(engine.clone());
+    let cpu = HotStore::new(100).unwrap();
+    assert_eq!(hot.scorer_name(), "counting");
+    assert_eq!(cpu.scorer_name(), "cpu");
+    let loads = || engine.loads.load(std::sync::atomic::Ordering::Relaxed);
+    let u = Scope::tenant("u");
+    assert!(hot.score(&u, &unit_vec(32, 1)).unwrap().is_empty());
+    let recs: Vec<_> = (0..30u64)
+        .map(|i| {
+            rec(
+                if i % 3 == 0 { "v" } else { "u" },
+                &format!("r{i}"),
+                "x",
+                32,
+                i,
+            )
+        })
+        .collect();
+    hot.put(recs.clone()).await.unwrap();
+    cpu.put(recs).await.unwrap();
+    // The same ranking as the CPU loop, for the caller's tenant only.
+    for q in [4u64, 7, 100] {
+        let a = hot.score(&u, &unit_vec(32, q)).unwrap();
+        let b = cpu.score(&u, &unit_vec(32, q)).unwrap();
+        assert_eq!(a.len(), 20);
+        assert_eq!(
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            b.iter().map(|x| &x.0).collect::<Vec<_>>()
+        );
+        assert!(a.iter().zip(&b).all(|(x, y)| (x.1 - y.1).abs() < 1e-5));
+        assert!(
+            a.iter()
+                .all(|(id, _)| id.trim_start_matches('r').parse::<u64>().unwrap() % 3 != 0)
+        );
+    }
+    assert_eq!(
+        loads(),
+        1,
+        "three queries on an unchanged matrix load it once"
+    );
+    // A change reloads; a delete and a new record show in the next ranking.
+    hot.delete(&u, &["r4".into()]).await.unwrap();
+    hot.put(vec![rec("u", "new", "x", 32, 4)]).await.unwrap();
+    let a = hot.score(&u, &unit_vec(32, 4)).unwrap();
+    assert_eq!(a[0].0, "new");
+    assert!(!a.iter().any(|(id, _)| id == "r4"));
+    assert_eq!(loads(), 2);
+    let out = hot.gc_candidates(&u, &unit_vec(32, 4), 5).await.unwrap();
+    assert_eq!(out.len(), 15);
+    assert!(!out.contains(&"new".to_owned()));
+    assert_eq!(loads(), 2);
+    // A wrong-sized query is an error that says so, not a panic.
+    let e = hot.score(&u, &unit_vec(16, 1)).unwrap_err().to_string();
+    assert!(e.contains("16 dimensions"), "{e}");
+}

@@ -143,3 +143,83 @@ async fn compile_fills_the_answer_block_with_the_model() {
         assert!(e.contains(want), "{sig}: {e}");
     }
 }
+
+/// The real MiniLM embedder, counting the texts it is asked to embed.
+#[cfg(feature = "onnx")]
+#[derive(Debug)]
+struct Counting {
+    inner: llmem::providers::onnx::OnnxEmbedder,
+    texts: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "onnx")]
+#[async_trait::async_trait]
+impl llmem::core::Embedder for Counting {
+    fn name(&self) -> &str {
+        "counting-minilm"
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    async fn embed(&self, texts: &[String]) -> llmem::Result<Vec<Vec<f32>>> {
+        self.texts
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::Relaxed);
+        self.inner.embed(texts).await
+    }
+}
+
+#[cfg(feature = "onnx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_scores_the_prompt_in_the_hot_tier_on_onnx_runtime_embedding_each_message_once() {
+    use llmem::providers::onnx::{OnnxEmbedderBuilder, OnnxScorer};
+    use std::sync::atomic::Ordering;
+
+    let embedder = Arc::new(Counting {
+        inner: OnnxEmbedderBuilder::from_env()
+            .with_threads(2)
+            .build()
+            .unwrap_or_else(|e| panic!("the ONNX embedder could not load: {e}\nRun `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`.")),
+        texts: Default::default(),
+    });
+    let fill = |m: &mut Memory| {
+        for t in [
+            "Priya's sister Anjali moved to Porto last spring.",
+            "Anjali lives near the river in Porto with her two cats.",
+            "Bananas are rich in potassium.",
+            "The quarterly tax forms are due at the end of the month.",
+        ] {
+            m.push_text("context", t).unwrap();
+        }
+    };
+    let q = "Where does Priya's sister Anjali live?";
+    let mut on_engine = blocks()
+        .with_embedder(embedder.clone())
+        .with_scorer(Arc::new(OnnxScorer::new(None).unwrap().threads(2)));
+    let mut on_cpu = blocks().with_embedder(embedder.clone());
+    fill(&mut on_engine);
+    fill(&mut on_cpu);
+    let before = embedder.texts.load(Ordering::Relaxed);
+    let dropped = on_engine.gc(q, &[]).await.unwrap();
+    assert_eq!(
+        embedder.texts.load(Ordering::Relaxed) - before,
+        5,
+        "four messages and the question"
+    );
+    assert_eq!(dropped, on_cpu.gc(q, &[]).await.unwrap());
+    let context = on_engine.text("context").unwrap();
+    assert_eq!(context, on_cpu.text("context").unwrap());
+    assert!(
+        context.contains("Porto") && !context.contains("Bananas"),
+        "{context}"
+    );
+    assert!(dropped >= 1);
+
+    // The next gc embeds only the new message and the question; the old ones are held.
+    on_engine
+        .push_text("context", "Anjali works as an architect in Porto.")
+        .unwrap();
+    let before = embedder.texts.load(Ordering::Relaxed);
+    on_engine.gc(q, &[]).await.unwrap();
+    assert_eq!(embedder.texts.load(Ordering::Relaxed) - before, 2);
+    assert!(on_engine.text("context").unwrap().contains("architect"));
+}

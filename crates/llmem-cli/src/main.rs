@@ -46,6 +46,8 @@ enum Command {
     Snapshot(cmd::store::SnapshotArgs),
     /// Items, bytes and usage per memory tier.
     Stats(cmd::store::StatsArgs),
+    /// Move a tenant's records matching a filter to the glacier tier (`--glacier URL`).
+    Archive(cmd::store::ArchiveArgs),
     /// Chat with a configured model through llmem's memory (interactive; /stats, /quit).
     Chat(cmd::chat::Args),
     /// An OpenAI-compatible proxy that gives any app memory: change only its base URL.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Export(args) => cmd::store::export(args).await,
             Command::Snapshot(args) => cmd::store::snapshot(args).await,
             Command::Stats(args) => cmd::store::stats(args).await,
+            Command::Archive(args) => cmd::store::archive(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
         }

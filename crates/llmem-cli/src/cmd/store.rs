@@ -1,5 +1,6 @@
-//! `llmem store`, `search`, `import`, `export`, `snapshot`, `stats`: the tiered long-term memory
-//! (`llmem-tiers`) in a data directory.
+//! `llmem store`, `search`, `import`, `export`, `snapshot`, `archive`, `stats`: the tiered
+//! long-term memory (`llmem-tiers`) in a data directory, with an archive tier on object
+//! storage when `--glacier URL` is given.
 //!
 //! The directory (`--dir`, or `LLMEM_DATA_DIR`, default `./.llmem`) holds the warm tier with its
 //! write-ahead log (`memory/`), the cold tier as a Lance dataset (`cold/`, when the CLI is built
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use llmem::config::TierSettings;
 use llmem::core::{Filter, MemoryRecord, RecordKind, Scope, SearchRequest};
-use llmem::tiers::TieredStore;
+use llmem::tiers::{TierKind, TieredStore};
 use serde_json::{Value, json};
 
 /// Where the memory lives and whose it is (shared by every store subcommand).
@@ -36,6 +37,10 @@ pub struct Target {
     /// Embedding dimensions of the cold tier (used only when records carry no embeddings yet).
     #[arg(long, env = "LLMEM_DIMENSIONS", default_value_t = 384)]
     pub dimensions: usize,
+    /// An archive tier on object storage: a local directory, `s3://bucket/prefix`,
+    /// `gs://…` or `az://…` (`LLMEM_GLACIER_KEY` encrypts it; needs the `glacier` feature).
+    #[arg(long, env = "LLMEM_GLACIER", value_name = "URL")]
+    pub glacier: Option<String>,
 }
 
 impl Target {
@@ -64,6 +69,7 @@ impl Target {
             warm_max_items: self.warm_items.filter(|_| cfg!(feature = "lance")),
             cold: cfg!(feature = "lance"),
             dimensions: self.dimensions,
+            glacier: self.glacier.clone(),
             ..TierSettings::default()
         };
         llmem::tiered::open_tiered(&tiers)
@@ -90,7 +96,7 @@ pub struct StoreArgs {
     pub target: Target,
     /// The text to remember (`-` reads standard input).
     pub text: String,
-    /// The record's kind (`message`, `fact`, `summary`, …).
+    /// The record's kind: `conversation` (the default), `knowledge`, `episode` or `summary`.
     #[arg(long)]
     pub kind: Option<String>,
     /// Metadata as `key=value` (a JSON value, or else a string); repeatable.
@@ -99,6 +105,9 @@ pub struct StoreArgs {
     /// The record id (default: a new one).
     #[arg(long)]
     pub id: Option<String>,
+    /// Put it in this tier (`warm`, `cold`, `glacier`) instead of warm.
+    #[arg(long)]
+    pub tier: Option<String>,
 }
 
 pub async fn store(args: StoreArgs) -> Result<()> {
@@ -127,8 +136,12 @@ pub async fn store(args: StoreArgs) -> Result<()> {
         let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         r = r.with_metadata(k, v);
     }
+    let tier = args.tier.as_deref().map(TierKind::parse).transpose()?;
     let store = args.target.open().await?;
-    let id = store.store(r).await?;
+    let id = match tier {
+        Some(t) => store.store_in(r, t).await?,
+        None => store.store(r).await?,
+    };
     println!("{id}");
     Ok(())
 }
@@ -144,7 +157,7 @@ pub struct SearchArgs {
     /// How many results.
     #[arg(long, short, default_value_t = 10)]
     pub k: usize,
-    /// A metadata filter (JSON, e.g. `{"kind": "fact"}`).
+    /// A metadata filter (JSON, e.g. `{"kind": "knowledge"}`).
     #[arg(long)]
     pub filter: Option<String>,
     /// A query embedding as a JSON array, for hybrid search over embedded records.
@@ -330,6 +343,27 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<()> {
         }
         None => println!("{}", store.snapshot().await?),
     }
+    Ok(())
+}
+
+/// `llmem archive`: moves the tenant's records that match a filter to the glacier tier.
+#[derive(Debug, clap::Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Which records (a JSON filter, e.g. `{"kind": "conversation"}`); default: all of them.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+pub async fn archive(args: ArchiveArgs) -> Result<()> {
+    if args.target.glacier.is_none() {
+        bail!("llmem archive needs a glacier tier: pass --glacier URL or set LLMEM_GLACIER");
+    }
+    let filter = parse_filter(args.filter.as_deref())?;
+    let store = args.target.open().await?;
+    let n = store.archive(&args.target.scope(), &filter).await?;
+    eprintln!("archived {n} records");
     Ok(())
 }
 

@@ -218,3 +218,116 @@ fn the_store_commands_share_the_memory_managers_directory() {
     assert!(out.contains("Ines lives in Porto"), "{out}");
     assert!(dir.join("memory").is_dir() && !dir.join("warm").exists());
 }
+
+#[test]
+fn archive_moves_records_to_a_glacier_directory_out_of_search_and_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    let archive = tmp.path().join("archive");
+    let g = archive.to_str().unwrap();
+    let (code, _, err) = llmem(&["archive", "--dir", d, "--tenant", "alice"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--glacier"), "{err}");
+    for (i, text) in ["the boat is moored in Aveiro", "lunch was grilled sardines"]
+        .iter()
+        .enumerate()
+    {
+        let kind = if i == 0 { "knowledge" } else { "conversation" };
+        run(&[
+            "store",
+            "--dir",
+            d,
+            "--glacier",
+            g,
+            "--tenant",
+            "alice",
+            "--kind",
+            kind,
+            text,
+        ]);
+    }
+    // Placed straight into glacier by hand, too.
+    run(&[
+        "store",
+        "--dir",
+        d,
+        "--glacier",
+        g,
+        "--tenant",
+        "alice",
+        "--tier",
+        "glacier",
+        "the old passport expired in 2019",
+    ]);
+    let (code, _, err) = llmem(&["store", "--dir", d, "--tier", "attic", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("attic"), "{err}");
+
+    let (code, _, err) = llmem(&[
+        "archive",
+        "--dir",
+        d,
+        "--glacier",
+        g,
+        "--tenant",
+        "alice",
+        "--filter",
+        r#"{"kind": "conversation"}"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("archived 1 records"), "{err}");
+    let stats = run(&[
+        "stats",
+        "--dir",
+        d,
+        "--glacier",
+        g,
+        "--tenant",
+        "alice",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    assert_eq!(v["records"], 3, "{v}");
+    let items = |tier: &str| {
+        v["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tier"] == tier)
+            .map(|t| t["items"].as_u64().unwrap())
+    };
+    assert_eq!(items("glacier"), Some(2), "{v}");
+    assert_eq!(items("warm"), Some(1), "{v}");
+    assert!(archive.join("manifest.json").is_file());
+    // Archived records leave search (glacier is an archive, never scanned by a query) but
+    // are kept: export reads them back from the archive.
+    let out = run(&[
+        "search",
+        "--dir",
+        d,
+        "--glacier",
+        g,
+        "--tenant",
+        "alice",
+        "sardines",
+    ]);
+    assert!(!out.contains("grilled sardines"), "{out}");
+    let out = run(&[
+        "search",
+        "--dir",
+        d,
+        "--glacier",
+        g,
+        "--tenant",
+        "alice",
+        "Aveiro",
+    ]);
+    assert!(out.contains("moored in Aveiro"), "{out}");
+    let out = run(&["export", "--dir", d, "--glacier", g, "--tenant", "alice"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains("grilled sardines") && out.contains("passport expired"),
+        "{out}"
+    );
+}

@@ -226,67 +226,40 @@ fn archive_moves_records_to_a_glacier_directory_out_of_search_and_keeps_them() {
     let d = dir.to_str().unwrap();
     let archive = tmp.path().join("archive");
     let g = archive.to_str().unwrap();
+    // `llmem <command> --dir d --glacier g --tenant alice <rest>`.
+    let alice = |command: &str, rest: &[&str]| {
+        let mut args = vec![command, "--dir", d, "--glacier", g, "--tenant", "alice"];
+        args.extend_from_slice(rest);
+        llmem(&args)
+    };
+    let ok = |command: &str, rest: &[&str]| {
+        let (code, out, err) = alice(command, rest);
+        assert_eq!(code, 0, "llmem {command} {rest:?} failed: {err}");
+        (out, err)
+    };
     let (code, _, err) = llmem(&["archive", "--dir", d, "--tenant", "alice"]);
     assert_ne!(code, 0);
     assert!(err.contains("--glacier"), "{err}");
-    for (i, text) in ["the boat is moored in Aveiro", "lunch was grilled sardines"]
-        .iter()
-        .enumerate()
-    {
-        let kind = if i == 0 { "knowledge" } else { "conversation" };
-        run(&[
-            "store",
-            "--dir",
-            d,
-            "--glacier",
-            g,
-            "--tenant",
-            "alice",
-            "--kind",
-            kind,
-            text,
-        ]);
-    }
-    // Placed straight into glacier by hand, too.
-    run(&[
+    ok(
         "store",
-        "--dir",
-        d,
-        "--glacier",
-        g,
-        "--tenant",
-        "alice",
-        "--tier",
-        "glacier",
-        "the old passport expired in 2019",
-    ]);
-    let (code, _, err) = llmem(&["store", "--dir", d, "--tier", "attic", "x"]);
+        &["--kind", "knowledge", "the boat is moored in Aveiro"],
+    );
+    ok(
+        "store",
+        &["--kind", "conversation", "lunch was grilled sardines"],
+    );
+    // Placed straight into glacier by hand, too.
+    ok(
+        "store",
+        &["--tier", "glacier", "the old passport expired in 2019"],
+    );
+    let (code, _, err) = alice("store", &["--tier", "attic", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("attic"), "{err}");
 
-    let (code, _, err) = llmem(&[
-        "archive",
-        "--dir",
-        d,
-        "--glacier",
-        g,
-        "--tenant",
-        "alice",
-        "--filter",
-        r#"{"kind": "conversation"}"#,
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = ok("archive", &["--filter", r#"{"kind": "conversation"}"#]);
     assert!(err.contains("archived 1 records"), "{err}");
-    let stats = run(&[
-        "stats",
-        "--dir",
-        d,
-        "--glacier",
-        g,
-        "--tenant",
-        "alice",
-        "--json",
-    ]);
+    let (stats, _) = ok("stats", &["--json"]);
     let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
     assert_eq!(v["records"], 3, "{v}");
     let items = |tier: &str| {
@@ -302,29 +275,11 @@ fn archive_moves_records_to_a_glacier_directory_out_of_search_and_keeps_them() {
     assert!(archive.join("manifest.json").is_file());
     // Archived records leave search (glacier is an archive, never scanned by a query) but
     // are kept: export reads them back from the archive.
-    let out = run(&[
-        "search",
-        "--dir",
-        d,
-        "--glacier",
-        g,
-        "--tenant",
-        "alice",
-        "sardines",
-    ]);
+    let (out, _) = ok("search", &["sardines"]);
     assert!(!out.contains("grilled sardines"), "{out}");
-    let out = run(&[
-        "search",
-        "--dir",
-        d,
-        "--glacier",
-        g,
-        "--tenant",
-        "alice",
-        "Aveiro",
-    ]);
+    let (out, _) = ok("search", &["Aveiro"]);
     assert!(out.contains("moored in Aveiro"), "{out}");
-    let out = run(&["export", "--dir", d, "--glacier", g, "--tenant", "alice"]);
+    let (out, _) = ok("export", &[]);
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(
         out.contains("grilled sardines") && out.contains("passport expired"),

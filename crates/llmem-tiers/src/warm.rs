@@ -425,18 +425,9 @@ impl WarmStore {
     /// Cosine similarity of `query` with every embedded record in `scope`, best first: the
     /// scoring of a working set (`gc(query)`).
     pub fn score_all(&self, scope: &Scope, query: &[f32]) -> Result<Vec<(String, f32)>> {
-        let inner = self.inner.lock();
-        let req = SearchRequest {
-            include_superseded: true,
-            ..SearchRequest::vector(query.to_vec(), inner.live())
-        };
-        let hits = inner.vector_search(scope, &req, query, inner.live())?;
-        Ok(hits
-            .into_iter()
-            .filter_map(|(slot, s)| {
-                Some((inner.slots.get(slot as usize)?.as_ref()?.rec.id.clone(), s))
-            })
-            .collect())
+        self.score_with(scope, query, |rows, dim, _| {
+            Ok(rows.chunks_exact(dim).map(|row| dot(query, row)).collect())
+        })
     }
 
     /// Like [`score_all`](Self::score_all), with the dot products computed by `dots`: it gets

@@ -354,7 +354,6 @@ impl Memory {
     /// below `min_similarity` with an embedder, else sharing less than `min_term_overlap` of
     /// its words); blocks named in `keep` are left alone. Returns how many went.
     pub async fn gc(&mut self, query: &str, keep: &[&str]) -> Result<usize> {
-        let terms: HashSet<String> = tokenize(query).into_iter().collect();
         let mut blocks = Vec::new();
         for name in self.layout.leaf_names() {
             let b = self.layout.block(&name)?;
@@ -363,27 +362,30 @@ impl Memory {
             }
             blocks.push((name, b.messages()));
         }
-        let scores = match &self.embedder {
-            Some(e) => {
-                let texts: Vec<String> = blocks
+        let texts: Vec<String> = blocks
+            .iter()
+            .flat_map(|(_, ms)| ms.iter().map(Message::text))
+            .collect();
+        // One verdict per message, in block order.
+        let verdicts: Vec<bool> = match &self.embedder {
+            Some(e) => self
+                .hot_scores(e, query, &texts)
+                .await?
+                .into_iter()
+                .map(|c| c >= self.relevance.min_similarity)
+                .collect(),
+            None => {
+                let terms: HashSet<String> = tokenize(query).into_iter().collect();
+                texts
                     .iter()
-                    .flat_map(|(_, ms)| ms.iter().map(Message::text))
-                    .collect();
-                Some(self.hot_scores(e, query, texts).await?)
+                    .map(|t| overlap(&terms, t) >= self.relevance.min_term_overlap)
+                    .collect()
             }
-            None => None,
         };
+        let mut verdicts = verdicts.into_iter();
         let mut dropped = 0;
         for (name, messages) in blocks {
-            let related: Vec<bool> = messages
-                .iter()
-                .map(|m| match &scores {
-                    Some(s) => s
-                        .get(&hot_id(&m.text()))
-                        .is_some_and(|c| *c >= self.relevance.min_similarity),
-                    None => overlap(&terms, &m.text()) >= self.relevance.min_term_overlap,
-                })
-                .collect();
+            let related: Vec<bool> = verdicts.by_ref().take(messages.len()).collect();
             if related.iter().all(|r| *r) {
                 continue;
             }
@@ -399,16 +401,17 @@ impl Memory {
         Ok(dropped)
     }
 
-    /// The cosine of `query` with each of `texts`, by [`hot_id`], scored in the hot tier: it is
+    /// The cosine of `query` with each of `texts`, in order, scored in the hot tier: it is
     /// brought to exactly `texts` first (what left the prompt goes, what is new is embedded).
     async fn hot_scores(
         &self,
         embedder: &Arc<dyn Embedder>,
         query: &str,
-        texts: Vec<String>,
-    ) -> Result<HashMap<String, f32>> {
+        texts: &[String],
+    ) -> Result<Vec<f32>> {
         let scope = Scope::tenant(HOT);
-        let wanted: HashMap<String, String> = texts.into_iter().map(|t| (hot_id(&t), t)).collect();
+        let order: Vec<String> = texts.iter().map(|t| hot_id(t)).collect();
+        let wanted: HashMap<&String, &String> = order.iter().zip(texts).collect();
         let held: Vec<String> = self
             .hot
             .query(&scope, &Filter::All, None)
@@ -418,7 +421,7 @@ impl Memory {
             .collect();
         let gone: Vec<String> = held
             .iter()
-            .filter(|id| !wanted.contains_key(*id))
+            .filter(|id| !wanted.contains_key(id))
             .cloned()
             .collect();
         if !gone.is_empty() {
@@ -427,8 +430,8 @@ impl Memory {
         let held: HashSet<String> = held.into_iter().collect();
         let (ids, new): (Vec<String>, Vec<String>) = wanted
             .iter()
-            .filter(|(id, _)| !held.contains(*id))
-            .map(|(id, t)| (id.clone(), t.clone()))
+            .filter(|(id, _)| !held.contains(**id))
+            .map(|(id, t)| ((*id).clone(), (*t).clone()))
             .unzip();
         let mut batch = new.clone();
         batch.push(query.to_owned());
@@ -452,7 +455,12 @@ impl Memory {
         if !records.is_empty() {
             self.hot.put(records).await?;
         }
-        Ok(self.hot.score(&scope, &q)?.into_iter().collect())
+        let scores: HashMap<String, f32> = self.hot.score(&scope, &q)?.into_iter().collect();
+        // Every text is held now; a missing score would only mean "unrelated".
+        Ok(order
+            .iter()
+            .map(|id| scores.get(id).copied().unwrap_or(f32::NEG_INFINITY))
+            .collect())
     }
 
     /// Runs the chat model on the input blocks of `signature` (`"context, question -> answer"`)

@@ -33,7 +33,10 @@ pub use provider::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
     DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
 };
-pub use record::{KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, new_id, search_key};
+pub use record::{
+    KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, TEXT_WEIGHT, new_id, search_fields,
+    search_key,
+};
 pub use registry::{Factory, Registry};
 pub use scorer::VectorScorer;
 pub use store::{DynMemoryStore, Fusion, MemoryStore, SearchRequest, StoreStats};

@@ -19,6 +19,25 @@ pub fn search_key<'a>(text: &'a str, metadata: &Map<String, Value>) -> std::borr
     }
 }
 
+/// How many times a record's own words count against its lexical key's in lexical search (a
+/// BM25F field weight): a key repeats the neighbouring messages, so a word found in the text
+/// should weigh more than one found only in the key. On LoCoMo (docs/eval.md) weights 1, 2, 3
+/// and 4 gave recall@10 69.6, 70.0, 70.3 and 69.6%.
+pub const TEXT_WEIGHT: u32 = 3;
+
+/// The weighted fields lexical search indexes for a record with this text and metadata: the
+/// text at [`TEXT_WEIGHT`], and the string value of `metadata.keywords` ([`KEYWORDS`]), if
+/// any, at 1.
+pub fn search_fields<'a>(text: &'a str, metadata: &'a Map<String, Value>) -> Vec<(&'a str, u32)> {
+    let mut fields = vec![(text, TEXT_WEIGHT)];
+    if let Some(k) = metadata.get(KEYWORDS).and_then(Value::as_str)
+        && !k.is_empty()
+    {
+        fields.push((k, 1));
+    }
+    fields
+}
+
 /// What a record remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -163,6 +182,12 @@ impl MemoryRecord {
     /// the neighbouring turns of a conversation.
     pub fn search_text(&self) -> std::borrow::Cow<'_, str> {
         search_key(&self.text, &self.metadata)
+    }
+
+    /// The weighted fields lexical search indexes ([`search_fields`]): the words of
+    /// [`MemoryRecord::search_text`], the text's counting [`TEXT_WEIGHT`] times.
+    pub fn search_fields(&self) -> Vec<(&str, u32)> {
+        search_fields(&self.text, &self.metadata)
     }
 
     /// Rough in-memory size in bytes (text, metadata, embedding), for tier capacity accounting.

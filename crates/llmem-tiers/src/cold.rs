@@ -122,9 +122,9 @@ async fn text_index(ds: &Dataset) -> Result<(TextIndex<String>, usize)> {
     for i in 0..b.num_rows() {
         let meta: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(metas.value(i)).unwrap_or_default();
-        text.insert(
+        text.insert_fields(
             ids.value(i).to_owned(),
-            &llmem_core::search_key(texts.value(i), &meta),
+            &llmem_core::search_fields(texts.value(i), &meta),
         );
     }
     Ok((text, b.num_rows()))
@@ -672,7 +672,7 @@ impl MemoryStore for ColdStore {
             st.ds = Some(ds);
             let mut text = self.text.lock();
             for r in &records {
-                text.insert(r.id.clone(), &r.search_text());
+                text.insert_fields(r.id.clone(), &r.search_fields());
             }
             let due = if st.indexed_rows == 0 {
                 rows >= self.cfg.index_threshold
@@ -727,7 +727,7 @@ impl MemoryStore for ColdStore {
         let survivors = self.rows(&ids_sql(ids)).await?;
         let mut text = self.text.lock();
         for r in survivors {
-            text.insert(r.id.clone(), &r.search_text());
+            text.insert_fields(r.id.clone(), &r.search_fields());
         }
         Ok(res.num_deleted_rows as usize)
     }

@@ -206,11 +206,20 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
 
     /// Indexes `text` under `key`, replacing what was there.
     pub fn insert(&mut self, key: K, text: &str) {
+        self.insert_fields(key, &[(text, 1)]);
+    }
+
+    /// Indexes weighted fields under `key`, replacing what was there (BM25F: a word of a field
+    /// of weight `w` counts `w` times, in its frequency and in the document's length).
+    pub fn insert_fields(&mut self, key: K, fields: &[(&str, u32)]) {
         self.remove(&key);
-        let tokens = tokenize(text);
         let mut tf: HashMap<String, u32> = HashMap::new();
-        for t in &tokens {
-            *tf.entry(t.clone()).or_default() += 1;
+        let mut len = 0u32;
+        for (text, weight) in fields {
+            for t in tokenize(text) {
+                *tf.entry(t).or_default() += weight;
+                len += weight;
+            }
         }
         for (term, n) in &tf {
             self.postings
@@ -218,8 +227,8 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
                 .or_default()
                 .insert(key.clone(), *n);
         }
-        self.total_len += tokens.len() as u64;
-        self.doc_len.insert(key.clone(), tokens.len() as u32);
+        self.total_len += u64::from(len);
+        self.doc_len.insert(key.clone(), len);
         self.doc_terms.insert(key, tf.into_keys().collect());
     }
 
@@ -379,6 +388,27 @@ mod tests {
         ix.insert(1, "replaced text");
         assert!(ix.search("mat", 3, |_| true).is_empty());
         assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn a_weighted_field_outranks_the_same_words_in_another() {
+        let mut ix = TextIndex::new();
+        // Two documents of the same words: one says "pottery" itself, the other only in its key.
+        ix.insert_fields(1, &[("we talked", 3), ("I love pottery", 1)]);
+        ix.insert_fields(2, &[("I love pottery", 3), ("we talked", 1)]);
+        ix.insert(3, "nothing to see");
+        let hits = ix.search("pottery", 3, |_| true);
+        assert_eq!(
+            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            vec![2, 1],
+            "{hits:?}"
+        );
+        // Weight 1 everywhere is plain BM25 over the joined text.
+        let mut plain = TextIndex::new();
+        plain.insert_fields(1, &[("we talked", 1), ("I love pottery", 1)]);
+        plain.insert(2, "I love pottery\nwe talked");
+        let hits = plain.search("pottery", 2, |_| true);
+        assert!((hits[0].1 - hits[1].1).abs() < 1e-6, "{hits:?}");
     }
 
     #[test]

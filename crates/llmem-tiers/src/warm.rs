@@ -184,7 +184,7 @@ impl Inner {
         };
         self.tick += 1;
         self.lru.insert(self.tick, slot);
-        self.text.insert(slot, &rec.search_text());
+        self.text.insert_fields(slot, &rec.search_fields());
         self.by_id.insert(rec.id.clone(), slot);
         self.bytes += bytes;
         self.slots[slot as usize] = Some(Slot {

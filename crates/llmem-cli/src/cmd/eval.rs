@@ -346,6 +346,47 @@ fn normalise(s: &str) -> String {
     out
 }
 
+/// A gold answer, normalised, as the items it must be found by: a multi-hop answer is a list
+/// ("pottery, camping, swimming"), split at its commas as the benchmark's own scorer splits it;
+/// any other answer is one item.
+fn gold_items(answer: &str, category: u8) -> Vec<String> {
+    let parts: Vec<&str> = if category == 1 {
+        answer.split(',').collect()
+    } else {
+        vec![answer]
+    };
+    parts
+        .into_iter()
+        .map(normalise)
+        .filter(|p| !p.trim().is_empty())
+        .collect()
+}
+
+/// Token F1 of an answer as the benchmark scores it: a multi-hop answer's items each take
+/// their best F1 against the prediction's comma-separated parts, and the answer scores their
+/// mean; any other answer is [`token_f1`] of the whole.
+fn answer_f1(pred: &str, gold: &str, category: u8) -> f64 {
+    if category != 1 {
+        return token_f1(pred, gold);
+    }
+    let items: Vec<&str> = gold.split(',').filter(|g| !g.trim().is_empty()).collect();
+    if items.is_empty() {
+        return token_f1(pred, gold);
+    }
+    let parts: Vec<&str> = pred.split(',').collect();
+    items
+        .iter()
+        .map(|g| parts.iter().map(|p| token_f1(p, g)).fold(0.0, f64::max))
+        .sum::<f64>()
+        / items.len() as f64
+}
+
+/// Whether every item of a gold answer is in `text` (normalised), as whole words; an empty
+/// answer is.
+fn answer_in(text: &str, items: &[String]) -> bool {
+    items.iter().all(|i| text.contains(i.as_str()))
+}
+
 /// Token F1 between a prediction and the gold answer, on normalised words (the benchmark's own
 /// scoring, without its stemmer).
 fn token_f1(pred: &str, gold: &str) -> f64 {
@@ -616,13 +657,9 @@ async fn locomo(args: Args) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join("\n"),
             );
-            let gold = q.answer.as_deref().map(normalise);
-            let answer_in_context = gold
-                .as_ref()
-                .map(|a| a.trim().is_empty() || context.contains(a.as_str()));
-            let answer_in_conversation = gold
-                .as_ref()
-                .map(|a| a.trim().is_empty() || everything.contains(a.as_str()));
+            let gold = q.answer.as_deref().map(|a| gold_items(a, q.category));
+            let answer_in_context = gold.as_ref().map(|a| answer_in(&context, a));
+            let answer_in_conversation = gold.as_ref().map(|a| answer_in(&everything, a));
             let f1 = match &chat {
                 Some((_, model)) if args.answer && args.answer_limit.is_none_or(|n| qi < n) => {
                     let r = model
@@ -635,7 +672,7 @@ async fn locomo(args: Args) -> Result<()> {
                         .context("the local model failed to answer")?;
                     let pred = r.message.text();
                     Some(match &q.answer {
-                        Some(gold) => token_f1(&pred, gold),
+                        Some(gold) => answer_f1(&pred, gold, q.category),
                         None => {
                             let p = pred.to_lowercase();
                             f64::from(u8::from(
@@ -1047,7 +1084,22 @@ mod tests {
         assert!(ctx.contains(&normalise("LGBTQ support group")));
         assert!(ctx.contains(&normalise("7 May, 2023")));
         assert!(!ctx.contains(&normalise("LGBT")), "no partial words");
+        // A multi-hop answer is a list: each item must be there, in any order.
+        let list = gold_items("support group, 7 May", 1);
+        assert_eq!(list.len(), 2);
+        assert!(answer_in(&ctx, &list));
+        assert!(!answer_in(
+            &ctx,
+            &gold_items("support group, pride parade", 1)
+        ));
+        // Other answers are one phrase, commas and all.
+        assert!(!answer_in(&ctx, &gold_items("support group, 7 May", 4)));
+        assert!(answer_in(&ctx, &gold_items("7 May, 2023", 2)));
         assert!((token_f1("the pottery class", "Pottery class") - 1.0).abs() < 1e-9);
+        // A list answer scores each gold item against the best part of the prediction.
+        let f = answer_f1("camping, pottery", "pottery, camping, swimming", 1);
+        assert!((f - 2.0 / 3.0).abs() < 1e-9, "{f}");
+        assert!((answer_f1("pottery", "pottery", 4) - 1.0).abs() < 1e-9);
         assert!(token_f1("dogs", "cats") == 0.0);
         let f = token_f1("a pottery class in July", "pottery class");
         assert!((f - 2.0 * 0.5 / 1.5).abs() < 1e-9, "{f}");

@@ -26,16 +26,14 @@ pub fn search_key<'a>(text: &'a str, metadata: &Map<String, Value>) -> std::borr
 pub const TEXT_WEIGHT: u32 = 3;
 
 /// The weighted fields lexical search indexes for a record with this text and metadata: the
-/// text at [`TEXT_WEIGHT`], and the string value of `metadata.keywords` ([`KEYWORDS`]), if
-/// any, at 1.
+/// text at [`TEXT_WEIGHT`] and the string value of `metadata.keywords` ([`KEYWORDS`]) at 1;
+/// without keywords, the text alone at 1 (plain BM25: a weight only ranks one field against
+/// another).
 pub fn search_fields<'a>(text: &'a str, metadata: &'a Map<String, Value>) -> Vec<(&'a str, u32)> {
-    let mut fields = vec![(text, TEXT_WEIGHT)];
-    if let Some(k) = metadata.get(KEYWORDS).and_then(Value::as_str)
-        && !k.is_empty()
-    {
-        fields.push((k, 1));
+    match metadata.get(KEYWORDS).and_then(Value::as_str) {
+        Some(k) if !k.is_empty() => vec![(text, TEXT_WEIGHT), (k, 1)],
+        _ => vec![(text, 1)],
     }
-    fields
 }
 
 /// What a record remembers.
@@ -311,6 +309,20 @@ pub struct ScoredRecord {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_text_outweighs_the_key_and_alone_is_plain() {
+        let r = MemoryRecord::new("t", "user: I sold the bike");
+        assert_eq!(r.search_fields(), vec![("user: I sold the bike", 1)]);
+        let r = r.with_metadata(KEYWORDS, "the message before");
+        assert_eq!(
+            r.search_fields(),
+            vec![
+                ("user: I sold the bike", TEXT_WEIGHT),
+                ("the message before", 1)
+            ]
+        );
+    }
 
     #[test]
     fn ids_are_unique_and_time_ordered() {

@@ -183,7 +183,8 @@ impl MemoryRecord {
     }
 
     /// The weighted fields lexical search indexes ([`search_fields`]): the words of
-    /// [`MemoryRecord::search_text`], the text's counting [`TEXT_WEIGHT`] times.
+    /// [`MemoryRecord::search_text`], the text's counting [`TEXT_WEIGHT`] times when the record
+    /// has keywords.
     pub fn search_fields(&self) -> Vec<(&str, u32)> {
         search_fields(&self.text, &self.metadata)
     }

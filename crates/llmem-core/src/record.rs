@@ -13,10 +13,18 @@ pub const KEYWORDS: &str = "keywords";
 /// The lexical key of a record with this text and metadata ([`MemoryRecord::search_text`]),
 /// for stores that rebuild their index from stored columns rather than from records.
 pub fn search_key<'a>(text: &'a str, metadata: &Map<String, Value>) -> std::borrow::Cow<'a, str> {
-    match metadata.get(KEYWORDS).and_then(Value::as_str) {
-        Some(k) if !k.is_empty() => format!("{text}\n{k}").into(),
-        _ => text.into(),
+    match keywords(metadata) {
+        Some(k) => format!("{text}\n{k}").into(),
+        None => text.into(),
     }
+}
+
+/// The non-empty string value of `metadata.keywords` ([`KEYWORDS`]), if any.
+fn keywords(metadata: &Map<String, Value>) -> Option<&str> {
+    metadata
+        .get(KEYWORDS)
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
 }
 
 /// How many times a record's own words count against its lexical key's in lexical search (a
@@ -30,9 +38,9 @@ pub const TEXT_WEIGHT: u32 = 3;
 /// without keywords, the text alone at 1 (plain BM25: a weight only ranks one field against
 /// another).
 pub fn search_fields<'a>(text: &'a str, metadata: &'a Map<String, Value>) -> Vec<(&'a str, u32)> {
-    match metadata.get(KEYWORDS).and_then(Value::as_str) {
-        Some(k) if !k.is_empty() => vec![(text, TEXT_WEIGHT), (k, 1)],
-        _ => vec![(text, 1)],
+    match keywords(metadata) {
+        Some(k) => vec![(text, TEXT_WEIGHT), (k, 1)],
+        None => vec![(text, 1)],
     }
 }
 

@@ -346,16 +346,19 @@ fn normalise(s: &str) -> String {
     out
 }
 
-/// A gold answer, normalised, as the items it must be found by: a multi-hop answer is a list
-/// ("pottery, camping, swimming"), split at its commas as the benchmark's own scorer splits it;
-/// any other answer is one item.
-fn gold_items(answer: &str, category: u8) -> Vec<String> {
-    let parts: Vec<&str> = if category == 1 {
-        answer.split(',').collect()
+/// The items of a gold answer: a multi-hop answer is a list ("pottery, camping, swimming"),
+/// split at its commas as the benchmark's own scorer splits it; any other answer is one item.
+fn answer_items(answer: &str, category: u8) -> Vec<&str> {
+    if category == 1 {
+        answer.split(',').filter(|p| !p.trim().is_empty()).collect()
     } else {
         vec![answer]
-    };
-    parts
+    }
+}
+
+/// A gold answer's items ([`answer_items`]), normalised: what it must be found by.
+fn gold_items(answer: &str, category: u8) -> Vec<String> {
+    answer_items(answer, category)
         .into_iter()
         .map(normalise)
         .filter(|p| !p.trim().is_empty())
@@ -366,11 +369,8 @@ fn gold_items(answer: &str, category: u8) -> Vec<String> {
 /// their best F1 against the prediction's comma-separated parts, and the answer scores their
 /// mean; any other answer is [`token_f1`] of the whole.
 fn answer_f1(pred: &str, gold: &str, category: u8) -> f64 {
-    if category != 1 {
-        return token_f1(pred, gold);
-    }
-    let items: Vec<&str> = gold.split(',').filter(|g| !g.trim().is_empty()).collect();
-    if items.is_empty() {
+    let items = answer_items(gold, category);
+    if category != 1 || items.is_empty() {
         return token_f1(pred, gold);
     }
     let parts: Vec<&str> = pred.split(',').collect();

@@ -4,10 +4,16 @@
 
 use crate::llmem;
 
+/// Runs `llmem` and asserts it succeeded; its standard output.
 fn run(args: &[&str]) -> String {
+    succeed(args).0
+}
+
+/// Runs `llmem` and asserts it succeeded; its standard output and error.
+fn succeed(args: &[&str]) -> (String, String) {
     let (code, out, err) = llmem(args);
     assert_eq!(code, 0, "llmem {args:?} failed: {err}");
-    out
+    (out, err)
 }
 
 #[test]
@@ -227,16 +233,9 @@ fn archive_moves_records_to_a_glacier_directory_out_of_search_and_keeps_them() {
     let archive = tmp.path().join("archive");
     let g = archive.to_str().unwrap();
     // `llmem <command> --dir d --glacier g --tenant alice <rest>`.
-    let alice = |command: &str, rest: &[&str]| {
-        let mut args = vec![command, "--dir", d, "--glacier", g, "--tenant", "alice"];
-        args.extend_from_slice(rest);
-        llmem(&args)
-    };
-    let ok = |command: &str, rest: &[&str]| {
-        let (code, out, err) = alice(command, rest);
-        assert_eq!(code, 0, "llmem {command} {rest:?} failed: {err}");
-        (out, err)
-    };
+    let target = ["--dir", d, "--glacier", g, "--tenant", "alice"];
+    let alice = |command: &str, rest: &[&str]| llmem(&[&[command][..], &target, rest].concat());
+    let ok = |command: &str, rest: &[&str]| succeed(&[&[command][..], &target, rest].concat());
     let (code, _, err) = llmem(&["archive", "--dir", d, "--tenant", "alice"]);
     assert_ne!(code, 0);
     assert!(err.contains("--glacier"), "{err}");

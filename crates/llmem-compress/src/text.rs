@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use llmem_core::time::{MONTHS, WEEKDAYS};
 use llmem_core::{Message, Role};
 
 const STOPWORDS: &[&str] = &[
@@ -17,30 +18,16 @@ const STOPWORDS: &[&str] = &[
     "these", "here", "where", "why",
 ];
 
-const CALENDAR: &[&str] = &[
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-    "yesterday",
-    "today",
-    "tomorrow",
-];
+/// Relative day words that, like month and weekday names, are capitalised or not without
+/// being names.
+const DAYS: &[&str] = &["yesterday", "today", "tomorrow"];
+
+/// Whether `lower` (a lowercase word) is a month, a weekday or a relative day.
+fn is_calendar(lower: &str) -> bool {
+    DAYS.contains(&lower)
+        || WEEKDAYS.contains(&lower)
+        || MONTHS.iter().any(|m| m.eq_ignore_ascii_case(lower))
+}
 
 pub(crate) fn is_stopword(w: &str) -> bool {
     STOPWORDS.contains(&w)
@@ -162,7 +149,7 @@ pub fn facts(text: &str) -> HashSet<String> {
                 && w.chars().next().is_some_and(char::is_uppercase)
                 && w.chars().count() > 1
                 && !is_stopword(&lower);
-            if name || CALENDAR.contains(&lower.as_str()) {
+            if name || is_calendar(&lower) {
                 out.insert(lower);
             }
             // A label like "Caroline:" ends the sentence start too.

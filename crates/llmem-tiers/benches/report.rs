@@ -227,8 +227,9 @@ async fn cold_rows(
         t_all,
     )
     .await;
-    let probes = 20.max(((n as f64).sqrt() as usize).clamp(1, 1024) / 16);
-    let refine = ColdConfig::new("").refine_factor;
+    let defaults = ColdConfig::new("");
+    let probes = defaults.probes(n);
+    let refine = defaults.refine_factor;
     r.note = format!("index build {build:.1} s; {probes} probes, refine ×{refine} (default)");
     rows.push(r);
     rows.push(

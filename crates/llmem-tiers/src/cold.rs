@@ -80,6 +80,13 @@ impl ColdConfig {
             refine_factor: 20,
         }
     }
+
+    /// IVF partitions a query probes on an index built over `rows` rows: `nprobes`, or a
+    /// sixteenth of the partitions when that is more (the same share at every size: 20 of 316
+    /// at 100k rows).
+    pub fn probes(&self, rows: usize) -> usize {
+        self.nprobes.max(partitions(rows) / 16)
+    }
 }
 
 /// IVF partitions for a table of `rows`: √rows, at most 1024.
@@ -510,8 +517,7 @@ impl ColdStore {
         scan.distance_metric(DistanceType::Cosine);
         scan.prefilter(true);
         if st.indexed_rows > 0 {
-            // The same share of the partitions at every size (20 of 316 at 100k rows).
-            scan.nprobes(self.cfg.nprobes.max(partitions(st.indexed_rows) / 16));
+            scan.nprobes(self.cfg.probes(st.indexed_rows));
             scan.refine(self.cfg.refine_factor);
         } else {
             scan.use_index(false);

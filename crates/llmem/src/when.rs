@@ -3,6 +3,7 @@
 //! said, so that a memory read months later still says when things happened.
 
 use llmem_core::Timestamp;
+pub use llmem_core::time::{MONTHS, WEEKDAYS};
 
 /// A calendar date (proleptic Gregorian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,30 +16,6 @@ pub struct CivilDate {
     /// Minutes after midnight.
     pub minute: u32,
 }
-
-pub const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
 
 impl CivilDate {
     /// Days since 1970-01-01 (the usual era-based civil-date arithmetic).

@@ -264,3 +264,17 @@ async fn tiered_store_over_lance_cold() {
         "LRU demoted x0 to Lance"
     );
 }
+
+#[test]
+fn probes_keep_a_sixteenth_of_the_partitions_above_the_floor() {
+    let cfg = ColdConfig::new("unused");
+    // √100k = 316 partitions, a sixteenth is 19: the floor of 20 holds.
+    assert_eq!(cfg.probes(100_000), 20);
+    // √1M = 1,000 partitions: 62 probed.
+    assert_eq!(cfg.probes(1_000_000), 62);
+    // The partitions stop at 1,024, so the probes stop at 64.
+    assert_eq!(cfg.probes(100_000_000), 64);
+    let mut few = cfg.clone();
+    few.nprobes = 1;
+    assert_eq!(few.probes(10_000), 6, "√10k = 100 partitions, a sixteenth");
+}

@@ -21,6 +21,7 @@
 //! min_similarity = 0.35            # cosine, when an embedder is configured
 //! min_term_overlap = 0.34          # share of the question's words, without one
 //! max_tokens = 1000
+//! question_weight = 0.7            # score factor of a memory that only asks
 //! scope = "user"                   # session
 //!
 //! [tiers]
@@ -200,6 +201,10 @@ pub struct RetrievalSettings {
     pub min_term_overlap: f32,
     /// Token cap of the retrieved memories in one request.
     pub max_tokens: usize,
+    /// Score factor of a memory that only asks (its text ends with a question mark), in
+    /// (0, 1]: the answer is in the turn after a question, so questions rank lower. 1 turns
+    /// it off.
+    pub question_weight: f32,
     /// Whose memories a question sees: the user's (every session) or the session's only.
     pub scope: RetrievalScope,
 }
@@ -211,6 +216,7 @@ impl Default for RetrievalSettings {
             min_similarity: 0.35,
             min_term_overlap: 0.34,
             max_tokens: 1000,
+            question_weight: 0.7,
             scope: RetrievalScope::User,
         }
     }
@@ -426,6 +432,15 @@ impl Config {
             return bad(
                 "retrieval.min_term_overlap",
                 format!("{} is not a share in [0, 1]", r.min_term_overlap),
+            );
+        }
+        if !(r.question_weight > 0.0 && r.question_weight <= 1.0) {
+            return bad(
+                "retrieval.question_weight",
+                format!(
+                    "{} is not a factor in (0, 1]; 1 leaves questions unweighted",
+                    r.question_weight
+                ),
             );
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {

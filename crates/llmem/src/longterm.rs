@@ -181,6 +181,32 @@ impl LongTerm {
         Ok(ids)
     }
 
+    /// The `k` memories of `scope` that best match `query`: the store's hybrid ranking (lexical,
+    /// and by vector with an embedder) over `2k` candidates, re-ranked by what kind of turn
+    /// each memory is. One that only asks (its text ends with a question mark) has its score
+    /// scaled by `question_weight`: a question is answered in the turn after it, which is the
+    /// memory to find, while the question itself repeats the words of whoever asks about it
+    /// later. No relevance gate (see [`LongTerm::recall`]).
+    pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
+        let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(2));
+        if let Some(v) = self.embed_query(query).await? {
+            req = req.with_vector(v);
+        }
+        let mut hits = self.store.search(scope, &req).await?;
+        let w = self.settings.question_weight;
+        if w != 1.0 {
+            for h in &mut hits {
+                if asks(&h.record.text) {
+                    h.score *= w;
+                }
+            }
+            // Stable: ties keep the store's order.
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
     /// The memories of `scope` relevant to `query`, best first: at most `k`, each passing the
     /// relevance gate (cosine ≥ `min_similarity` with an embedder, else term overlap ≥
     /// `min_term_overlap`), and none already said in `context` (the texts of the messages in
@@ -197,11 +223,7 @@ impl LongTerm {
             return Ok(Vec::new());
         }
         let qv = self.embed_query(query).await?;
-        let mut req = SearchRequest::text(query.to_owned(), k * 3);
-        if let Some(v) = &qv {
-            req = req.with_vector(v.clone());
-        }
-        let hits: Vec<ScoredRecord> = self.store.search(scope, &req).await?;
+        let hits = self.search(scope, query, k * 3).await?;
         let mut out = Vec::new();
         for h in hits {
             if h.record.is_superseded() || already_said(&h.record.text, context) {
@@ -228,6 +250,12 @@ impl LongTerm {
         }
         Ok(out)
     }
+}
+
+/// Whether `text` only asks: it ends with a question mark (closing quotes and brackets aside).
+fn asks(text: &str) -> bool {
+    text.trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ']'))
+        .ends_with('?')
 }
 
 /// Whether `text` (a memory, perhaps `who: …`) is said in one of `context`'s texts.

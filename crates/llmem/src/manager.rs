@@ -559,12 +559,9 @@ impl MemoryManager {
     }
 
     /// Searches this user's long-term memory (no relevance gate): for tools and inspection.
+    /// Ranked as [`LongTerm::search`](crate::longterm::LongTerm::search) ranks.
     pub async fn search(&self, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
-        let mut req = llmem_core::SearchRequest::text(query.to_owned(), k);
-        if let Some(v) = self.longterm.embed_query(query).await? {
-            req = req.with_vector(v);
-        }
-        self.longterm.store().search(&self.recall_scope, &req).await
+        self.longterm.search(&self.recall_scope, query, k).await
     }
 
     /// Seed 002's statistics.

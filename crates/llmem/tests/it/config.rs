@@ -100,6 +100,11 @@ fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
         e.contains("memory.compression_ratio") && e.contains("(0, 1]"),
         "{e}"
     );
+    let e = err(None, &[("LLMEM_RETRIEVAL_QUESTION_WEIGHT", "0")]);
+    assert!(
+        e.contains("retrieval.question_weight") && e.contains("(0, 1]"),
+        "{e}"
+    );
     let e = err(Some("preset = \"extreme\"\n"), &[]);
     assert!(e.contains("preset"), "{e}");
     let e = err(None, &[("LLMEM_MEMORY_SHORT_TERM", "3")]);

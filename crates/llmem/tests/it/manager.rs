@@ -366,3 +366,42 @@ async fn smollm2_writes_the_summaries_and_lists_the_facts() {
     );
     assert!(m.summary().is_some_and(|x| !x.trim().is_empty()));
 }
+
+/// Search ranks the reply to a question above the question, which repeats the words of a later
+/// question about it; `retrieval.question_weight = 1` turns that off.
+#[tokio::test]
+async fn a_reply_outranks_the_question_it_answers() {
+    async fn order(weight: f32) -> Vec<String> {
+        let mut c = small();
+        c.retrieval.question_weight = weight;
+        let (mut m, _) = manager(c);
+        let turns = [
+            (
+                "Ana",
+                "Where did you go hiking last weekend with your sister?",
+            ),
+            (
+                "Ben",
+                "Mount Tamalpais. The hiking was steep, all the way up from the coast.",
+            ),
+            ("Ana", "I spent the weekend baking bread for the market."),
+        ];
+        for (who, text) in turns {
+            m.add_message(Message::user(text).with_name(who), None)
+                .await
+                .unwrap();
+        }
+        m.end_session().await.unwrap();
+        m.search("Where did they go hiking last weekend?", 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.record.text)
+            .collect()
+    }
+    let plain = order(1.0).await;
+    assert!(plain[0].starts_with("Ana: Where"), "{plain:?}");
+    let weighted = order(Config::default().retrieval.question_weight).await;
+    assert!(weighted[0].starts_with("Ben: Mount"), "{weighted:?}");
+    assert_eq!(weighted.len(), plain.len(), "re-ranked, none dropped");
+}

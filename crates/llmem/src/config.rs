@@ -22,6 +22,7 @@
 //! min_term_overlap = 0.34          # share of the question's words, without one
 //! max_tokens = 1000
 //! question_weight = 0.7            # score factor of a memory that only asks
+//! session_weight = 0.3             # share of its session's best match a memory gains
 //! scope = "user"                   # session
 //!
 //! [tiers]
@@ -205,6 +206,11 @@ pub struct RetrievalSettings {
     /// (0, 1]: the answer is in the turn after a question, so questions rank lower. 1 turns
     /// it off.
     pub question_weight: f32,
+    /// Session context, in [0, 1]: a memory's score gains this share of the best score among
+    /// the candidates of its session, so that a turn of the
+    /// session a question is about outranks a turn elsewhere that shares as many of its words.
+    /// 0 turns it off.
+    pub session_weight: f32,
     /// Whose memories a question sees: the user's (every session) or the session's only.
     pub scope: RetrievalScope,
 }
@@ -217,6 +223,7 @@ impl Default for RetrievalSettings {
             min_term_overlap: 0.34,
             max_tokens: 1000,
             question_weight: 0.7,
+            session_weight: 0.3,
             scope: RetrievalScope::User,
         }
     }
@@ -440,6 +447,15 @@ impl Config {
                 format!(
                     "{} is not a factor in (0, 1]; 1 leaves questions unweighted",
                     r.question_weight
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.session_weight) {
+            return bad(
+                "retrieval.session_weight",
+                format!(
+                    "{} is not a share in [0, 1]; 0 leaves sessions out of the ranking",
+                    r.session_weight
                 ),
             );
         }

@@ -9,7 +9,7 @@
 //! before it and the [`NEXT_MESSAGES`] after it: a question is usually answered in the message
 //! after it, in words of the messages before, so the answer is found by the question's words.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +34,9 @@ pub const ARCHIVED: &str = "archived";
 /// Messages before and after a memory's own that join its lexical key.
 pub const PREV_MESSAGES: usize = 2;
 pub const NEXT_MESSAGES: usize = 1;
+/// Candidates a search re-ranks, per memory asked for: enough for the session re-ranking
+/// (`retrieval.session_weight`) to see several turns of each session in play.
+pub const CANDIDATES: usize = 8;
 
 /// A store, an optional embedder and the retrieval settings.
 #[derive(Debug)]
@@ -182,13 +185,19 @@ impl LongTerm {
     }
 
     /// The `k` memories of `scope` that best match `query`: the store's hybrid ranking (lexical,
-    /// and by vector with an embedder) over `2k` candidates, re-ranked by what kind of turn
-    /// each memory is. One that only asks (its text ends with a question mark) has its score
-    /// scaled by `question_weight`: a question is answered in the turn after it, which is the
-    /// memory to find, while the question itself repeats the words of whoever asks about it
-    /// later. No relevance gate (see [`LongTerm::recall`]).
+    /// and by vector with an embedder) over [`CANDIDATES`]`·k` candidates, re-ranked.
+    /// - By what kind of turn each memory is: one that only asks (its text ends with a
+    ///   question mark) has its score scaled by `question_weight`. A question is answered in
+    ///   the turn after it, which is the memory to find, while the question itself repeats the
+    ///   words of whoever asks about it later.
+    /// - By its session: each score gains `session_weight` times the best candidate score of
+    ///   the memory's session (a memory without a session is a session of its own).
+    ///   A question is usually about one conversation, and the turn that answers it often
+    ///   shares fewer of its words than a turn of another session does.
+    ///
+    /// No relevance gate (see [`LongTerm::recall`]).
     pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
-        let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(2));
+        let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(CANDIDATES));
         if let Some(v) = self.embed_query(query).await? {
             req = req.with_vector(v);
         }
@@ -200,9 +209,10 @@ impl LongTerm {
                     h.score *= w;
                 }
             }
-            // Stable: ties keep the store's order.
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         }
+        by_session(&mut hits, self.settings.session_weight);
+        // Stable: ties keep the store's order.
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k);
         Ok(hits)
     }
@@ -249,6 +259,28 @@ impl LongTerm {
             }
         }
         Ok(out)
+    }
+}
+
+/// Adds to each hit's score `weight` times the best score among the hits of its session (a
+/// hit without a session is a session of its own).
+fn by_session(hits: &mut [ScoredRecord], weight: f32) {
+    if weight == 0.0 {
+        return;
+    }
+    let mut best: HashMap<&str, f32> = HashMap::new();
+    for h in hits.iter() {
+        if let Some(s) = &h.record.session {
+            let b = best.entry(s.as_str()).or_insert(h.score);
+            *b = b.max(h.score);
+        }
+    }
+    let gain: Vec<f32> = hits
+        .iter()
+        .map(|h| weight * h.record.session.as_deref().map_or(h.score, |s| best[s]))
+        .collect();
+    for (h, g) in hits.iter_mut().zip(gain) {
+        h.score += g;
     }
 }
 
@@ -432,5 +464,42 @@ impl ArchiveSink for Archive {
             recent.last_id = last;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(text: &str, session: Option<&str>, score: f32) -> ScoredRecord {
+        let mut record = MemoryRecord::new("u", text);
+        record.session = session.map(str::to_owned);
+        ScoredRecord { record, score }
+    }
+
+    fn ranked(weight: f32) -> Vec<String> {
+        let mut hits = vec![
+            hit("the lake trip", Some("s1"), 1.0),
+            hit("a movie", Some("s2"), 0.8),
+            hit("a first fish", Some("s1"), 0.75),
+            hit("no session", None, 0.78),
+        ];
+        by_session(&mut hits, weight);
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.into_iter().map(|h| h.record.text).collect()
+    }
+
+    /// A memory of the session with the best match overtakes a slightly better match of
+    /// another session; one without a session counts as its own; 0 leaves the order.
+    #[test]
+    fn the_best_session_lifts_its_memories() {
+        assert_eq!(
+            ranked(0.3),
+            ["the lake trip", "a first fish", "a movie", "no session"]
+        );
+        assert_eq!(
+            ranked(0.0),
+            ["the lake trip", "a movie", "no session", "a first fish"]
+        );
     }
 }

@@ -1,35 +1,38 @@
-//! `llmem demo`: the whole pipeline on a conversation shipped with llmem, on embedded defaults.
+//! `llmem demo`: the product's `MemoryManager` on a conversation shipped with llmem, on
+//! embedded defaults.
 //!
-//! Every turn goes into the context; when the context passes its token threshold the sliding
-//! window compressor folds the oldest turns into a rolling summary (extractive, or the local
-//! SmolLM2 through llama.cpp when its assets are installed) and hands the originals to the
-//! long-term store. Then each question gets a prompt assembled under the budget: system prompt,
-//! summary, the memories retrieved for it, recent history and the question; the demo reports
-//! whether the gold answer made it into that prompt, and the local model answers from it.
+//! Every turn goes to the manager, and each user turn is a request whose prompt it assembles.
+//! When the context passes its token threshold, the sliding window compressor folds the oldest
+//! turns into a rolling summary (extractive, or the local SmolLM2 through llama.cpp when its
+//! assets are installed) and the originals go to long-term memory (embedded by the local MiniLM
+//! when installed; facts drawn from the user's turns too). Then each question gets the prompt
+//! the manager assembles under the budget: system prompt, summary, the memories recalled for
+//! it, recent history and room for the question. The demo reports whether the gold answer made
+//! it into that prompt, and the local model answers from it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use llmem::compress::{
-    ArchiveSink, CompressConfig, Compressor, MemoryCompressor, Strategy, Trigger,
-};
+use llmem::config::SummarizerMode;
 use llmem::core::{
-    ChatModel, ChatRequest, MemoryRecord, MemoryStore, Message, RecordKind, Role, Scope,
-    SearchRequest, Summarizer, TokenCounter, async_trait,
+    ChatModel, ChatRequest, MemoryStore, Message, Role, Scope, Summarizer, TokenCounter,
 };
 use llmem::providers::llamacpp::LlamaCppServer;
 use llmem::tiers::WarmStore;
-use llmem::window::{Layout, Load};
+use llmem::{Config, MemoryManager, Providers};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::eval::{EmbedderMode, embedder};
 use super::input;
 
 const CONVERSATION: &str = include_str!("../../../../examples/data/conversation.jsonl");
 const QUESTIONS: &str = include_str!("../../../../examples/data/questions.jsonl");
 const TENANT: &str = "demo";
+/// Tokens of each prompt kept for the answer.
+const ANSWER_RESERVE: usize = 64;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,6 +54,10 @@ pub struct Args {
     /// Memories retrieved for each question.
     #[arg(long, default_value_t = 4)]
     pub k: usize,
+    /// Vectors for long-term memory from the local ONNX embedder (`auto`: when installed), or
+    /// lexical search only.
+    #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
+    pub embedder: EmbedderMode,
     /// Use the local SmolLM2 (llama.cpp) to summarise and answer: `auto` when installed.
     #[arg(long, value_enum, default_value_t = Llm::Auto)]
     pub llm: Llm,
@@ -73,32 +80,6 @@ pub enum Llm {
 struct Question {
     question: String,
     answer: String,
-}
-
-/// Stores every message that leaves the context as a conversation memory.
-#[derive(Debug)]
-struct StoreArchive {
-    store: Arc<WarmStore>,
-}
-
-#[async_trait]
-impl ArchiveSink for StoreArchive {
-    async fn archive(&self, messages: &[Message]) -> llmem::Result<()> {
-        let records = messages
-            .iter()
-            .filter(|m| m.role != Role::System)
-            .map(|m| {
-                let mut r = MemoryRecord::new(TENANT, format!("{}: {}", m.role.as_str(), m.text()))
-                    .with_kind(RecordKind::Conversation)
-                    .with_metadata("role", m.role.as_str());
-                if let Some(at) = m.created_at {
-                    r = r.with_created_at(at).with_metadata("date", at.to_string());
-                }
-                r
-            })
-            .collect();
-        self.store.put(records).await
-    }
 }
 
 fn normalise(s: &str) -> String {
@@ -135,8 +116,8 @@ pub async fn run(args: Args) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     anyhow::ensure!(
-        args.budget >= 200,
-        "--budget {} is too small for a prompt; use at least 200 tokens",
+        args.budget >= 256,
+        "--budget {} is too small for a prompt; use at least 256 tokens",
         args.budget
     );
 
@@ -144,7 +125,6 @@ pub async fn run(args: Args) -> Result<()> {
     let info = counters.catalog().require(&args.model)?;
     let model_counter = counters.for_model(&info.id)?;
     let counter: Arc<dyn TokenCounter> = model_counter.clone();
-    let answer_reserve = 64;
     // The context (system + summary + recent turns) may use this much of each prompt; the
     // rest is for retrieved memories, the question and the answer.
     let threshold = args.budget * 11 / 20;
@@ -165,26 +145,35 @@ pub async fn run(args: Args) -> Result<()> {
         None => None,
     };
 
+    let mut config = Config::default();
+    config.memory.model = info.id.clone();
+    config.memory.max_context_tokens = args.budget;
+    config.memory.answer_reserve = ANSWER_RESERVE;
+    config.memory.compression_threshold = threshold;
+    config.memory.short_term_size = args.keep;
+    config.memory.compression_ratio = 0.3;
+    // `auto`: the local model's summarizer when it runs (given below), else extractive.
+    config.memory.summarizer = SummarizerMode::Auto;
+    config.retrieval.k = args.k;
+    config.retrieval.max_tokens = args.budget;
+    config
+        .validate()
+        .context("the demo's settings (--budget, --keep, --k)")?;
     let store = Arc::new(WarmStore::in_memory());
-    let config = CompressConfig {
-        strategy: Strategy::SlidingWindow,
-        keep_recent: args.keep,
-        compression_ratio: 0.3,
-        budget: Some(threshold),
-        ..CompressConfig::default()
-    };
-    let mut compressor =
-        MemoryCompressor::new(config, counter.clone())?.with_archive(Arc::new(StoreArchive {
-            store: store.clone(),
-        }));
-    if let Some(s) = &server {
-        let summarizer: Arc<dyn Summarizer> = Arc::new(s.summarizer(2048)?);
-        compressor = compressor.with_summarizer(summarizer);
+    let mut providers = Providers::default()
+        .with_counter(counter.clone())
+        .with_store(store.clone());
+    let vectors = embedder(args.embedder)?;
+    if let Some(e) = &vectors {
+        providers = providers.with_embedder(e.clone());
     }
-    let trigger = Trigger {
-        token_threshold: Some(threshold),
-        ..Trigger::default()
-    };
+    if let (Some(s), Some(chat)) = (&server, &chat) {
+        let summarizer: Arc<dyn Summarizer> = Arc::new(s.summarizer(2048)?);
+        providers = providers
+            .with_summarizer(summarizer)
+            .with_chat(chat.clone());
+    }
+    let mut m = MemoryManager::for_session(config, providers, Scope::session(TENANT, "demo"))?;
 
     println!(
         "llmem demo: {} messages, {} questions; model {} ({}), prompt budget {} tokens, context threshold {threshold}, keep {} raw; summaries: {}",
@@ -201,120 +190,70 @@ pub async fn run(args: Args) -> Result<()> {
         }
     );
 
-    // Feed the conversation turn by turn.
-    let mut context: Vec<Message> = Vec::new();
-    let (mut full_history, mut sent_total, mut full_total) = (0usize, 0usize, 0usize);
-    let (mut compressions, mut requests) = (0usize, 0usize);
-    let mut errors = Vec::new();
-    for (i, m) in conversation.iter().enumerate() {
-        full_history += counter.count_message(m);
-        context.push(m.clone());
+    // Feed the conversation turn by turn; each user turn is a request, whose prompt the
+    // manager assembles (context and the memories recalled for it).
+    for (i, msg) in conversation.iter().enumerate() {
+        let errors_before = m.get_stats().summarizer_errors;
+        m.add_message(msg.clone(), None).await?;
         let mut note = String::new();
-        let tokens = counter.count_messages(&context);
-        if let Some(reason) = trigger.check(tokens, context.len()) {
-            let out = compressor.compress(&context).await?;
-            compressions += 1;
-            errors.extend(out.errors.iter().cloned());
+        if m.was_compressed_last_iteration() {
+            let st = m.get_stats();
             note = format!(
-                "  compressed ({reason:?}): {} -> {} msgs, {} -> {} tokens, {} archived, quality {:.2}{}",
-                out.messages_before,
-                out.messages_after,
-                out.original_tokens,
-                out.compressed_tokens,
-                out.archived,
-                out.quality.score,
-                if out.errors.is_empty() {
-                    String::new()
+                "  compressed: {} tokens saved, {} memories in long-term store{}",
+                m.last_compression_savings(),
+                st.memories_stored,
+                if st.summarizer_errors > errors_before {
+                    ", summarizer failed: extractive fallback, originals kept"
                 } else {
-                    format!(", fell back: {}", out.errors.join("; "))
+                    ""
                 }
             );
-            context = out.messages;
         }
-        let now = counter.count_messages(&context);
-        if m.role == Role::User {
-            // Each user turn is a request: what llmem sends vs. the whole history.
-            requests += 1;
-            sent_total += now;
-            full_total += full_history + counter.request_overhead();
-        }
+        let sent = if msg.role == Role::User {
+            format!("  prompt {:>4} tok", m.prepare(None).await?.tokens)
+        } else {
+            String::new()
+        };
         if !args.quick || !note.is_empty() {
-            let date = m
+            let date = msg
                 .created_at
                 .map(|t| t.to_string().chars().take(10).collect::<String>())
                 .unwrap_or_default();
             println!(
-                "turn {:>3} {date} {:<9} context {:>4}/{:<4} tok  full history {:>5} tok{note}",
+                "turn {:>3} {date} {:<9} context {:>4}/{:<4} tok{sent}{note}",
                 i + 1,
-                m.role.as_str(),
-                now,
+                msg.role.as_str(),
+                m.get_stats().current_tokens,
                 threshold,
-                full_history
             );
         }
     }
-    let price = |t: usize| info.cost(t as u64, 0, 0);
+    let stats = m.get_stats();
+    let price = |t: u64| info.cost(t, 0, 0);
     println!(
-        "\n{requests} requests: llmem sent {sent_total} prompt tokens (${:.4}) instead of {full_total} (${:.4}): {:.1}% saved; {compressions} compressions; {} memories in the long-term store",
-        price(sent_total),
-        price(full_total),
-        100.0 * (1.0 - sent_total as f64 / full_total.max(1) as f64),
+        "\n{} requests: llmem sent {} prompt tokens (${:.4}) instead of {} (${:.4}): {:.1}% saved; {} compressions; {} memories in the long-term store",
+        stats.requests,
+        stats.sent_tokens,
+        price(stats.sent_tokens),
+        stats.full_history_tokens,
+        price(stats.full_history_tokens),
+        stats.savings_percentage,
+        stats.compression_count,
         store
             .count(&Scope::tenant(TENANT), &llmem::core::Filter::All)
             .await?
     );
 
-    // Answer the questions from assembled prompts.
-    let scope = Scope::tenant(TENANT);
-    let summary: Vec<Message> = context
-        .iter()
-        .filter(|m| m.role == Role::System)
-        .skip(1)
-        .cloned()
-        .collect();
-    let system = context.iter().find(|m| m.role == Role::System).cloned();
-    let recent: Vec<Message> = context
-        .iter()
-        .filter(|m| m.role != Role::System)
-        .cloned()
-        .collect();
+    // Answer the questions from the prompts the manager assembles for them.
     let (mut in_context, mut prompt_tokens) = (0usize, 0usize);
     println!(
-        "\nquestions (prompt <= {} tokens, {answer_reserve} reserved for the answer):",
+        "\nquestions (prompt <= {} tokens, {ANSWER_RESERVE} reserved for the answer):",
         args.budget
     );
     for q in &questions {
-        let mut layout = Layout::chat(counter.clone(), args.budget, answer_reserve)?;
-        if let Some(s) = &system {
-            layout.push("system", s.clone())?;
-        }
-        for s in &summary {
-            layout.push("summary", s.clone())?;
-        }
-        let hits = store
-            .search(&scope, &SearchRequest::text(q.question.clone(), args.k))
-            .await?;
-        let memories: Vec<Message> = hits
-            .iter()
-            .map(|h| {
-                let date = h
-                    .record
-                    .metadata
-                    .get("date")
-                    .and_then(|d| d.as_str())
-                    .map(|d| d.chars().take(10).collect::<String>());
-                Message::system(match date {
-                    Some(d) => format!("Memory ({d}) {}", h.record.text),
-                    None => format!("Memory: {}", h.record.text),
-                })
-            })
-            .collect();
-        layout.load("retrieved", memories, Load::FillFree)?;
-        for m in &recent {
-            layout.push("history", m.clone())?;
-        }
-        layout.push("question", Message::user(q.question.clone()))?;
-        let prompt = layout.render();
+        let prepared = m.prepare(Some(&q.question)).await?;
+        let mut prompt = prepared.messages;
+        prompt.push(Message::user(q.question.clone()));
         let tokens = counter.count_messages(&prompt);
         prompt_tokens += tokens;
         let text = normalise(
@@ -327,20 +266,21 @@ pub async fn run(args: Args) -> Result<()> {
         let found = text.contains(&normalise(&q.answer));
         in_context += usize::from(found);
         println!(
-            "- {}  [{} tok, answer {} context]",
+            "- {}  [{} tok, {} memories, answer {} context]",
             q.question,
             tokens,
+            prepared.retrieved.len(),
             if found { "in" } else { "NOT in" }
         );
         if !args.quick {
-            for h in hits.iter().take(2) {
+            for h in prepared.retrieved.iter().take(2) {
                 let t: String = h.record.text.chars().take(110).collect();
-                println!("    retrieved {:.2}: {t}", h.score);
+                println!("    retrieved {:.2}: {t}", h.relevance);
             }
         }
         if let Some(model) = &chat {
             let req = ChatRequest::new(prompt)
-                .with_max_tokens(answer_reserve as u32)
+                .with_max_tokens(ANSWER_RESERVE as u32)
                 .with_temperature(0.0);
             match model.chat(req).await {
                 Ok(r) => println!(
@@ -353,16 +293,17 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let n = questions.len().max(1);
     println!(
-        "\nanswer in context for {in_context}/{} questions ({:.0}%), mean prompt {:.0} tokens (full history: {full_history}); {:.1}s",
+        "\nanswer in context for {in_context}/{} questions ({:.0}%), mean prompt {:.0} tokens (full history: {}); {:.1}s",
         questions.len(),
         100.0 * in_context as f64 / n as f64,
         prompt_tokens as f64 / n as f64,
+        counter.count_messages(&conversation),
         started.elapsed().as_secs_f64()
     );
-    if !errors.is_empty() {
+    if stats.summarizer_errors > 0 {
         println!(
             "summarizer errors (originals kept, extractive fallback): {}",
-            errors.len()
+            stats.summarizer_errors
         );
     }
     if args.json {
@@ -370,16 +311,16 @@ pub async fn run(args: Args) -> Result<()> {
             "{}",
             json!({
                 "messages": conversation.len(),
-                "requests": requests,
-                "compressions": compressions,
-                "sent_tokens": sent_total,
-                "full_history_tokens": full_total,
-                "savings": 1.0 - sent_total as f64 / full_total.max(1) as f64,
+                "requests": stats.requests,
+                "compressions": stats.compression_count,
+                "sent_tokens": stats.sent_tokens,
+                "full_history_tokens": stats.full_history_tokens,
+                "savings": stats.savings_percentage / 100.0,
                 "questions": questions.len(),
                 "answer_in_context": in_context as f64 / n as f64,
                 "mean_prompt_tokens": prompt_tokens as f64 / n as f64,
                 "budget": args.budget,
-                "summarizer_errors": errors.len(),
+                "summarizer_errors": stats.summarizer_errors,
             })
         );
     }

@@ -901,7 +901,7 @@ fn assemble<'a>(
 }
 
 #[cfg(feature = "onnx")]
-fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
+pub(crate) fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
     use llmem::providers::onnx::OnnxEmbedder;
     match mode {
         EmbedderMode::None => Ok(None),
@@ -921,7 +921,7 @@ fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
 }
 
 #[cfg(not(feature = "onnx"))]
-fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
+pub(crate) fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
     match mode {
         EmbedderMode::Onnx => bail!(
             "--embedder onnx: this llmem was built without the `onnx` feature; rebuild with `--features onnx`"

@@ -31,7 +31,8 @@ pub use filter::{CmpOp, Filter};
 pub use message::{ContentPart, ImageUrl, Message, Role, ToolCall};
 pub use provider::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
-    DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolSpec, Usage,
+    DynEmbedder, DynSummarizer, Embedder, Summarizer, SummaryRequest, ToolCallDelta,
+    ToolCallPieces, ToolSpec, Usage,
 };
 pub use record::{
     KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, TEXT_WEIGHT, new_id, search_fields,

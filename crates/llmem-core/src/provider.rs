@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::capabilities::Capabilities;
-use crate::message::Message;
+use crate::message::{Message, ToolCall};
 use crate::{Error, Result};
 
 /// Token usage a provider reported (or llmem estimated) for one call.
@@ -96,6 +96,68 @@ pub struct ChatChunk {
     /// Present on the last chunk when the provider reports usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Pieces of the tool calls the model is making (see [`ToolCallDelta`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+/// A piece of a streamed tool call: the call at `index` among the answer's calls. The id and the
+/// name come with its first piece; the arguments (JSON text) may come in several, to be joined
+/// in order. [`ToolCallPieces`] puts them together.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arguments: String,
+}
+
+/// The tool calls of a streamed answer, put together from their pieces as they arrive.
+#[derive(Debug, Clone, Default)]
+pub struct ToolCallPieces {
+    calls: std::collections::BTreeMap<usize, ToolCall>,
+}
+
+impl ToolCallPieces {
+    /// Adds a piece: its id and name when it has them, its arguments after those before.
+    pub fn push(&mut self, d: &ToolCallDelta) {
+        let c = self.calls.entry(d.index).or_insert_with(|| ToolCall {
+            id: String::new(),
+            name: String::new(),
+            arguments: String::new(),
+        });
+        if let Some(id) = &d.id {
+            c.id.clone_from(id);
+        }
+        if let Some(name) = &d.name {
+            c.name.push_str(name);
+        }
+        c.arguments.push_str(&d.arguments);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls in order. A call that came without an id gets `call_<index>`, and one without
+    /// arguments gets `{}`.
+    pub fn finish(self) -> Vec<ToolCall> {
+        self.calls
+            .into_iter()
+            .map(|(i, mut c)| {
+                if c.id.is_empty() {
+                    c.id = format!("call_{i}");
+                }
+                if c.arguments.trim().is_empty() {
+                    c.arguments = "{}".into();
+                }
+                c
+            })
+            .collect()
+    }
 }
 
 /// A stream of chunks.
@@ -291,3 +353,40 @@ pub type DynChatModel = dyn ChatModel;
 pub type DynEmbedder = dyn Embedder;
 /// `dyn Summarizer`.
 pub type DynSummarizer = dyn Summarizer;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces of two calls, interleaved as a provider may send them, make two whole calls.
+    #[test]
+    fn tool_call_pieces_join_in_order() {
+        let piece = |index, id: Option<&str>, name: Option<&str>, args: &str| ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            name: name.map(str::to_owned),
+            arguments: args.to_owned(),
+        };
+        let mut p = ToolCallPieces::default();
+        assert!(p.is_empty());
+        for d in [
+            piece(0, Some("call_a"), Some("weather"), ""),
+            piece(1, None, Some("time"), ""),
+            piece(0, None, None, "{\"city\":"),
+            piece(0, None, None, "\"Lisbon\"}"),
+        ] {
+            p.push(&d);
+        }
+        let calls = p.finish();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].name.as_str()),
+            ("call_a", "weather")
+        );
+        assert_eq!(calls[0].arguments, "{\"city\":\"Lisbon\"}");
+        assert_eq!(
+            (calls[1].id.as_str(), calls[1].arguments.as_str()),
+            ("call_1", "{}")
+        );
+    }
+}

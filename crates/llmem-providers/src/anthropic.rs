@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use llmem_core::wire::{from_anthropic, to_anthropic};
 use llmem_core::{
     Capabilities, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Error, Message,
-    Result, Usage,
+    Result, ToolCallDelta, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -260,6 +260,8 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse> {
 #[derive(Default)]
 struct StreamState {
     usage: Usage,
+    /// The tool call (by order among the answer's calls) of each `tool_use` content block.
+    tools: std::collections::HashMap<u64, usize>,
 }
 
 fn step(st: &mut StreamState, ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
@@ -280,8 +282,52 @@ fn step(st: &mut StreamState, ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
             }
             Ok((Vec::new(), false))
         }
+        "content_block_start" => {
+            let block = &v["content_block"];
+            if block["type"] != "tool_use" {
+                return Ok((Vec::new(), false));
+            }
+            let index = st.tools.len();
+            st.tools.insert(v["index"].as_u64().unwrap_or(0), index);
+            // The input arrives in `input_json_delta` pieces; a non-empty one here is whole.
+            let arguments = match block["input"].as_object() {
+                Some(o) if !o.is_empty() => block["input"].to_string(),
+                _ => String::new(),
+            };
+            Ok((
+                vec![ChatChunk {
+                    tool_calls: vec![ToolCallDelta {
+                        index,
+                        id: block["id"].as_str().map(str::to_owned),
+                        name: block["name"].as_str().map(str::to_owned),
+                        arguments,
+                    }],
+                    ..Default::default()
+                }],
+                false,
+            ))
+        }
         "content_block_delta" => {
-            let text = v["delta"]["text"].as_str().unwrap_or_default();
+            let d = &v["delta"];
+            if d["type"] == "input_json_delta" {
+                let tool = v["index"].as_u64().and_then(|i| st.tools.get(&i));
+                let piece = d["partial_json"].as_str().unwrap_or_default();
+                return Ok(match tool {
+                    Some(&index) if !piece.is_empty() => (
+                        vec![ChatChunk {
+                            tool_calls: vec![ToolCallDelta {
+                                index,
+                                arguments: piece.to_owned(),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        false,
+                    ),
+                    _ => (Vec::new(), false),
+                });
+            }
+            let text = d["text"].as_str().unwrap_or_default();
             let chunks = if text.is_empty() {
                 Vec::new()
             } else {
@@ -303,9 +349,9 @@ fn step(st: &mut StreamState, ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
             let reason = v["delta"]["stop_reason"].as_str().map(str::to_owned);
             Ok((
                 vec![ChatChunk {
-                    delta: String::new(),
                     finish_reason: reason.or(Some("end_turn".into())),
                     usage: Some(st.usage),
+                    ..Default::default()
                 }],
                 false,
             ))

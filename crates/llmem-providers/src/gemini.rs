@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use llmem_core::{
     Capabilities, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ContentPart,
-    Embedder, Error, Message, Result, Role, ToolCall, Usage,
+    Embedder, Error, Message, Result, Role, ToolCall, ToolCallDelta, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -363,7 +363,7 @@ impl Gemini {
     }
 }
 
-fn step(_: &mut (), ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
+fn step(calls: &mut usize, ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
     let v = event_json(NAME, &ev)?;
     if v.get("error").is_some() {
         return Err(Error::Provider {
@@ -378,10 +378,29 @@ fn step(_: &mut (), ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
     }
     let cand = &v["candidates"][0];
     let mut delta = String::new();
+    let mut tool_calls = Vec::new();
     if let Some(parts) = cand["content"]["parts"].as_array() {
         for p in parts {
-            if p["thought"].as_bool() != Some(true) {
-                delta.push_str(p["text"].as_str().unwrap_or_default());
+            if p["thought"].as_bool() == Some(true) {
+                continue;
+            }
+            delta.push_str(p["text"].as_str().unwrap_or_default());
+            // A function call comes whole, in one part; the calls are numbered across events.
+            if let Some(fc) = p.get("functionCall") {
+                let index = *calls;
+                *calls += 1;
+                let name = fc["name"].as_str().unwrap_or_default().to_owned();
+                tool_calls.push(ToolCallDelta {
+                    index,
+                    id: Some(
+                        fc["id"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("call_{index}_{name}")),
+                    ),
+                    name: Some(name),
+                    arguments: serde_json::to_string(&fc["args"])?,
+                });
             }
         }
     }
@@ -392,13 +411,14 @@ fn step(_: &mut (), ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
     } else {
         None
     };
-    let keep = !delta.is_empty() || finish.is_some();
+    let keep = !delta.is_empty() || finish.is_some() || !tool_calls.is_empty();
     Ok((
         if keep {
             vec![ChatChunk {
                 delta,
                 finish_reason: finish,
                 usage,
+                tool_calls,
             }]
         } else {
             Vec::new()
@@ -442,7 +462,7 @@ impl ChatModel for Gemini {
             .call(model, "streamGenerateContent?alt=sse")
             .sse(&body)
             .await?;
-        Ok(chunk_stream(NAME, events, (), step))
+        Ok(chunk_stream(NAME, events, 0usize, step))
     }
 
     async fn count_tokens(&self, request: &ChatRequest) -> Result<usize> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use llmem_core::wire::openai_messages;
 use llmem_core::{
     Capabilities, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, Error,
-    Message, Result, Usage,
+    Message, Result, ToolCallDelta, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -323,6 +323,27 @@ pub fn parse_chat_response(provider: &str, v: &Value) -> Result<ChatResponse> {
     })
 }
 
+/// The tool-call pieces of a streamed `delta.tool_calls` (`index`, and `id`, `function.name`,
+/// `function.arguments` when present).
+fn tool_call_deltas(v: &Value) -> Vec<ToolCallDelta> {
+    let Some(calls) = v.as_array() else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ToolCallDelta {
+            index: c["index"].as_u64().map_or(i, |n| n as usize),
+            id: c["id"].as_str().map(str::to_owned),
+            name: c["function"]["name"].as_str().map(str::to_owned),
+            arguments: c["function"]["arguments"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect()
+}
+
 fn stream_step(
     provider: &'static str,
 ) -> impl FnMut(&mut (), SseEvent) -> Result<(Vec<ChatChunk>, bool)> + Send {
@@ -347,9 +368,12 @@ fn stream_step(
                 .to_owned(),
             finish_reason: choice["finish_reason"].as_str().map(str::to_owned),
             usage: parse_usage(&v["usage"]),
+            tool_calls: tool_call_deltas(&choice["delta"]["tool_calls"]),
         };
-        let keep =
-            !chunk.delta.is_empty() || chunk.finish_reason.is_some() || chunk.usage.is_some();
+        let keep = !chunk.delta.is_empty()
+            || chunk.finish_reason.is_some()
+            || chunk.usage.is_some()
+            || !chunk.tool_calls.is_empty();
         Ok((if keep { vec![chunk] } else { Vec::new() }, false))
     }
 }

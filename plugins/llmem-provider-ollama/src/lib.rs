@@ -21,7 +21,7 @@ use futures::StreamExt;
 use llmem_core::wire::openai_messages;
 use llmem_core::{
     Capabilities, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, Error,
-    Message, Registry, Result, ToolCall, Usage,
+    Message, Registry, Result, ToolCall, ToolCallDelta, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -347,13 +347,14 @@ impl ChatModel for Ollama {
             VecDeque::<Result<ChatChunk>>::new(),
             false,
             false,
+            0usize,
         );
         let s = futures::stream::unfold(
             state,
-            |(mut body, mut buf, mut ready, mut done, mut seen_done)| async move {
+            |(mut body, mut buf, mut ready, mut done, mut seen_done, mut calls)| async move {
                 loop {
                     if let Some(c) = ready.pop_front() {
-                        return Some((c, (body, buf, ready, done, seen_done)));
+                        return Some((c, (body, buf, ready, done, seen_done, calls)));
                     }
                     if done {
                         return None;
@@ -384,7 +385,25 @@ impl ChatModel for Ollama {
                         match item {
                             Ok(v) => {
                                 let finished = v["done"].as_bool() == Some(true);
+                                // Tool calls come whole; numbered across the stream's lines.
+                                let tool_calls = match parse_message(&v) {
+                                    Ok(m) => m
+                                        .tool_calls
+                                        .into_iter()
+                                        .map(|c| {
+                                            calls += 1;
+                                            ToolCallDelta {
+                                                index: calls - 1,
+                                                id: Some(c.id),
+                                                name: Some(c.name),
+                                                arguments: c.arguments,
+                                            }
+                                        })
+                                        .collect(),
+                                    Err(_) => Vec::new(),
+                                };
                                 ready.push_back(Ok(ChatChunk {
+                                    tool_calls,
                                     delta: v["message"]["content"]
                                         .as_str()
                                         .unwrap_or_default()

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use llmem::core::{ChatModel, ChatRequest, Message, Role, Usage};
+use llmem::core::{ChatModel, ChatRequest, Message, Role, ToolCallDelta, ToolCallPieces, Usage};
 use llmem::{MemoryManager, Sessions};
 use serde_json::{Value, json};
 use tokio::sync::OwnedMutexGuard;
@@ -445,7 +445,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
             "choices": [{
                 "index": 0,
                 "message": wire,
-                "finish_reason": r.finish_reason.unwrap_or_else(|| "stop".into()),
+                "finish_reason": finish_reason(r.finish_reason, !answer.tool_calls.is_empty()),
             }],
             "usage": {
                 "prompt_tokens": usage.input_tokens,
@@ -480,6 +480,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
             )))
             .await;
         let mut text = String::new();
+        let mut tools = ToolCallPieces::default();
         let mut usage = None;
         let mut finish = None;
         let mut failed = None;
@@ -490,6 +491,15 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
                         text.push_str(&c.delta);
                         let _ = tx
                             .send(send(chunk(json!({"content": c.delta}), None)))
+                            .await;
+                    }
+                    if !c.tool_calls.is_empty() {
+                        for d in &c.tool_calls {
+                            tools.push(d);
+                        }
+                        let calls: Vec<Value> = c.tool_calls.iter().map(tool_call_delta).collect();
+                        let _ = tx
+                            .send(send(chunk(json!({"tool_calls": calls}), None)))
                             .await;
                     }
                     usage = c.usage.or(usage);
@@ -509,8 +519,9 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
                 .await;
         }
         // Record what the client received, even when the upstream stopped early.
-        if !text.is_empty() {
-            let answer = Message::assistant(text);
+        let called = !tools.is_empty();
+        if !text.is_empty() || called {
+            let answer = Message::assistant_tool_calls(text, tools.finish());
             let out = usage.map_or(m.counter().count_message(&answer) as u64, |u: Usage| {
                 u.output_tokens
             });
@@ -522,10 +533,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
             }
         }
         let _ = tx
-            .send(send(chunk(
-                json!({}),
-                Some(finish.unwrap_or_else(|| "stop".into())),
-            )))
+            .send(send(chunk(json!({}), Some(finish_reason(finish, called)))))
             .await;
         if include_usage {
             let u = usage.unwrap_or(Usage {
@@ -548,4 +556,29 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Ok((extra, Sse::new(events).keep_alive(KeepAlive::default())).into_response())
+}
+
+/// The OpenAI finish reason of an answer: `tool_calls` when it calls tools (Anthropic says
+/// `tool_use`, Gemini `STOP`), else the upstream's, else `stop`.
+fn finish_reason(upstream: Option<String>, called: bool) -> String {
+    if called {
+        "tool_calls".into()
+    } else {
+        upstream.unwrap_or_else(|| "stop".into())
+    }
+}
+
+/// A tool-call piece as an OpenAI stream sends it in `delta.tool_calls`: the index, and the id,
+/// type and name with the call's first piece.
+fn tool_call_delta(d: &ToolCallDelta) -> Value {
+    let mut function = json!({"arguments": d.arguments});
+    if let Some(name) = &d.name {
+        function["name"] = json!(name);
+    }
+    let mut call = json!({"index": d.index, "function": function});
+    if let Some(id) = &d.id {
+        call["id"] = json!(id);
+        call["type"] = json!("function");
+    }
+    call
 }

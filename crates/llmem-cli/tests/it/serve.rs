@@ -195,21 +195,25 @@ async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> Stri
                     format!("ECHO {}", codes(&body["messages"]).join(" "))
                 };
                 let usage = json!({"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105});
-                if body["stream"].as_bool() == Some(true) {
+                let wants_tool = body["tools"].is_array() && body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "user");
+                if body["stream"].as_bool() == Some(true) && wants_tool {
+                    // The call as OpenAI streams it: id and name first, the arguments in pieces.
+                    let name = body["tools"][0]["function"]["name"].clone();
+                    let events = vec![
+                        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]}}]}),
+                        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}}]}),
+                        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Lisbon\"}"}}]}}]}),
+                        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": usage}),
+                    ];
+                    sse(events)
+                } else if body["stream"].as_bool() == Some(true) {
                     let mut events: Vec<Value> = text
                         .split_inclusive(' ')
                         .map(|w| json!({"choices": [{"index": 0, "delta": {"content": w}}]}))
                         .collect();
                     events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}));
-                    let stream = futures::stream::iter(
-                        events
-                            .into_iter()
-                            .map(|e| Event::default().data(e.to_string()))
-                            .chain([Event::default().data("[DONE]")])
-                            .map(Ok::<_, std::convert::Infallible>),
-                    );
-                    Sse::new(stream).into_response()
-                } else if body["tools"].is_array() && body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "user") {
+                    sse(events)
+                } else if wants_tool {
                     // Asked with tools: call the first one.
                     let name = body["tools"][0]["function"]["name"].clone();
                     Json(json!({
@@ -237,6 +241,18 @@ async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> Stri
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/v1")
+}
+
+/// An OpenAI stream of `events`, then `[DONE]`.
+fn sse(events: Vec<Value>) -> Response {
+    let stream = futures::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Event::default().data(e.to_string()))
+            .chain([Event::default().data("[DONE]")])
+            .map(Ok::<_, std::convert::Infallible>),
+    );
+    Sse::new(stream).into_response()
 }
 
 /// Reads an SSE response's content deltas.
@@ -441,35 +457,93 @@ fn llmem_chat_remembers_across_a_restart() {
 async fn tool_calls_pass_through_the_proxy_and_stay_paired() {
     let upstream = echo_upstream(Arc::default(), Arc::default()).await;
     let proxy = serve(&["--upstream", &upstream], &[]);
+    for stream in [false, true] {
+        tool_exchange(&proxy, stream).await;
+    }
+}
+
+/// A question the model answers with a tool call, the tool's result, the answer; streamed or
+/// not, the client gets the whole call and the session keeps all four messages.
+async fn tool_exchange(proxy: &Proxy, stream: bool) {
     let http = reqwest::Client::new();
     let url = format!("{}/chat/completions", proxy.base);
+    let user = format!("tooluser-{stream}");
     let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]);
     let mut messages =
         vec![json!({"role": "user", "content": "Weather in Lisbon? My code is code-77."})];
-    let r = post_json(
-        &http,
-        &url,
-        &json!({"messages": messages, "tools": tools, "user": "tooluser"}),
-    )
-    .await;
-    let call = &r["choices"][0]["message"]["tool_calls"][0];
-    assert_eq!(call["function"]["name"], "weather", "{r}");
-    assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
-    messages.push(r["choices"][0]["message"].clone());
+    let ask = json!({"messages": messages, "tools": tools, "user": user, "stream": stream});
+    let (message, finish) = if stream {
+        let r = http.post(&url).json(&ask).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        read_tool_stream(r).await
+    } else {
+        let r = post_json(&http, &url, &ask).await;
+        (
+            r["choices"][0]["message"].clone(),
+            r["choices"][0]["finish_reason"].clone(),
+        )
+    };
+    let call = &message["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather", "{message}");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Lisbon"}),
+        "{message}"
+    );
+    assert_eq!(finish, "tool_calls", "stream {stream}");
+    messages.push(message.clone());
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "18C and sunny"}));
     let r = post_json(
         &http,
         &url,
-        &json!({"messages": messages, "tools": tools, "user": "tooluser"}),
+        &json!({"messages": messages, "tools": tools, "user": user}),
     )
     .await;
     assert_eq!(r["choices"][0]["message"]["content"], "ECHO code-77", "{r}");
     let v = get_json(
         &http,
-        &format!("{}/sessions/tooluser/tooluser", proxy.base),
+        &format!("{}/sessions/{user}/{user}", proxy.base),
         None,
     )
     .await;
     // user, assistant tool call, tool result, assistant answer.
-    assert_eq!(v["stats"]["messages"], 4, "{v}");
+    assert_eq!(v["stats"]["messages"], 4, "stream {stream}: {v}");
+}
+
+/// Reads a streamed answer that calls tools: the assistant message its deltas make (the
+/// calls' pieces joined by index) and the finish reason.
+async fn read_tool_stream(r: reqwest::Response) -> (Value, Value) {
+    let body = r.text().await.unwrap();
+    let mut calls: Vec<Value> = Vec::new();
+    let mut finish = Value::Null;
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        let choice = &v["choices"][0];
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+        for d in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = d["index"].as_u64().unwrap() as usize;
+            if calls.len() <= i {
+                calls.push(json!({"id": d["id"], "type": "function", "function": {"name": d["function"]["name"], "arguments": ""}}));
+            }
+            let args = calls[i]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                + d["function"]["arguments"].as_str().unwrap_or_default();
+            calls[i]["function"]["arguments"] = json!(args);
+        }
+    }
+    (
+        json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        finish,
+    )
 }

@@ -16,7 +16,7 @@ use llmem_providers::anthropic::{Anthropic, AnthropicBuilder};
 use llmem_providers::layers::{Retry, RetryPolicy};
 use serde_json::{Value, json};
 
-use crate::common::{all_text, collect, reply_to, serve, sse_body, words};
+use crate::common::{all_text, collect, collect_calls, reply_to, serve, sse_body, words};
 
 pub const KEY: &str = "sk-ant-test";
 
@@ -126,7 +126,8 @@ async fn messages(
             ),
             ev("ping", json!({"type": "ping"})),
         ];
-        for (i, w) in text.split(' ').enumerate() {
+        // The text blocks' words (`text` also counts the tool_use block, as an empty word).
+        for (i, w) in text.trim_end().split(' ').enumerate() {
             let piece = if i == 0 {
                 w.to_owned()
             } else {
@@ -138,6 +139,26 @@ async fn messages(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": 0}),
         ));
+        // Each tool_use block as Anthropic streams it: the block with an empty input, then the
+        // input's JSON in `input_json_delta` pieces.
+        let blocks = content.as_array().cloned().unwrap_or_default();
+        for (i, b) in blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b["type"] == "tool_use")
+        {
+            events.push(ev("content_block_start", json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})));
+            let input = b["input"].to_string();
+            let chars: Vec<char> = input.chars().collect();
+            for piece in chars.chunks(9) {
+                let piece: String = piece.iter().collect();
+                events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            }
+            events.push(ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
         events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": words(&text)}})));
         events.push(ev("message_stop", json!({"type": "message_stop"})));
         return ([("content-type", "text/event-stream")], sse_body(events)).into_response();
@@ -253,6 +274,17 @@ async fn tool_use_round_trip() {
     let resp = m.chat(req.clone()).await.unwrap();
     assert_eq!(resp.finish_reason.as_deref(), Some("tool_use"));
     assert_eq!(resp.message.text(), "I'll check the weather.");
+    let (text, finish, calls) = collect_calls(m.chat_stream(req.clone()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (text.as_str(), finish.as_deref()),
+        ("I'll check the weather.", Some("tool_use"))
+    );
+    assert_eq!(
+        calls, resp.message.tool_calls,
+        "streamed in pieces, the same call"
+    );
     let call = &resp.message.tool_calls[0];
     assert_eq!(
         (call.id.as_str(), call.name.as_str()),

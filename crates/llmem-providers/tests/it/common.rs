@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use futures::StreamExt;
-use llmem_core::{ChatStream, Usage};
+use llmem_core::{ChatStream, ToolCall, ToolCallPieces, Usage};
 use serde_json::Value;
 
 /// Serves `router` on a random loopback port; returns `http://127.0.0.1:<port>`.
@@ -93,6 +93,22 @@ pub async fn collect(
         usage = c.usage.or(usage);
     }
     Ok((text, finish, usage))
+}
+
+/// Drains a stream that may call tools: text, last finish reason, the calls put together.
+pub async fn collect_calls(
+    mut s: ChatStream,
+) -> llmem_core::Result<(String, Option<String>, Vec<ToolCall>)> {
+    let (mut text, mut finish, mut calls) = (String::new(), None, ToolCallPieces::default());
+    while let Some(c) = s.next().await {
+        let c = c?;
+        text.push_str(&c.delta);
+        finish = c.finish_reason.or(finish);
+        for d in &c.tool_calls {
+            calls.push(d);
+        }
+    }
+    Ok((text, finish, calls.finish()))
 }
 
 /// The reply the fake servers give: it echoes the last user words.

@@ -14,7 +14,9 @@ use llmem_core::{ChatModel, ChatRequest, Embedder, Message, ToolSpec};
 use llmem_providers::gemini::{Gemini, GeminiBuilder};
 use serde_json::{Value, json};
 
-use crate::common::{all_text, bag_of_words, collect, reply_to, serve, sse_body, words};
+use crate::common::{
+    all_text, bag_of_words, collect, collect_calls, reply_to, serve, sse_body, words,
+};
 
 const KEY: &str = "gk-test";
 
@@ -79,6 +81,11 @@ async fn models(
         .into_response(),
         "streamGenerateContent" => {
             assert_eq!(q.get("alt").map(String::as_str), Some("sse"));
+            if text.is_empty() {
+                // A function call comes whole, in one event.
+                let event = json!({"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}], "usageMetadata": usage(prompt, 1), "modelVersion": model});
+                return ([("content-type", "text/event-stream")], sse_body(vec![format!("data: {event}\r\n\r\n")])).into_response();
+            }
             let ws: Vec<&str> = text.split(' ').collect();
             let events: Vec<String> = ws
                 .iter()
@@ -187,6 +194,10 @@ async fn function_calls_round_trip_and_bad_keys_fail() {
         parameters: json!({"type": "object"}),
     }];
     let resp = m.chat(req.clone()).await.unwrap();
+    let (_, _, calls) = collect_calls(m.chat_stream(req.clone()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(calls, resp.message.tool_calls, "streamed, the same call");
     let call = resp.message.tool_calls[0].clone();
     assert_eq!(call.name, "get_weather");
     assert_eq!(

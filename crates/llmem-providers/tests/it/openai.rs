@@ -15,7 +15,9 @@ use llmem_core::{ChatModel, ChatRequest, Embedder, Error, Message, ToolCall, Too
 use llmem_providers::openai::{OpenAi, OpenAiBuilder};
 use serde_json::{Value, json};
 
-use crate::common::{all_text, bag_of_words, collect, reply_to, serve, sse_body, words};
+use crate::common::{
+    all_text, bag_of_words, collect, collect_calls, reply_to, serve, sse_body, words,
+};
 
 pub const KEY: &str = "sk-test-0123456789";
 
@@ -128,13 +130,26 @@ async fn chat(
             json!({"role": "assistant", "content": ""}),
             Value::Null,
         )];
-        for (i, w) in text.split(' ').enumerate() {
+        for (i, w) in text.split(' ').enumerate().filter(|_| !text.is_empty()) {
             let piece = if i == 0 {
                 w.to_owned()
             } else {
                 format!(" {w}")
             };
             events.push(head(json!({"content": piece}), Value::Null));
+        }
+        if wants_tool {
+            // As OpenAI streams a call: id, type and name first, then the arguments in pieces.
+            events.push(head(
+                json!({"tool_calls": [{"index": 0, "id": "call_abc123", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ));
+            for piece in ["{\"loc", "ation\":\"Par", "is\"}"] {
+                events.push(head(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
         }
         if model != "broken-stream" {
             events.push(head(json!({}), json!(finish)));
@@ -297,6 +312,14 @@ async fn tool_calls_round_trip() {
     req.tools = vec![tool];
     let resp = m.chat(req.clone()).await.unwrap();
     assert_eq!(resp.finish_reason.as_deref(), Some("tool_calls"));
+    let (text, finish, calls) = collect_calls(m.chat_stream(req.clone()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((text.as_str(), finish.as_deref()), ("", Some("tool_calls")));
+    assert_eq!(
+        calls, resp.message.tool_calls,
+        "streamed in pieces, the same call"
+    );
     assert_eq!(
         resp.message.tool_calls,
         vec![ToolCall {

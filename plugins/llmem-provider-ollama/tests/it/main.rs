@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
 use llmem_core::test_kit::{chat_conformance, embedder_conformance};
-use llmem_core::{ChatModel, ChatRequest, Embedder, Error, Message, Registry};
+use llmem_core::{
+    ChatModel, ChatRequest, Embedder, Error, Message, Registry, ToolCallPieces, ToolSpec,
+};
 use serde_json::{Value, json};
 
 fn text_of(v: &Value) -> String {
@@ -39,6 +41,21 @@ async fn chat(Json(body): Json<Value>) -> Response {
         json!({"model": "llama3.2", "created_at": "2023-08-04T19:22:45.499127Z", "message": {"role": "assistant", "content": content}, "done": true, "done_reason": "stop",
         "total_duration": 4883583458u64, "load_duration": 1334875, "prompt_eval_count": prompt, "prompt_eval_duration": 342546000, "eval_count": reply.split_whitespace().count(), "eval_duration": 4535599000u64})
     };
+    if body["tools"].is_array() && last.contains("weather") {
+        // Ollama sends a call whole, its arguments an object, without an id.
+        let call = json!({"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}});
+        let mut m = fin("");
+        if body["stream"] == false {
+            m["message"]["tool_calls"] = json!([call]);
+            return Json(m).into_response();
+        }
+        let head = json!({"model": "llama3.2", "created_at": "2023-08-04T08:52:19.385406455-07:00", "message": {"role": "assistant", "content": "", "tool_calls": [call]}, "done": false});
+        return (
+            [("content-type", "application/x-ndjson")],
+            format!("{head}\n{m}\n"),
+        )
+            .into_response();
+    }
     if body["stream"] == false {
         return Json(fin(&reply)).into_response();
     }
@@ -156,4 +173,34 @@ async fn usage_streaming_and_errors() {
             .to_string()
             .contains("temprature")
     );
+}
+
+/// A call Ollama makes comes the same way whole and streamed (numbered, with the same id).
+#[tokio::test]
+async fn tool_calls_stream_as_they_answer() {
+    let base = serve().await;
+    let m = llmem_provider_ollama::OllamaBuilder::from_table(&config(&base))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut req = ChatRequest::new(vec![Message::user("weather in Oslo?")]);
+    req.tools = vec![ToolSpec {
+        name: "get_weather".into(),
+        description: "weather".into(),
+        parameters: json!({"type": "object"}),
+    }];
+    let whole = m.chat(req.clone()).await.unwrap().message.tool_calls;
+    assert_eq!(whole.len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&whole[0].arguments).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    let mut s = m.chat_stream(req).await.unwrap();
+    let mut pieces = ToolCallPieces::default();
+    while let Some(c) = s.next().await {
+        for d in &c.unwrap().tool_calls {
+            pieces.push(d);
+        }
+    }
+    assert_eq!(pieces.finish(), whole);
 }

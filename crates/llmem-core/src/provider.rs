@@ -115,6 +115,18 @@ pub struct ToolCallDelta {
     pub arguments: String,
 }
 
+impl ToolCallDelta {
+    /// A call that a provider sends whole, in one piece, as the call at `index`.
+    pub fn whole(index: usize, call: ToolCall) -> Self {
+        ToolCallDelta {
+            index,
+            id: Some(call.id),
+            name: Some(call.name),
+            arguments: call.arguments,
+        }
+    }
+}
+
 /// The tool calls of a streamed answer, put together from their pieces as they arrive.
 #[derive(Debug, Clone, Default)]
 pub struct ToolCallPieces {

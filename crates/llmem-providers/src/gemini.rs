@@ -261,6 +261,20 @@ fn prompt_blocked(v: &Value) -> Option<Error> {
     })
 }
 
+/// A `functionCall` part as the call numbered `i` (Gemini may send no id: `call_<i>_<name>`).
+fn function_call(fc: &Value, i: usize) -> Result<ToolCall> {
+    let name = fc["name"].as_str().unwrap_or_default().to_owned();
+    let id = fc["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("call_{i}_{name}"));
+    Ok(ToolCall {
+        id,
+        name,
+        arguments: serde_json::to_string(&fc["args"])?,
+    })
+}
+
 /// Parses a `GenerateContentResponse`.
 pub fn parse_response(v: &Value) -> Result<ChatResponse> {
     if let Some(e) = prompt_blocked(v) {
@@ -281,16 +295,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse> {
                 text.push_str(t);
             }
             if let Some(fc) = p.get("functionCall") {
-                let name = fc["name"].as_str().unwrap_or_default().to_owned();
-                let id = fc["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("call_{i}_{name}"));
-                message.tool_calls.push(ToolCall {
-                    id,
-                    name,
-                    arguments: serde_json::to_string(&fc["args"])?,
-                });
+                message.tool_calls.push(function_call(fc, i)?);
             }
         }
     }
@@ -389,18 +394,7 @@ fn step(calls: &mut usize, ev: SseEvent) -> Result<(Vec<ChatChunk>, bool)> {
             if let Some(fc) = p.get("functionCall") {
                 let index = *calls;
                 *calls += 1;
-                let name = fc["name"].as_str().unwrap_or_default().to_owned();
-                tool_calls.push(ToolCallDelta {
-                    index,
-                    id: Some(
-                        fc["id"]
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| format!("call_{index}_{name}")),
-                    ),
-                    name: Some(name),
-                    arguments: serde_json::to_string(&fc["args"])?,
-                });
+                tool_calls.push(ToolCallDelta::whole(index, function_call(fc, index)?));
             }
         }
     }

@@ -392,12 +392,7 @@ impl ChatModel for Ollama {
                                         .into_iter()
                                         .map(|c| {
                                             calls += 1;
-                                            ToolCallDelta {
-                                                index: calls - 1,
-                                                id: Some(c.id),
-                                                name: Some(c.name),
-                                                arguments: c.arguments,
-                                            }
+                                            ToolCallDelta::whole(calls - 1, c)
                                         })
                                         .collect(),
                                     Err(_) => Vec::new(),

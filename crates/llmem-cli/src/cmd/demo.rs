@@ -195,9 +195,14 @@ pub async fn run(args: Args) -> Result<()> {
     for (i, msg) in conversation.iter().enumerate() {
         let errors_before = m.get_stats().summarizer_errors;
         m.add_message(msg.clone(), None).await?;
+        let sent = if msg.role == Role::User {
+            format!("  prompt {:>4} tok", m.prepare(None).await?.tokens)
+        } else {
+            String::new()
+        };
+        let st = m.get_stats();
         let mut note = String::new();
         if m.was_compressed_last_iteration() {
-            let st = m.get_stats();
             note = format!(
                 "  compressed: {} tokens saved, {} memories in long-term store{}",
                 m.last_compression_savings(),
@@ -209,11 +214,6 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             );
         }
-        let sent = if msg.role == Role::User {
-            format!("  prompt {:>4} tok", m.prepare(None).await?.tokens)
-        } else {
-            String::new()
-        };
         if !args.quick || !note.is_empty() {
             let date = msg
                 .created_at
@@ -223,7 +223,7 @@ pub async fn run(args: Args) -> Result<()> {
                 "turn {:>3} {date} {:<9} context {:>4}/{:<4} tok{sent}{note}",
                 i + 1,
                 msg.role.as_str(),
-                m.get_stats().current_tokens,
+                st.current_tokens,
                 threshold,
             );
         }

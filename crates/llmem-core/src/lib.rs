@@ -35,8 +35,8 @@ pub use provider::{
     ToolCallPieces, ToolSpec, Usage,
 };
 pub use record::{
-    KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, TEXT_WEIGHT, new_id, search_fields,
-    search_key,
+    BROADER, BROADER_WEIGHT, KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, TEXT_WEIGHT,
+    new_id, search_fields, search_key,
 };
 pub use registry::{Factory, Registry};
 pub use scorer::VectorScorer;

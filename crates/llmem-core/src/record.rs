@@ -10,19 +10,32 @@ use crate::{Error, Result};
 /// ([`MemoryRecord::search_text`]).
 pub const KEYWORDS: &str = "keywords";
 
+/// The metadata key of a record's broader terms (a kind of thing for each thing it names:
+/// "violin" → "musical instrument"), indexed by lexical search at [`BROADER_WEIGHT`].
+pub const BROADER: &str = "broader";
+
 /// The lexical key of a record with this text and metadata ([`MemoryRecord::search_text`]),
 /// for stores that rebuild their index from stored columns rather than from records.
 pub fn search_key<'a>(text: &'a str, metadata: &Map<String, Value>) -> std::borrow::Cow<'a, str> {
-    match keywords(metadata) {
-        Some(k) => format!("{text}\n{k}").into(),
-        None => text.into(),
+    match (keywords(metadata), non_empty(metadata, BROADER)) {
+        (None, None) => text.into(),
+        (k, b) => [Some(text), k, b]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into(),
     }
 }
 
 /// The non-empty string value of `metadata.keywords` ([`KEYWORDS`]), if any.
 fn keywords(metadata: &Map<String, Value>) -> Option<&str> {
+    non_empty(metadata, KEYWORDS)
+}
+
+fn non_empty<'a>(metadata: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     metadata
-        .get(KEYWORDS)
+        .get(key)
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
 }
@@ -31,17 +44,28 @@ fn keywords(metadata: &Map<String, Value>) -> Option<&str> {
 /// BM25F field weight): a key repeats the neighbouring messages, so a word found in the text
 /// should weigh more than one found only in the key. On LoCoMo (docs/eval.md) weights 1, 2, 3
 /// and 4 gave recall@10 69.6, 70.0, 70.3 and 69.6%.
-pub const TEXT_WEIGHT: u32 = 3;
+pub const TEXT_WEIGHT: f32 = 3.0;
+
+/// How much a broader term ([`BROADER`]) counts against a word of the key: a kind of thing
+/// a memory names is weaker evidence than a word it says.
+pub const BROADER_WEIGHT: f32 = 0.5;
 
 /// The weighted fields lexical search indexes for a record with this text and metadata: the
-/// text at [`TEXT_WEIGHT`] and the string value of `metadata.keywords` ([`KEYWORDS`]) at 1;
-/// without keywords, the text alone at 1 (plain BM25: a weight only ranks one field against
-/// another).
-pub fn search_fields<'a>(text: &'a str, metadata: &'a Map<String, Value>) -> Vec<(&'a str, u32)> {
-    match keywords(metadata) {
-        Some(k) => vec![(text, TEXT_WEIGHT), (k, 1)],
-        None => vec![(text, 1)],
+/// text at [`TEXT_WEIGHT`], the string value of `metadata.keywords` ([`KEYWORDS`]) at 1 and
+/// that of `metadata.broader` ([`BROADER`]) at [`BROADER_WEIGHT`]; without either, the text
+/// alone at 1 (plain BM25: a weight only ranks one field against another).
+pub fn search_fields<'a>(text: &'a str, metadata: &'a Map<String, Value>) -> Vec<(&'a str, f32)> {
+    let mut fields = vec![(text, 1.0)];
+    if let Some(k) = keywords(metadata) {
+        fields.push((k, 1.0));
     }
+    if let Some(b) = non_empty(metadata, BROADER) {
+        fields.push((b, BROADER_WEIGHT));
+    }
+    if fields.len() > 1 {
+        fields[0].1 = TEXT_WEIGHT;
+    }
+    fields
 }
 
 /// What a record remembers.
@@ -193,7 +217,7 @@ impl MemoryRecord {
     /// The weighted fields lexical search indexes ([`search_fields`]): the words of
     /// [`MemoryRecord::search_text`], the text's counting [`TEXT_WEIGHT`] times when the record
     /// has keywords.
-    pub fn search_fields(&self) -> Vec<(&str, u32)> {
+    pub fn search_fields(&self) -> Vec<(&str, f32)> {
         search_fields(&self.text, &self.metadata)
     }
 
@@ -322,15 +346,19 @@ mod tests {
     #[test]
     fn the_text_outweighs_the_key_and_alone_is_plain() {
         let r = MemoryRecord::new("t", "user: I sold the bike");
-        assert_eq!(r.search_fields(), vec![("user: I sold the bike", 1)]);
+        assert_eq!(r.search_fields(), vec![("user: I sold the bike", 1.0)]);
         let r = r.with_metadata(KEYWORDS, "the message before");
         assert_eq!(
             r.search_fields(),
             vec![
                 ("user: I sold the bike", TEXT_WEIGHT),
-                ("the message before", 1)
+                ("the message before", 1.0)
             ]
         );
+        let r = r.with_metadata(BROADER, "vehicle");
+        assert_eq!(r.search_fields()[2], ("vehicle", BROADER_WEIGHT));
+        let r = MemoryRecord::new("t", "user: I sold the bike").with_metadata(BROADER, "");
+        assert_eq!(r.search_fields(), vec![("user: I sold the bike", 1.0)]);
     }
 
     #[test]

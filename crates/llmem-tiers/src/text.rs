@@ -174,10 +174,10 @@ pub fn stem(w: &str) -> String {
 /// A BM25 inverted index over documents keyed by `K`.
 #[derive(Debug, Clone)]
 pub struct TextIndex<K: Hash + Eq + Clone> {
-    postings: HashMap<String, HashMap<K, u32>>,
-    doc_len: HashMap<K, u32>,
+    postings: HashMap<String, HashMap<K, f32>>,
+    doc_len: HashMap<K, f32>,
     doc_terms: HashMap<K, Vec<String>>,
-    total_len: u64,
+    total_len: f64,
 }
 
 impl<K: Hash + Eq + Clone> Default for TextIndex<K> {
@@ -186,7 +186,7 @@ impl<K: Hash + Eq + Clone> Default for TextIndex<K> {
             postings: HashMap::new(),
             doc_len: HashMap::new(),
             doc_terms: HashMap::new(),
-            total_len: 0,
+            total_len: 0.0,
         }
     }
 }
@@ -206,15 +206,15 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
 
     /// Indexes `text` under `key`, replacing what was there.
     pub fn insert(&mut self, key: K, text: &str) {
-        self.insert_fields(key, &[(text, 1)]);
+        self.insert_fields(key, &[(text, 1.0)]);
     }
 
     /// Indexes weighted fields under `key`, replacing what was there (BM25F: a word of a field
     /// of weight `w` counts `w` times, in its frequency and in the document's length).
-    pub fn insert_fields(&mut self, key: K, fields: &[(&str, u32)]) {
+    pub fn insert_fields(&mut self, key: K, fields: &[(&str, f32)]) {
         self.remove(&key);
-        let mut tf: HashMap<String, u32> = HashMap::new();
-        let mut len = 0u32;
+        let mut tf: HashMap<String, f32> = HashMap::new();
+        let mut len = 0.0f32;
         for (text, weight) in fields {
             for t in tokenize(text) {
                 *tf.entry(t).or_default() += weight;
@@ -227,7 +227,7 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
                 .or_default()
                 .insert(key.clone(), *n);
         }
-        self.total_len += u64::from(len);
+        self.total_len += f64::from(len);
         self.doc_len.insert(key.clone(), len);
         self.doc_terms.insert(key, tf.into_keys().collect());
     }
@@ -245,7 +245,7 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
             }
         }
         if let Some(l) = self.doc_len.remove(key) {
-            self.total_len -= u64::from(l);
+            self.total_len = (self.total_len - f64::from(l)).max(0.0);
         }
     }
 
@@ -267,8 +267,7 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
             let df = post.len() as f32;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
             for (key, &tf) in post {
-                let dl = self.doc_len.get(key).copied().unwrap_or(0) as f32;
-                let tf = tf as f32;
+                let dl = self.doc_len.get(key).copied().unwrap_or(0.0);
                 *scores.entry(key).or_default() +=
                     idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl / avg));
             }
@@ -394,8 +393,8 @@ mod tests {
     fn a_weighted_field_outranks_the_same_words_in_another() {
         let mut ix = TextIndex::new();
         // Two documents of the same words: one says "pottery" itself, the other only in its key.
-        ix.insert_fields(1, &[("we talked", 3), ("I love pottery", 1)]);
-        ix.insert_fields(2, &[("I love pottery", 3), ("we talked", 1)]);
+        ix.insert_fields(1, &[("we talked", 3.0), ("I love pottery", 1.0)]);
+        ix.insert_fields(2, &[("I love pottery", 3.0), ("we talked", 1.0)]);
         ix.insert(3, "nothing to see");
         let hits = ix.search("pottery", 3, |_| true);
         assert_eq!(
@@ -405,7 +404,7 @@ mod tests {
         );
         // Weight 1 everywhere is plain BM25 over the joined text.
         let mut plain = TextIndex::new();
-        plain.insert_fields(1, &[("we talked", 1), ("I love pottery", 1)]);
+        plain.insert_fields(1, &[("we talked", 1.0), ("I love pottery", 1.0)]);
         plain.insert(2, "I love pottery\nwe talked");
         let hits = plain.search("pottery", 2, |_| true);
         assert!((hits[0].1 - hits[1].1).abs() < 1e-6, "{hits:?}");

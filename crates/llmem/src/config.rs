@@ -23,6 +23,7 @@
 //! max_tokens = 1000
 //! question_weight = 0.7            # score factor of a memory that only asks
 //! session_weight = 0.3             # share of its session's best match a memory gains
+//! taxonomy = "auto"                # WordNet dir for broader terms of memories' nouns | off
 //! scope = "user"                   # session
 //!
 //! [tiers]
@@ -211,6 +212,11 @@ pub struct RetrievalSettings {
     /// session a question is about outranks a turn elsewhere that shares as many of its words.
     /// 0 turns it off.
     pub session_weight: f32,
+    /// Broader terms of conversation memories' nouns in their lexical keys
+    /// ([`crate::taxonomy`]): `auto` (WordNet from the cache directory when
+    /// `cargo xtask setup wordnet` installed it, else none), `off`, or a WordNet `dict`
+    /// directory.
+    pub taxonomy: String,
     /// Whose memories a question sees: the user's (every session) or the session's only.
     pub scope: RetrievalScope,
 }
@@ -224,6 +230,7 @@ impl Default for RetrievalSettings {
             max_tokens: 1000,
             question_weight: 0.7,
             session_weight: 0.3,
+            taxonomy: "auto".into(),
             scope: RetrievalScope::User,
         }
     }
@@ -457,6 +464,12 @@ impl Config {
                     "{} is not a share in [0, 1]; 0 leaves sessions out of the ranking",
                     r.session_weight
                 ),
+            );
+        }
+        if r.taxonomy.trim().is_empty() {
+            return bad(
+                "retrieval.taxonomy",
+                "is empty; use `auto`, `off` or a WordNet `dict` directory".into(),
             );
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -9,6 +9,7 @@
 //! - [`Config`]: `llmem.toml` with `LLMEM_*` overrides and presets.
 //! - [`tiered`]: the long-term store `[tiers]` describes (warm, or warm over cold and glacier).
 //! - [`when`]: dates as people say them, and relative times (`yesterday`) resolved.
+//! - [`taxonomy`]: broader terms of memories' nouns from WordNet ("violin" → "instrument").
 //!
 //! The parts, re-exported:
 //! - [`core`]: messages, records, filters, the plugin traits (`llmem-core`)
@@ -31,6 +32,7 @@ pub mod longterm;
 pub mod manager;
 pub mod memory;
 pub mod sessions;
+pub mod taxonomy;
 pub mod tiered;
 pub mod when;
 

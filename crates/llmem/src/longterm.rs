@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 
 use llmem_compress::ArchiveSink;
 use llmem_core::{
-    Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind, Result, Role,
-    Scope, ScoredRecord, SearchRequest, Timestamp, async_trait,
+    BROADER, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind, Result,
+    Role, Scope, ScoredRecord, SearchRequest, Timestamp, async_trait,
 };
 use llmem_tiers::text::tokenize;
 
 use crate::config::RetrievalSettings;
 use crate::facts::Fact;
+use crate::taxonomy::Taxonomy;
 use crate::when::{CivilDate, resolve_times};
 
 /// Metadata key of a fact's attribute key (see [`crate::facts`]).
@@ -44,6 +45,8 @@ pub struct LongTerm {
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
     settings: RetrievalSettings,
+    /// Broader terms for conversation memories' lexical keys ([`crate::taxonomy`]).
+    taxonomy: Option<Arc<Taxonomy>>,
     stored: AtomicU64,
     /// The last question embedded and its vector: an application that searches and then
     /// prepares the prompt for the same question embeds it once.
@@ -82,9 +85,20 @@ impl LongTerm {
             store,
             embedder,
             settings,
+            taxonomy: None,
             stored: AtomicU64::new(0),
             last_query: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Adds to each conversation memory's lexical key the broader terms of its nouns.
+    pub fn with_taxonomy(mut self, taxonomy: Option<Arc<Taxonomy>>) -> Self {
+        self.taxonomy = taxonomy;
+        self
+    }
+
+    pub fn taxonomy(&self) -> Option<&Arc<Taxonomy>> {
+        self.taxonomy.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn MemoryStore> {
@@ -323,7 +337,7 @@ fn stamp(
     key: &[&str],
 ) {
     for (k, v) in source {
-        if k != ARCHIVED && k != KEYWORDS {
+        if k != ARCHIVED && k != KEYWORDS && k != BROADER {
             r.metadata.insert(k.clone(), v.clone());
         }
     }
@@ -438,6 +452,12 @@ impl ArchiveSink for Archive {
                     key.push(own);
                 }
                 stamp(&mut r, &m.metadata, &texts[j], at, &key);
+                if let Some(t) = self.longterm.taxonomy() {
+                    let broader = t.broader(&texts[j]);
+                    if !broader.is_empty() {
+                        r.metadata.insert(BROADER.into(), broader.join(" ").into());
+                    }
+                }
                 r.with_metadata("role", m.role.as_str())
             })
             .collect();

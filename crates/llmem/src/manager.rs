@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
 use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, to_archive};
+use crate::taxonomy::Taxonomy;
 use llmem_compress::ArchiveSink;
 
 /// The models and stores a manager uses; what is `None` is built from the config (or left
@@ -206,11 +207,10 @@ impl MemoryManager {
             Some(s) => s,
             None => crate::sessions::open_store(&config.tiers)?,
         };
-        let longterm = Arc::new(LongTerm::new(
-            store,
-            providers.embedder.clone(),
-            config.retrieval.clone(),
-        ));
+        let longterm = Arc::new(
+            LongTerm::new(store, providers.embedder.clone(), config.retrieval.clone())
+                .with_taxonomy(Taxonomy::from_setting(&config.retrieval.taxonomy)?),
+        );
         let compress = CompressConfig {
             strategy: m.compression_strategy,
             compression_ratio: m.compression_ratio,

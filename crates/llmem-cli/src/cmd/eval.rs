@@ -81,6 +81,11 @@ pub struct Args {
     /// With `--pipeline manager`: facts drawn from each turn (`llm`: by the local model).
     #[arg(long, value_enum, default_value_t = FactArg::Off)]
     pub facts: FactArg,
+    /// With `--pipeline manager`: broader terms of memories' nouns from WordNet
+    /// (`retrieval.taxonomy`: `auto` uses it when `cargo xtask setup wordnet` installed it,
+    /// `off`, or a WordNet `dict` directory).
+    #[arg(long, default_value = "auto")]
+    pub taxonomy: String,
     /// With `--pipeline store`: the weight of the vector ranking in the hybrid fusion (0 =
     /// BM25 only, 1 = vectors only; default 0.3); `rrf` fuses by reciprocal rank instead.
     #[arg(long)]
@@ -766,6 +771,7 @@ fn manager_config(args: &Args, model: &str) -> Result<Config> {
     c.retrieval.min_term_overlap = 0.0;
     c.retrieval.max_tokens = args.budget;
     c.retrieval.scope = RetrievalScope::User;
+    c.retrieval.taxonomy = args.taxonomy.clone();
     c.validate()?;
     Ok(c)
 }

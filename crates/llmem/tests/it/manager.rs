@@ -331,6 +331,15 @@ async fn bad_sessions_and_configs_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("memory.summarizer"), "{e}");
+    let mut c = Config::default();
+    c.retrieval.taxonomy = "no/such/wordnet".into();
+    let e = MemoryManager::new(c, Providers::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("retrieval.taxonomy") && e.contains("cargo xtask setup wordnet"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +413,56 @@ async fn a_reply_outranks_the_question_it_answers() {
     let weighted = order(Config::default().retrieval.question_weight).await;
     assert!(weighted[0].starts_with("Ben: Mount"), "{weighted:?}");
     assert_eq!(weighted.len(), plain.len(), "re-ranked, none dropped");
+}
+
+/// With WordNet (`cargo xtask setup wordnet`), a question that names a kind of thing finds the
+/// memory that names one of them: "instruments" the clarinet, "animals" the puppy. Without it
+/// (`retrieval.taxonomy = "off"`) neither shares a word with its question.
+#[tokio::test]
+async fn a_kind_of_thing_finds_the_thing_named() {
+    let dir = llmem::providers::assets::cache_dir().join("wordnet");
+    if !dir.join("data.noun").is_file() {
+        assert!(
+            std::env::var_os("LLMEM_CACHE_DIR").is_none(),
+            "no WordNet in {}: run `cargo xtask setup wordnet`",
+            dir.display()
+        );
+        eprintln!("skipped: no WordNet (run `cargo xtask setup wordnet`)");
+        return;
+    }
+    async fn first(taxonomy: &str, question: &str) -> Option<String> {
+        let mut c = small();
+        c.retrieval.taxonomy = taxonomy.to_owned();
+        let (mut m, _) = manager(c);
+        let turns = [
+            "I play clarinet in the park band on Sundays.",
+            "We adopted a puppy last month, she chews everything.",
+            "Took a short trip to Rome to clear my head.",
+        ];
+        for text in turns {
+            m.add_message(Message::user(text).with_name("Mel"), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(m.end_session().await.unwrap(), 3);
+        let hits = m.search(question, 3).await.unwrap();
+        hits.into_iter().next().map(|h| h.record.text)
+    }
+    let with = dir.display().to_string();
+    for (question, answer) in [
+        ("Which instruments does she know?", "clarinet"),
+        ("What animals live with them?", "puppy"),
+        ("Which capital cities has she seen?", "Rome"),
+    ] {
+        let hit = first(&with, question).await;
+        assert!(
+            hit.as_deref().is_some_and(|h| h.contains(answer)),
+            "{question} → {hit:?}"
+        );
+        let hit = first("off", question).await;
+        assert!(
+            hit.as_deref().is_none_or(|h| !h.contains(answer)),
+            "{question} without WordNet → {hit:?}"
+        );
+    }
 }

@@ -440,6 +440,29 @@ mod tests {
         assert_eq!(t.broader("a shadow fell"), ["darkness"]);
     }
 
+    /// Text of any shape gives terms or nothing, never a panic.
+    #[test]
+    fn odd_text_is_harmless() {
+        let (_dir, t) = wordnet();
+        for text in [
+            "",
+            "   ",
+            "!!!",
+            "🎻🎻 violins 🎻",
+            "Ünïcödé ВИОЛИНЫ 小提琴",
+            "s",
+            "'s violin's",
+        ] {
+            let _ = t.broader(text);
+        }
+        assert!(
+            t.broader("🎻🎻 violins 🎻")
+                .contains(&"instrument".to_owned())
+        );
+        let long = "my violin ".repeat(10_000);
+        assert_eq!(t.broader(&long).len(), 3, "each term once");
+    }
+
     #[test]
     fn a_missing_or_broken_database_says_what_to_run() {
         let dir = tempfile::tempdir().unwrap();

@@ -212,8 +212,8 @@ pub struct RetrievalSettings {
     /// session a question is about outranks a turn elsewhere that shares as many of its words.
     /// 0 turns it off.
     pub session_weight: f32,
-    /// Broader terms of conversation memories' nouns in their lexical keys
-    /// ([`crate::taxonomy`]): `auto` (WordNet from the cache directory when
+    /// Broader terms of conversation memories' nouns, searched with their words at a lower
+    /// weight ([`crate::taxonomy`]): `auto` (WordNet from the cache directory when
     /// `cargo xtask setup wordnet` installed it, else none), `off`, or a WordNet `dict`
     /// directory.
     pub taxonomy: String,

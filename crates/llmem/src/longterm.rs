@@ -45,7 +45,8 @@ pub struct LongTerm {
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
     settings: RetrievalSettings,
-    /// Broader terms for conversation memories' lexical keys ([`crate::taxonomy`]).
+    /// Broader terms of conversation memories' nouns, stored in their `broader` field
+    /// ([`crate::taxonomy`]).
     taxonomy: Option<Arc<Taxonomy>>,
     stored: AtomicU64,
     /// The last question embedded and its vector: an application that searches and then
@@ -91,7 +92,7 @@ impl LongTerm {
         }
     }
 
-    /// Adds to each conversation memory's lexical key the broader terms of its nouns.
+    /// Stores with each conversation memory the broader terms of its nouns ([`BROADER`]).
     pub fn with_taxonomy(mut self, taxonomy: Option<Arc<Taxonomy>>) -> Self {
         self.taxonomy = taxonomy;
         self

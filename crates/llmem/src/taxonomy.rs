@@ -1,4 +1,4 @@
-//! Broader terms for a memory's lexical key, from WordNet's noun hierarchy.
+//! Broader terms for a memory's lexical search, from WordNet's noun hierarchy.
 //!
 //! A question often names a kind of thing ("What instruments does Melanie play?") where the
 //! conversation named instances ("I play clarinet", "playing my violin"). Lexical search cannot
@@ -122,7 +122,10 @@ impl Taxonomy {
             pointers.push(up);
         }
         if !offsets.is_sorted() {
-            return Err(bad(&data_file, 0, "synsets are not in offset order"));
+            return Err(config_error(format!(
+                "{}: synsets are not in offset order; this is not a WordNet database file (run `cargo xtask setup wordnet`)",
+                data_file.display()
+            )));
         }
         let find = |o: u32| offsets.binary_search(&o).ok().map(|i| i as u32);
         for (s, up) in synsets.iter_mut().zip(&pointers) {
@@ -251,7 +254,7 @@ impl Taxonomy {
     }
 
     /// The broader terms of `text`'s nouns, lower case, each once, none that `text` already
-    /// says: the words to add to its lexical key.
+    /// says: the words of its `broader` field ([`llmem_core::BROADER`]).
     pub fn broader(&self, text: &str) -> Vec<String> {
         let said: HashSet<String> = tokenize(text).into_iter().collect();
         let mut seen = HashSet::new();

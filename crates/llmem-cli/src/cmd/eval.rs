@@ -535,6 +535,7 @@ async fn locomo(args: Args) -> Result<()> {
     } else {
         None
     };
+    let config = manager_config(&args, &info.id)?;
     let turns: usize = samples.iter().map(|s| s.turns.len()).sum();
     let questions: usize = samples.iter().map(|s| s.questions.len()).sum();
     println!(
@@ -544,8 +545,11 @@ async fn locomo(args: Args) -> Result<()> {
         info.id,
         args.k,
         match args.pipeline {
-            Pipeline::Manager => "MemoryManager",
-            Pipeline::Store => "warm store",
+            Pipeline::Manager => format!(
+                "MemoryManager (question weight {}, session weight {})",
+                config.retrieval.question_weight, config.retrieval.session_weight
+            ),
+            Pipeline::Store => "warm store".into(),
         },
         match &embedder {
             Some(e) => format!("hybrid (BM25 + {} vectors)", e.name()),
@@ -570,7 +574,6 @@ async fn locomo(args: Args) -> Result<()> {
     };
 
     let store = Arc::new(WarmStore::in_memory());
-    let config = manager_config(&args, &info.id)?;
     let mut providers = Providers::default()
         .with_store(store.clone())
         .with_counter(counter.clone());
@@ -753,8 +756,12 @@ async fn locomo(args: Args) -> Result<()> {
 /// The manager's settings for the eval: the prompt's budget and answer reserve, a window that
 /// compresses at half the budget (extractive summaries, the last 8 turns raw), and retrieval
 /// that fills the prompt (no relevance gate: the eval asks only what the conversation says).
+/// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables when they are set
+/// (`LLMEM_RETRIEVAL_SESSION_WEIGHT=0`), so that each can be measured without a rebuild;
+/// `k`, the gates, the token cap, the scope and the taxonomy are the eval's own.
 fn manager_config(args: &Args, model: &str) -> Result<Config> {
-    let mut c = Config::default();
+    let retrieval = std::env::vars().filter(|(k, _)| k.starts_with("LLMEM_RETRIEVAL_"));
+    let mut c = Config::from_sources(None, retrieval).context("the LLMEM_RETRIEVAL_* variables")?;
     c.memory.model = model.to_owned();
     c.memory.max_context_tokens = args.budget;
     c.memory.answer_reserve = ANSWER_RESERVE;

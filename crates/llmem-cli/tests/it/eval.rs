@@ -2,7 +2,7 @@
 //! the real ONNX embedder, through the product's `MemoryManager` and through the bare store:
 //! the figures, the JSON keys, the plot, and the errors.
 
-use crate::{llmem, locomo};
+use crate::{llmem, llmem_env, locomo};
 
 fn data() -> String {
     locomo::path().to_string_lossy().into_owned()
@@ -155,6 +155,31 @@ fn eval_rejects_bad_input_with_the_fix() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("outside 0..=1"), "{err}");
+}
+
+/// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables: a bad value is an error
+/// that names the key, a good one is the run's and its first line says so.
+#[test]
+fn eval_takes_the_retrieval_weights_from_the_environment() {
+    let data = data();
+    let run = |value: &str| {
+        let args = ["eval", "locomo", "--data", &data, "--sample", "conv-30"];
+        let quiet = ["--quiet", "--embedder", "none"];
+        let all: Vec<&str> = args.iter().chain(&quiet).copied().collect();
+        llmem_env(&all, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
+    };
+    let (code, _, err) = run("3");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("retrieval.session_weight") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    let (code, stdout, err) = run("0");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("question weight 0.7, session weight 0)"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -21,8 +21,13 @@ pub fn llmem(args: &[&str]) -> (i32, String, String) {
 
 /// Runs `llmem` in `dir` (when given).
 pub fn llmem_in(args: &[&str], dir: Option<&Path>) -> (i32, String, String) {
+    llmem_env(args, dir, &[])
+}
+
+/// Runs `llmem` in `dir` (when given) with these environment variables set.
+pub fn llmem_env(args: &[&str], dir: Option<&Path>, env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmem"));
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().copied());
     if let Some(d) = dir {
         cmd.current_dir(d);
     }

@@ -163,10 +163,18 @@ fn eval_rejects_bad_input_with_the_fix() {
 fn eval_takes_the_retrieval_weights_from_the_environment() {
     let data = data();
     let run = |value: &str| {
-        let args = ["eval", "locomo", "--data", &data, "--sample", "conv-30"];
-        let quiet = ["--quiet", "--embedder", "none"];
-        let all: Vec<&str> = args.iter().chain(&quiet).copied().collect();
-        llmem_env(&all, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
+        let args = [
+            "eval",
+            "locomo",
+            "--data",
+            &data,
+            "--sample",
+            "conv-30",
+            "--quiet",
+            "--embedder",
+            "none",
+        ];
+        llmem_env(&args, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
     };
     let (code, _, err) = run("3");
     assert_eq!(code, 2, "{err}");

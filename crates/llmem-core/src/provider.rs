@@ -211,6 +211,98 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
 
     /// One vector per text, in order. Vectors are L2-normalised unless documented otherwise.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+
+    /// One [`Embedded`] per text, in order, from one model run: the vector [`Embedder::embed`]
+    /// gives and, where the model exposes them, the text's token vectors for late interaction
+    /// ([`TokenVectors::max_sim`]). The default has no token vectors; an embedder whose model
+    /// gives token states (a local transformer) overrides it.
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        Ok(self
+            .embed(texts)
+            .await?
+            .into_iter()
+            .map(|vector| Embedded {
+                vector,
+                tokens: None,
+            })
+            .collect())
+    }
+}
+
+/// What [`Embedder::embed_with_tokens`] gives for one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// The text's vector, as [`Embedder::embed`] gives it.
+    pub vector: Vec<f32>,
+    /// Its token vectors, when the embedder has them.
+    pub tokens: Option<TokenVectors>,
+}
+
+/// The vectors of a text's tokens (special tokens such as `[CLS]` and `[SEP]` left out), each
+/// L2-normalised: `len()` rows of `dim` values, one after the other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenVectors {
+    dim: usize,
+    rows: Vec<f32>,
+}
+
+impl TokenVectors {
+    /// Rows of `dim` values, one after the other; each row is L2-normalised here (a zero row
+    /// stays zero). An error when `dim` is 0 or `rows` is not a whole number of rows.
+    pub fn new(dim: usize, mut rows: Vec<f32>) -> Result<Self> {
+        if dim == 0 || !rows.len().is_multiple_of(dim) {
+            return Err(crate::Error::invalid(format!(
+                "token vectors: {} values are not whole rows of {dim}",
+                rows.len()
+            )));
+        }
+        for row in rows.chunks_mut(dim) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                row.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        Ok(TokenVectors { dim, rows })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.rows.len() / self.dim
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows, one after the other.
+    pub fn rows(&self) -> &[f32] {
+        &self.rows
+    }
+
+    /// Late-interaction similarity of this text (a query) to `doc`: the mean, over this
+    /// text's tokens, of each one's best cosine with a token of `doc` (ColBERT's MaxSim,
+    /// averaged so that it lies in [-1, 1] whatever the query's length). 0 when either is
+    /// empty or their dimensions differ.
+    pub fn max_sim(&self, doc: &TokenVectors) -> f32 {
+        if self.is_empty() || doc.is_empty() || self.dim != doc.dim {
+            return 0.0;
+        }
+        let total: f32 = self
+            .rows
+            .chunks(self.dim)
+            .map(|q| {
+                doc.rows
+                    .chunks(doc.dim)
+                    .map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>())
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .sum();
+        total / self.len() as f32
+    }
 }
 
 /// What to summarise and how short.
@@ -343,6 +435,9 @@ impl<T: Embedder + ?Sized> Embedder for Arc<T> {
     }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts).await
+    }
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        (**self).embed_with_tokens(texts).await
     }
 }
 

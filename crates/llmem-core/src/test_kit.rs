@@ -403,6 +403,30 @@ pub async fn embedder_conformance(embedder: &dyn Embedder) {
         cos(&vs[0], &vs[1]) > cos(&vs[0], &vs[2]),
         "related texts are closer than unrelated ones"
     );
+    let both = embedder
+        .embed_with_tokens(&texts)
+        .await
+        .expect("embed_with_tokens");
+    assert_eq!(both.len(), texts.len(), "one result per text, with tokens");
+    for (e, v) in both.iter().zip(&vs) {
+        let diff = e
+            .vector
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-3,
+            "embed_with_tokens gives embed's vectors (max diff {diff})"
+        );
+        if let Some(t) = &e.tokens {
+            assert!(!t.is_empty(), "a text has token vectors");
+            assert!(
+                (t.max_sim(t) - 1.0).abs() < 1e-3,
+                "token vectors are L2-normalised"
+            );
+        }
+    }
 }
 
 /// The summariser contract: a non-empty summary, shorter than a long input, also when extending

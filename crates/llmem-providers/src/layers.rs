@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use llmem_core::{
-    Capabilities, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, Error, Result,
+    Capabilities, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedded, Embedder, Error,
+    Result,
 };
 
 /// How [`Retry`] retries.
@@ -176,6 +177,12 @@ impl<T: Embedder + ?Sized> Embedder for Retry<T> {
         self.run("embed", self.inner.name(), || self.inner.embed(texts))
             .await
     }
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        self.run("embed", self.inner.name(), || {
+            self.inner.embed_with_tokens(texts)
+        })
+        .await
+    }
 }
 
 /// A token bucket: `rate` requests per second on average, bursts up to `burst`.
@@ -279,6 +286,10 @@ impl<T: Embedder + ?Sized> Embedder for RateLimit<T> {
         self.bucket.acquire().await;
         self.inner.embed(texts).await
     }
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        self.bucket.acquire().await;
+        self.inner.embed_with_tokens(texts).await
+    }
 }
 
 /// Fails calls that take longer than a limit with [`Error::Timeout`] (a temporary error, so a
@@ -374,6 +385,13 @@ impl<T: Embedder + ?Sized> Embedder for Timeout<T> {
         self.limit(
             format!("{} embed", self.inner.name()),
             self.inner.embed(texts),
+        )
+        .await
+    }
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        self.limit(
+            format!("{} embed", self.inner.name()),
+            self.inner.embed_with_tokens(texts),
         )
         .await
     }

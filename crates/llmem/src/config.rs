@@ -23,6 +23,8 @@
 //! max_tokens = 1000
 //! question_weight = 0.7            # score factor of a memory that only asks
 //! session_weight = 0.3             # share of its session's best match a memory gains
+//! late_interaction = 0.5           # weight of the token-level match (MaxSim) in the re-ranking
+//! late_cache_mib = 256             # memory for the memories' token vectors
 //! taxonomy = "auto"                # WordNet dir for broader terms of memories' nouns | off
 //! scope = "user"                   # session
 //!
@@ -212,6 +214,13 @@ pub struct RetrievalSettings {
     /// session a question is about outranks a turn elsewhere that shares as many of its words.
     /// 0 turns it off.
     pub session_weight: f32,
+    /// Late interaction, in [0, 1]: with an embedder that gives token vectors (the local ONNX
+    /// one), the best candidates' scores gain this weight times their token-level match with
+    /// the question ([`crate::late`]), scaled to [0, 1] over the candidates. 0 turns it off.
+    pub late_interaction: f32,
+    /// Memory for the memories' token vectors, in MiB (about 12 KiB a memory of 30 tokens);
+    /// past it the oldest are dropped and computed again when a search meets them.
+    pub late_cache_mib: usize,
     /// Broader terms of conversation memories' nouns, searched with their words at a lower
     /// weight ([`crate::taxonomy`]): `auto` (WordNet from the cache directory when
     /// `cargo xtask setup wordnet` installed it, else none), `off`, or a WordNet `dict`
@@ -230,6 +239,8 @@ impl Default for RetrievalSettings {
             max_tokens: 1000,
             question_weight: 0.7,
             session_weight: 0.3,
+            late_interaction: 0.5,
+            late_cache_mib: 256,
             taxonomy: "auto".into(),
             scope: RetrievalScope::User,
         }
@@ -463,6 +474,15 @@ impl Config {
                 format!(
                     "{} is not a share in [0, 1]; 0 leaves sessions out of the ranking",
                     r.session_weight
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.late_interaction) {
+            return bad(
+                "retrieval.late_interaction",
+                format!(
+                    "{} is not a weight in [0, 1]; 0 turns late interaction off",
+                    r.late_interaction
                 ),
             );
         }

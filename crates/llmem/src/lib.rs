@@ -10,6 +10,8 @@
 //! - [`tiered`]: the long-term store `[tiers]` describes (warm, or warm over cold and glacier).
 //! - [`when`]: dates as people say them, and relative times (`yesterday`) resolved.
 //! - [`taxonomy`]: broader terms of memories' nouns from WordNet ("violin" → "instrument").
+//! - [`late`]: late interaction, memories re-ranked by their token vectors' match with a
+//!   question.
 //!
 //! The parts, re-exported:
 //! - [`core`]: messages, records, filters, the plugin traits (`llmem-core`)
@@ -28,6 +30,7 @@ pub use llmem_window as window;
 
 pub mod config;
 pub mod facts;
+pub mod late;
 pub mod longterm;
 pub mod manager;
 pub mod memory;

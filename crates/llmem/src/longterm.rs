@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 
 use llmem_compress::ArchiveSink;
 use llmem_core::{
-    BROADER, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind, Result,
-    Role, Scope, ScoredRecord, SearchRequest, Timestamp, async_trait,
+    BROADER, Embedded, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind,
+    Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenVectors, async_trait,
 };
 use llmem_tiers::text::tokenize;
 
 use crate::config::RetrievalSettings;
 use crate::facts::Fact;
+use crate::late::{LateIndex, LateQuery};
 use crate::taxonomy::Taxonomy;
 use crate::when::{CivilDate, resolve_times};
 
@@ -38,6 +39,9 @@ pub const NEXT_MESSAGES: usize = 1;
 /// Candidates a search re-ranks, per memory asked for: enough for the session re-ranking
 /// (`retrieval.session_weight`) to see several turns of each session in play.
 pub const CANDIDATES: usize = 8;
+/// The most candidates late interaction re-ranks (`retrieval.late_interaction`): the first
+/// ones by the store's score.
+pub const LATE_CANDIDATES: usize = 100;
 
 /// A store, an optional embedder and the retrieval settings.
 #[derive(Debug)]
@@ -49,9 +53,11 @@ pub struct LongTerm {
     /// ([`crate::taxonomy`]).
     taxonomy: Option<Arc<Taxonomy>>,
     stored: AtomicU64,
-    /// The last question embedded and its vector: an application that searches and then
-    /// prepares the prompt for the same question embeds it once.
-    last_query: parking_lot::Mutex<Option<(String, Vec<f32>)>>,
+    /// The last question embedded, its vector and token vectors: an application that
+    /// searches and then prepares the prompt for the same question embeds it once.
+    last_query: parking_lot::Mutex<Option<(String, Embedded)>>,
+    /// Memories' token vectors for late interaction (`retrieval.late_interaction`).
+    late: Arc<parking_lot::Mutex<LateIndex>>,
 }
 
 /// A memory recalled for a question, with its relevance (cosine, or term overlap).
@@ -82,6 +88,9 @@ impl LongTerm {
         embedder: Option<Arc<dyn Embedder>>,
         settings: RetrievalSettings,
     ) -> Self {
+        let late = Arc::new(parking_lot::Mutex::new(LateIndex::new(
+            settings.late_cache_mib.saturating_mul(1 << 20),
+        )));
         LongTerm {
             store,
             embedder,
@@ -89,7 +98,18 @@ impl LongTerm {
             taxonomy: None,
             stored: AtomicU64::new(0),
             last_query: parking_lot::Mutex::new(None),
+            late,
         }
+    }
+
+    /// Keeps memories' token vectors in `index`, shared with other handles on the same store,
+    /// rather than in an index of its own; its capacity is raised to `late_cache_mib`.
+    pub fn with_late_index(mut self, index: Arc<parking_lot::Mutex<LateIndex>>) -> Self {
+        index
+            .lock()
+            .reserve(self.settings.late_cache_mib.saturating_mul(1 << 20));
+        self.late = index;
+        self
     }
 
     /// Stores with each conversation memory the broader terms of its nouns ([`BROADER`]).
@@ -116,6 +136,12 @@ impl LongTerm {
 
     /// The query's embedding (none without an embedder); the last one is remembered.
     pub async fn embed_query(&self, query: &str) -> Result<Option<Vec<f32>>> {
+        Ok(self.embed_query_tokens(query).await?.map(|e| e.vector))
+    }
+
+    /// The query's embedding with its token vectors when the embedder gives them (and late
+    /// interaction is on); the last one is remembered.
+    async fn embed_query_tokens(&self, query: &str) -> Result<Option<Embedded>> {
         let Some(e) = &self.embedder else {
             return Ok(None);
         };
@@ -124,11 +150,29 @@ impl LongTerm {
         {
             return Ok(Some(v.clone()));
         }
-        let v = e.embed(&[query.to_owned()]).await?.pop();
+        let texts = [query.to_owned()];
+        let v = if self.late_on() {
+            e.embed_with_tokens(&texts).await?.pop()
+        } else {
+            e.embed(&texts).await?.pop().map(|vector| Embedded {
+                vector,
+                tokens: None,
+            })
+        };
         if let Some(v) = &v {
             *self.last_query.lock() = Some((query.to_owned(), v.clone()));
         }
         Ok(v)
+    }
+
+    fn late_on(&self) -> bool {
+        self.settings.late_interaction > 0.0 && self.settings.late_cache_mib > 0
+    }
+
+    /// Memories whose token vectors late interaction holds, and the bytes they take.
+    pub fn late_index_size(&self) -> (usize, usize) {
+        let l = self.late.lock();
+        (l.len(), l.used())
     }
 
     /// Records stored through this handle since it was made.
@@ -143,8 +187,19 @@ impl LongTerm {
         }
         if let Some(e) = &self.embedder {
             let texts: Vec<String> = records.iter().map(|r| r.text.clone()).collect();
-            for (r, v) in records.iter_mut().zip(e.embed(&texts).await?) {
-                r.embedding = Some(v);
+            if self.late_on() {
+                let embedded = e.embed_with_tokens(&texts).await?;
+                let mut late = self.late.lock();
+                for (r, v) in records.iter_mut().zip(embedded) {
+                    if let Some(t) = &v.tokens {
+                        late.insert(&r.id, &r.text, t);
+                    }
+                    r.embedding = Some(v.vector);
+                }
+            } else {
+                for (r, v) in records.iter_mut().zip(e.embed(&texts).await?) {
+                    r.embedding = Some(v);
+                }
             }
         }
         let n = records.len() as u64;
@@ -205,6 +260,13 @@ impl LongTerm {
     ///   question mark) has its score scaled by `question_weight`. A question is answered in
     ///   the turn after it, which is the memory to find, while the question itself repeats the
     ///   words of whoever asks about it later.
+    /// - By late interaction, with an embedder that gives token vectors: the first
+    ///   [`LATE_CANDIDATES`] gain `late_interaction` times their token-level match with the
+    ///   question ([`crate::late`]), scaled to [0, 1] over them.
+    /// - By what kind of turn each memory is: one that only asks (its text ends with a
+    ///   question mark) has its score scaled by `question_weight`. A question is answered in
+    ///   the turn after it, which is the memory to find, while the question itself repeats the
+    ///   words of whoever asks about it later.
     /// - By its session: each score gains `session_weight` times the best candidate score of
     ///   the memory's session (a memory without a session is a session of its own).
     ///   A question is usually about one conversation, and the turn that answers it often
@@ -213,10 +275,16 @@ impl LongTerm {
     /// No relevance gate (see [`LongTerm::recall`]).
     pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
         let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(CANDIDATES));
-        if let Some(v) = self.embed_query(query).await? {
-            req = req.with_vector(v);
+        let embedded = self.embed_query_tokens(query).await?;
+        if let Some(e) = &embedded {
+            req = req.with_vector(e.vector.clone());
         }
         let mut hits = self.store.search(scope, &req).await?;
+        if let Some(q) = embedded.as_ref().and_then(|e| e.tokens.as_ref())
+            && self.late_on()
+        {
+            self.late_rerank(&mut hits, q).await?;
+        }
         let w = self.settings.question_weight;
         if w != 1.0 {
             for h in &mut hits {
@@ -230,6 +298,55 @@ impl LongTerm {
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k);
         Ok(hits)
+    }
+
+    /// Adds to the first [`LATE_CANDIDATES`] hits (the store's order) `late_interaction`
+    /// times their MaxSim with `query`, scaled to [0, 1] over them. The token vectors of a hit
+    /// the index does not hold are computed first (one embedder call for all of them); a hit
+    /// the embedder gives none for gains nothing.
+    async fn late_rerank(&self, hits: &mut [ScoredRecord], query: &TokenVectors) -> Result<()> {
+        let n = hits.len().min(LATE_CANDIDATES);
+        let head = &mut hits[..n];
+        let missing: Vec<usize> = {
+            let late = self.late.lock();
+            (0..n)
+                .filter(|&i| !late.has(&head[i].record.id, &head[i].record.text))
+                .collect()
+        };
+        if let (false, Some(e)) = (missing.is_empty(), &self.embedder) {
+            let texts: Vec<String> = missing
+                .iter()
+                .map(|&i| head[i].record.text.clone())
+                .collect();
+            let embedded = e.embed_with_tokens(&texts).await?;
+            let mut late = self.late.lock();
+            for (&i, v) in missing.iter().zip(embedded) {
+                if let Some(t) = &v.tokens {
+                    late.insert(&head[i].record.id, &head[i].record.text, t);
+                }
+            }
+        }
+        let query = LateQuery::new(query);
+        let scores: Vec<Option<f32>> = {
+            let late = self.late.lock();
+            head.iter()
+                .map(|h| late.score(&h.record.id, &query))
+                .collect()
+        };
+        let (lo, hi) = scores
+            .iter()
+            .flatten()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &s| {
+                (lo.min(s), hi.max(s))
+            });
+        let span = (hi - lo).max(1e-6);
+        let w = self.settings.late_interaction;
+        for (h, s) in head.iter_mut().zip(scores) {
+            if let Some(s) = s {
+                h.score += w * (s - lo) / span;
+            }
+        }
+        Ok(())
     }
 
     /// The memories of `scope` relevant to `query`, best first: at most `k`, each passing the

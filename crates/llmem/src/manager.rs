@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
+use crate::late::LateIndex;
 use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, to_archive};
 use crate::taxonomy::Taxonomy;
 use llmem_compress::ArchiveSink;
@@ -39,6 +40,9 @@ pub struct Providers {
     pub embedder: Option<Arc<dyn Embedder>>,
     /// Long-term memory; default: what `[tiers]` describes ([`crate::tiered::open_store`]).
     pub store: Option<Arc<dyn MemoryStore>>,
+    /// Memories' token vectors for late interaction ([`crate::late`]): the managers built from
+    /// clones of these providers share it, as they share the store.
+    pub late: Arc<parking_lot::Mutex<LateIndex>>,
 }
 
 impl Providers {
@@ -209,7 +213,8 @@ impl MemoryManager {
         };
         let longterm = Arc::new(
             LongTerm::new(store, providers.embedder.clone(), config.retrieval.clone())
-                .with_taxonomy(Taxonomy::from_setting(&config.retrieval.taxonomy)?),
+                .with_taxonomy(Taxonomy::from_setting(&config.retrieval.taxonomy)?)
+                .with_late_index(providers.late.clone()),
         );
         let compress = CompressConfig {
             strategy: m.compression_strategy,

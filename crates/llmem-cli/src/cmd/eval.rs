@@ -546,8 +546,10 @@ async fn locomo(args: Args) -> Result<()> {
         args.k,
         match args.pipeline {
             Pipeline::Manager => format!(
-                "MemoryManager (question weight {}, session weight {})",
-                config.retrieval.question_weight, config.retrieval.session_weight
+                "MemoryManager (question weight {}, session weight {}, late interaction {})",
+                config.retrieval.question_weight,
+                config.retrieval.session_weight,
+                config.retrieval.late_interaction
             ),
             Pipeline::Store => "warm store".into(),
         },

@@ -1,11 +1,12 @@
 //! Sentence embeddings from a BERT-style ONNX model (MiniLM-L6-v2 by default): tokenise, run,
-//! mean-pool with the attention mask, L2-normalise.
+//! mean-pool with the attention mask, L2-normalise. The same run gives each text's token
+//! vectors (special tokens left out) for late interaction ([`Embedder::embed_with_tokens`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use llmem_core::{Embedder, Error, Result};
+use llmem_core::{Embedded, Embedder, Error, Result, TokenVectors};
 use ort::session::Session;
 use ort::value::Tensor;
 use serde::{Deserialize, Serialize};
@@ -194,7 +195,7 @@ impl OnnxEmbedderBuilder {
             .inner
             .run(&["dimension probe".to_owned()])?
             .first()
-            .map(Vec::len)
+            .map(|e| e.vector.len())
             .unwrap_or(0);
         tracing::info!(model = %model.display(), dimensions = e.dimensions, "ONNX embedder loaded");
         Ok(e)
@@ -210,8 +211,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// One model run over `texts`.
-    fn run(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    /// One model run over `texts`: each one's pooled vector, and its token vectors when the
+    /// model's output is token states.
+    fn run(&self, texts: &[String]) -> Result<Vec<Embedded>> {
         let enc = self
             .tokenizer
             .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
@@ -258,11 +260,13 @@ impl Inner {
             .collect();
         let mut out = Vec::with_capacity(b);
         match dims.as_slice() {
-            // Token states: mean over the tokens the mask keeps.
+            // Token states: mean over the tokens the mask keeps; the tokens that are not
+            // special are the token vectors.
             [ob, ol, h] if *ob == b && *ol == len => {
-                for i in 0..b {
+                for (i, e) in enc.iter().enumerate() {
                     let mut v = vec![0.0f32; *h];
                     let mut n = 0.0f32;
+                    let mut tokens = Vec::new();
                     for j in 0..len {
                         if mask[i * len + j] == 0 {
                             continue;
@@ -270,10 +274,16 @@ impl Inner {
                         n += 1.0;
                         let row = &data[(i * len + j) * h..(i * len + j + 1) * h];
                         v.iter_mut().zip(row).for_each(|(a, x)| *a += x);
+                        if e.get_special_tokens_mask().get(j) == Some(&0) {
+                            tokens.extend_from_slice(row);
+                        }
                     }
                     v.iter_mut().for_each(|a| *a /= n.max(1e-9));
                     crate::l2_normalize(&mut v);
-                    out.push(v);
+                    out.push(Embedded {
+                        vector: v,
+                        tokens: Some(TokenVectors::new(*h, tokens)?),
+                    });
                 }
             }
             // Already pooled.
@@ -281,7 +291,10 @@ impl Inner {
                 for i in 0..b {
                     let mut v = data[i * h..(i + 1) * h].to_vec();
                     crate::l2_normalize(&mut v);
-                    out.push(v);
+                    out.push(Embedded {
+                        vector: v,
+                        tokens: None,
+                    });
                 }
             }
             other => {
@@ -311,11 +324,39 @@ impl OnnxEmbedder {
 
     /// Embeds synchronously (for benchmarks and non-async callers).
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .embed_with_tokens_blocking(texts)?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect())
+    }
+
+    /// [`Embedder::embed_with_tokens`], synchronously.
+    pub fn embed_with_tokens_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.batch_size) {
             out.extend(self.inner.run(chunk)?);
         }
         Ok(out)
+    }
+
+    /// Runs `f` on a blocking thread with a clone of this embedder.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        texts: &[String],
+        f: fn(&Self, &[String]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || f(&this, &texts))
+            .await
+            .map_err(|e| Error::Other {
+                context: "the embedding task failed".into(),
+                source: Box::new(e),
+            })?
     }
 }
 
@@ -330,16 +371,10 @@ impl Embedder for OnnxEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let this = self.clone();
-        let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || this.embed_blocking(&texts))
-            .await
-            .map_err(|e| Error::Other {
-                context: "the embedding task failed".into(),
-                source: Box::new(e),
-            })?
+        self.blocking(texts, Self::embed_blocking).await
+    }
+
+    async fn embed_with_tokens(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+        self.blocking(texts, Self::embed_with_tokens_blocking).await
     }
 }

@@ -1,5 +1,6 @@
-//! The local MiniLM embedder on ONNX Runtime: conformance, and cosine similarities within 0.01
-//! of Python onnxruntime on the same model and tokenizer.
+//! The local MiniLM embedder on ONNX Runtime: conformance, and cosine similarities and
+//! late-interaction (MaxSim) scores within 0.01 of Python onnxruntime on the same model and
+//! tokenizer.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,8 +61,15 @@ def embed(text):
     h = sess.run(None, feed)[0][0]
     m = np.array(e.attention_mask, dtype=np.float32)[:, None]
     v = (h * m).sum(0) / m.sum()
-    return v / np.linalg.norm(v)
-print(json.dumps([float(embed(a) @ embed(b)) for a, b in pairs]))
+    t = h[[i for i, s in enumerate(e.special_tokens_mask) if s == 0]]
+    return v / np.linalg.norm(v), t / np.linalg.norm(t, axis=1, keepdims=True)
+def max_sim(q, d):
+    return float((q @ d.T).max(axis=1).mean())
+out = []
+for a, b in pairs:
+    (va, ta), (vb, tb) = embed(a), embed(b)
+    out.append([float(va @ vb), max_sim(ta, tb), len(ta)])
+print(json.dumps(out))
 "#;
 
 #[tokio::test]
@@ -100,27 +108,54 @@ async fn cosines_match_python_onnxruntime() {
         "Python reference failed (run `cargo xtask setup`): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    // Per pair: cosine, MaxSim of the first text against the second, the first's tokens.
+    let want: Vec<(f32, f32, usize)> = serde_json::from_slice(&out.stdout).unwrap();
     let texts: Vec<String> = PAIRS
         .iter()
         .flat_map(|(a, b)| [a.to_string(), b.to_string()])
         .collect();
     let vs = e.embed(&texts).await.unwrap();
-    for (i, w) in want.iter().enumerate() {
+    let with_tokens = e.embed_with_tokens(&texts).await.unwrap();
+    for (i, (cos, max_sim, n)) in want.iter().enumerate() {
         let got: f32 = vs[2 * i]
             .iter()
             .zip(&vs[2 * i + 1])
             .map(|(a, b)| a * b)
             .sum();
         assert!(
-            (got - w).abs() < 0.01,
-            "pair {i} {:?}: rust {got} vs python {w}",
+            (got - cos).abs() < 0.01,
+            "pair {i} {:?}: rust {got} vs python {cos}",
             PAIRS[i]
         );
+        let (a, b) = (&with_tokens[2 * i], &with_tokens[2 * i + 1]);
+        assert_eq!(
+            a.vector,
+            vs[2 * i],
+            "the same vector with or without tokens"
+        );
+        let (ta, tb) = (a.tokens.as_ref().unwrap(), b.tokens.as_ref().unwrap());
+        assert_eq!(
+            (ta.len(), ta.dim()),
+            (*n, 384),
+            "pair {i}: tokens, special ones left out"
+        );
+        let got = ta.max_sim(tb);
+        assert!(
+            (got - max_sim).abs() < 0.01,
+            "pair {i} {:?}: MaxSim rust {got} vs python {max_sim}",
+            PAIRS[i]
+        );
+        assert!((ta.max_sim(ta) - 1.0).abs() < 1e-4, "a text matches itself");
     }
+    let cosines: Vec<f32> = want.iter().map(|w| w.0).collect();
+    let sims: Vec<f32> = want.iter().map(|w| w.1).collect();
     assert!(
-        want[0] > want[1] && want[2] > want[4],
+        cosines[0] > cosines[1] && cosines[2] > cosines[4],
         "the reference itself is sensible: {want:?}"
+    );
+    assert!(
+        sims[0] > sims[1] && sims[3] > sims[4],
+        "MaxSim prefers the paraphrase: {want:?}"
     );
 }
 

@@ -7,6 +7,7 @@ use llmem::core::{Message, TokenCounter};
 
 mod config;
 mod examples;
+mod late;
 mod manager;
 mod memory;
 mod sessions;

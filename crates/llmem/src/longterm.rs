@@ -303,7 +303,8 @@ impl LongTerm {
     /// Adds to the first [`LATE_CANDIDATES`] hits (the store's order) `late_interaction`
     /// times their MaxSim with `query`, scaled to [0, 1] over them. The token vectors of a hit
     /// the index does not hold are computed first (one embedder call for all of them); a hit
-    /// the embedder gives none for gains nothing.
+    /// the embedder gives none for, or fails on, gains nothing (a failure is logged, and the
+    /// search goes on).
     async fn late_rerank(&self, hits: &mut [ScoredRecord], query: &TokenVectors) -> Result<()> {
         let n = hits.len().min(LATE_CANDIDATES);
         let head = &mut hits[..n];
@@ -318,12 +319,21 @@ impl LongTerm {
                 .iter()
                 .map(|&i| head[i].record.text.clone())
                 .collect();
-            let embedded = e.embed_with_tokens(&texts).await?;
-            let mut late = self.late.lock();
-            for (&i, v) in missing.iter().zip(embedded) {
-                if let Some(t) = &v.tokens {
-                    late.insert(&head[i].record.id, &head[i].record.text, t);
+            match e.embed_with_tokens(&texts).await {
+                Ok(embedded) => {
+                    let mut late = self.late.lock();
+                    for (&i, v) in missing.iter().zip(embedded) {
+                        if let Some(t) = &v.tokens {
+                            late.insert(&head[i].record.id, &head[i].record.text, t);
+                        }
+                    }
                 }
+                // The search still answers: those memories gain nothing this time.
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    memories = texts.len(),
+                    "late interaction: the embedder failed on memories without token vectors"
+                ),
             }
         }
         let query = LateQuery::new(query);

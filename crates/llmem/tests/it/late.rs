@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use llmem::config::RetrievalSettings;
-use llmem::core::{Embedder, MemoryRecord, MemoryStore, Scope};
+use llmem::core::{Embedded, Embedder, MemoryRecord, MemoryStore, Scope};
 use llmem::longterm::LongTerm;
 use llmem::providers::onnx::OnnxEmbedderBuilder;
 use llmem::tiers::WarmStore;
@@ -110,4 +110,46 @@ fn a_late_interaction_weight_outside_0_1_names_the_key() {
         e.contains("retrieval.late_interaction") && e.contains("[0, 1]"),
         "{e}"
     );
+}
+
+/// MiniLM, except that token vectors of more than one text at a time fail.
+#[derive(Debug)]
+struct FailsOnMemories(Arc<dyn Embedder>);
+
+#[async_trait::async_trait]
+impl Embedder for FailsOnMemories {
+    fn name(&self) -> &str {
+        "minilm-failing-on-memories"
+    }
+    fn dimensions(&self) -> usize {
+        self.0.dimensions()
+    }
+    async fn embed(&self, texts: &[String]) -> llmem::Result<Vec<Vec<f32>>> {
+        self.0.embed(texts).await
+    }
+    async fn embed_with_tokens(&self, texts: &[String]) -> llmem::Result<Vec<Embedded>> {
+        if texts.len() > 1 {
+            return Err(llmem::core::Error::invalid("token vectors refused"));
+        }
+        self.0.embed_with_tokens(texts).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_embedder_leaves_the_search_unre_ranked_not_failed() {
+    let minilm = embedder();
+    let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
+    let scope = Scope::tenant("u1");
+    // Stored without token vectors (late interaction off), so the search must compute them.
+    let plain = LongTerm::new(store.clone(), Some(minilm.clone()), settings(0.0));
+    let records = SAID.iter().map(|t| MemoryRecord::new("u1", *t)).collect();
+    plain.remember(records).await.unwrap();
+    let failing: Arc<dyn Embedder> = Arc::new(FailsOnMemories(minilm));
+    let late = LongTerm::new(store, Some(failing), settings(0.5));
+    let got = scores(&late, &scope).await;
+    assert_eq!(late.late_index_size().0, 0, "nothing was computed");
+    let want = scores(&plain, &scope).await;
+    for (text, s) in &want {
+        assert!((s - got[text]).abs() < 1e-5, "{text}: {s} vs {}", got[text]);
+    }
 }

@@ -2,9 +2,9 @@
 //! among a memory's words, in the embedder's token vectors (ColBERT's MaxSim, here over the
 //! token states of the same MiniLM run that gives the sentence vector).
 //!
-//! A sentence vector averages a memory into one point, so "What instruments does Melanie
+//! A sentence vector averages a memory into one point, so "What instruments does Priya
 //! play?" lands far from "I've been practising the clarinet a lot": most of either sentence is
-//! about something else. Token by token, "instruments" finds "clarinet", "Melanie" finds the
+//! about something else. Token by token, "instruments" finds "clarinet", "Priya" finds the
 //! speaker and "play" finds "practising", and the memory ranks by those matches.
 //!
 //! [`LateIndex`] keeps each memory's token vectors, quantised to 8 bits (one scale per token):

@@ -13,14 +13,14 @@ use llmem::providers::onnx::OnnxEmbedderBuilder;
 use llmem::tiers::WarmStore;
 
 const SAID: [&str; 6] = [
-    "Melanie: I've been practising the clarinet every evening this month.",
-    "Melanie: The weather at the beach was lovely on Saturday.",
-    "Caroline: I adopted a puppy from the shelter last week.",
-    "Melanie: My kids loved the pottery class we took together.",
-    "Caroline: The support group meets on Tuesdays downtown.",
-    "Melanie: We finally repainted the kitchen a pale yellow.",
+    "Priya: I've been practising the clarinet every evening this month.",
+    "Priya: The weather at the beach was lovely on Saturday.",
+    "Tom: I adopted a puppy from the shelter last week.",
+    "Priya: My kids loved the pottery class we took together.",
+    "Tom: The support group meets on Tuesdays downtown.",
+    "Priya: We finally repainted the kitchen a pale yellow.",
 ];
-const QUESTION: &str = "What musical instrument does Melanie play?";
+const QUESTION: &str = "What musical instrument does Priya play?";
 
 fn embedder() -> Arc<dyn Embedder> {
     Arc::new(

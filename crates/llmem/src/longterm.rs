@@ -256,10 +256,6 @@ impl LongTerm {
 
     /// The `k` memories of `scope` that best match `query`: the store's hybrid ranking (lexical,
     /// and by vector with an embedder) over [`CANDIDATES`]`·k` candidates, re-ranked.
-    /// - By what kind of turn each memory is: one that only asks (its text ends with a
-    ///   question mark) has its score scaled by `question_weight`. A question is answered in
-    ///   the turn after it, which is the memory to find, while the question itself repeats the
-    ///   words of whoever asks about it later.
     /// - By late interaction, with an embedder that gives token vectors: the first
     ///   [`LATE_CANDIDATES`] gain `late_interaction` times their token-level match with the
     ///   question ([`crate::late`]), scaled to [0, 1] over them.

@@ -358,7 +358,9 @@ impl LongTerm {
     /// The memories of `scope` relevant to `query`, best first: at most `k`, each passing the
     /// relevance gate (cosine ≥ `min_similarity` with an embedder, else term overlap ≥
     /// `min_term_overlap`), and none already said in `context` (the texts of the messages in
-    /// the prompt: a fact taken from a message still in the window is not loaded again).
+    /// the prompt: a fact taken from a message still in the window is not loaded again) or by
+    /// a memory recalled before it on the same day (a fact and the turn it was drawn from take
+    /// one of the `k`, not two).
     pub async fn recall(
         &self,
         scope: &Scope,
@@ -372,9 +374,12 @@ impl LongTerm {
         }
         let qv = self.embed_query(query).await?;
         let hits = self.search(scope, query, k * 3).await?;
-        let mut out = Vec::new();
+        let mut out: Vec<Recalled> = Vec::new();
         for h in hits {
-            if h.record.is_superseded() || already_said(&h.record.text, context) {
+            if h.record.is_superseded()
+                || already_said(&h.record.text, context)
+                || repeats(&h.record, out.iter().map(|r| &r.record))
+            {
                 continue;
             }
             let relevance = match (&qv, &h.record.embedding) {
@@ -430,12 +435,29 @@ fn asks(text: &str) -> bool {
 
 /// Whether `text` (a memory, perhaps `who: …`) is said in one of `context`'s texts.
 fn already_said(text: &str, context: &[String]) -> bool {
-    let bare = match text.split_once(": ") {
+    let bare = said(text);
+    !bare.is_empty() && context.iter().any(|c| c.contains(bare) || c.contains(text))
+}
+
+/// What `text` says, without the `speaker: ` it may start with.
+fn said(text: &str) -> &str {
+    match text.split_once(": ") {
         Some((who, said)) if who.len() <= 64 && !who.contains('\n') => said,
         _ => text,
     }
-    .trim();
-    !bare.is_empty() && context.iter().any(|c| c.contains(bare) || c.contains(text))
+    .trim()
+}
+
+/// Whether `record` says nothing that one of `recalled` does not already say on the same day:
+/// a fact and the turn it was drawn from, or a turn stored twice. The same words on another day
+/// are another event, and stay.
+fn repeats<'a>(record: &MemoryRecord, recalled: impl Iterator<Item = &'a MemoryRecord>) -> bool {
+    let bare = said(&record.text);
+    let day = CivilDate::from_timestamp(record.created_at);
+    !bare.is_empty()
+        && recalled
+            .filter(|r| CivilDate::from_timestamp(r.created_at) == day)
+            .any(|r| said(&r.text).contains(bare))
 }
 
 /// The relative times of `text` said at `at`, resolved, as one metadata value.

@@ -466,3 +466,60 @@ async fn a_kind_of_thing_finds_the_thing_named() {
         );
     }
 }
+
+/// A fact and the turn it was drawn from say the same thing on the same day: recall gives it
+/// once, and the slot goes to the next memory. The same words on another day are another
+/// event, and are recalled too.
+#[tokio::test]
+async fn recall_gives_a_statement_once_a_day() {
+    use llmem::config::RetrievalSettings;
+    use llmem::core::MemoryRecord;
+    use llmem::longterm::LongTerm;
+
+    let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
+    let day = |d: &str| Timestamp::parse(&format!("{d}T10:00:00Z")).unwrap();
+    let said = [
+        ("Found a vet for Biscuit in Alvalade.", "2025-06-08"),
+        ("user: Found a vet for Biscuit in Alvalade.", "2025-06-08"),
+        ("user: Found a vet for Biscuit in Alvalade.", "2025-09-01"),
+        (
+            "user: Biscuit liked the clinic, open on Saturdays.",
+            "2025-06-08",
+        ),
+        ("user: The balcony gets sun all afternoon.", "2025-06-08"),
+    ];
+    let records = said
+        .iter()
+        .map(|(t, d)| MemoryRecord::new("u1", *t).with_created_at(day(d)))
+        .collect();
+    let lt = LongTerm::new(store, None, RetrievalSettings::default());
+    lt.remember(records).await.unwrap();
+    let recalled = lt
+        .recall(
+            &Scope::tenant("u1"),
+            "Where is the vet for Biscuit?",
+            3,
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = recalled
+        .iter()
+        .map(|r| (r.record.text.clone(), r.record.created_at.to_rfc3339()))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let alvalade_june = got
+        .iter()
+        .filter(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-06-08"))
+        .count();
+    assert_eq!(alvalade_june, 1, "the fact and its turn, once: {got:?}");
+    assert!(
+        got.iter()
+            .any(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-09-01")),
+        "the same words on another day stay: {got:?}"
+    );
+    assert!(
+        got.iter().any(|(t, _)| t.contains("Saturdays")),
+        "the freed slot goes to the next memory: {got:?}"
+    );
+}

@@ -70,12 +70,42 @@ pub struct Recalled {
 impl Recalled {
     /// One line for a prompt: `[8 May 2023] text (yesterday = 7 May 2023)`.
     pub fn line(&self) -> String {
-        let date = CivilDate::from_timestamp(self.record.created_at).long();
+        format!("[{}] {}", self.date().long(), self.said())
+    }
+
+    /// The day the memory was said on.
+    pub fn date(&self) -> CivilDate {
+        CivilDate::from_timestamp(self.record.created_at)
+    }
+
+    /// What was said, with its relative times resolved: `text (yesterday = 7 May 2023)`.
+    pub fn said(&self) -> String {
         match self.record.metadata.get(TIMES).and_then(|v| v.as_str()) {
-            Some(t) if !t.is_empty() => format!("[{date}] {} ({t})", self.record.text),
-            _ => format!("[{date}] {}", self.record.text),
+            Some(t) if !t.is_empty() => format!("{} ({t})", self.record.text),
+            _ => self.record.text.clone(),
         }
     }
+}
+
+/// Recalled memories as one block of a prompt: `header`, then the memories oldest first under
+/// one line for each day they were said on (`[8 May 2023]`, then `- text` for each), so that
+/// a day shared by several memories is written once, and the model reads them as a timeline.
+/// Memories of the same moment keep their order in `recalled` (best first).
+pub fn timeline<'a>(header: &str, recalled: impl IntoIterator<Item = &'a Recalled>) -> String {
+    let mut by_time: Vec<&Recalled> = recalled.into_iter().collect();
+    by_time.sort_by_key(|r| r.record.created_at);
+    let mut text = header.to_owned();
+    let mut day = None;
+    for r in by_time {
+        let d = r.date();
+        if day != Some(d.days()) {
+            text.push_str(&format!("\n[{}]", d.long()));
+            day = Some(d.days());
+        }
+        text.push_str("\n- ");
+        text.push_str(&r.said());
+    }
+    text
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -653,6 +683,47 @@ mod tests {
         by_session(&mut hits, weight);
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.into_iter().map(|h| h.record.text).collect()
+    }
+
+    fn said_on(text: &str, date: (i32, u32, u32, u32), times: Option<&str>) -> Recalled {
+        let mut record = MemoryRecord::new("u", text);
+        let (year, month, day, minute) = date;
+        record.created_at = CivilDate {
+            year,
+            month,
+            day,
+            minute,
+        }
+        .timestamp();
+        if let Some(t) = times {
+            record = record.with_metadata(TIMES, t);
+        }
+        Recalled {
+            record,
+            relevance: 1.0,
+        }
+    }
+
+    /// Oldest first, each day written once (whatever the hour), memories of one moment in their
+    /// given order, resolved times after the text.
+    #[test]
+    fn the_timeline_writes_each_day_once() {
+        let recalled = [
+            said_on(
+                "B: the lake",
+                (2023, 5, 8, 600),
+                Some("yesterday = 7 May 2023"),
+            ),
+            said_on("A: a movie", (2023, 5, 20, 0), None),
+            said_on("A: a fish", (2023, 5, 8, 900), None),
+            said_on("B: a boat", (2023, 5, 8, 600), None),
+        ];
+        assert_eq!(
+            timeline("Memories:", &recalled),
+            "Memories:\n[8 May 2023]\n- B: the lake (yesterday = 7 May 2023)\n- B: a boat\n\
+             - A: a fish\n[20 May 2023]\n- A: a movie"
+        );
+        assert_eq!(timeline("Memories:", &[]), "Memories:");
     }
 
     /// A memory of the session with the best match overtakes a slightly better match of

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
 use crate::late::LateIndex;
-use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, to_archive};
+use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, timeline, to_archive};
 use crate::taxonomy::Taxonomy;
 use llmem_compress::ArchiveSink;
 
@@ -524,21 +524,17 @@ impl MemoryManager {
                 .iter()
                 .position(|m| m.role != Role::System)
                 .unwrap_or(messages.len());
-            let header = "Relevant memories from earlier in this conversation or earlier ones (date, then what was said):";
-            let mut text = header.to_owned();
+            let header = "Relevant memories from earlier in this conversation or earlier ones, by the day they were said:";
             for h in hits {
-                let candidate = format!("{text}\n- {}", h.line());
-                let t = self
-                    .counter
-                    .count_message(&Message::system(candidate.clone()));
-                if t > room {
+                retrieved.push(h);
+                let candidate = timeline(header, &retrieved);
+                if self.counter.count_message(&Message::system(candidate)) > room {
+                    retrieved.pop();
                     break;
                 }
-                text = candidate;
-                retrieved.push(h);
             }
             if !retrieved.is_empty() {
-                messages.insert(at, Message::system(text));
+                messages.insert(at, Message::system(timeline(header, &retrieved)));
             }
         }
         let tokens = self.counter.count_messages(&messages);

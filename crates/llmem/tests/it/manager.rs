@@ -289,6 +289,20 @@ async fn a_session_ends_into_long_term_memory_with_its_provenance_times_and_neig
         line,
         "[8 May 2023] Melanie: I painted a sunrise over the lake yesterday. (yesterday = 7 May 2023)"
     );
+    // In the prompt the memories form a timeline: each day once, then what was said on it.
+    let block = p
+        .messages
+        .iter()
+        .map(Message::text)
+        .find(|t| t.starts_with("Relevant memories"))
+        .unwrap();
+    assert!(
+        block.contains(
+            "\n[8 May 2023]\n- Melanie: I painted a sunrise over the lake yesterday. (yesterday = 7 May 2023)"
+        ),
+        "{block}"
+    );
+    assert_eq!(block.matches("[8 May 2023]").count(), 1, "{block}");
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@
 //! question_weight = 0.7            # score factor of a memory that only asks
 //! session_weight = 0.3             # share of its session's best match a memory gains
 //! late_interaction = 0.5           # weight of the token-level match (MaxSim) in the re-ranking
+//! late_reply_share = 0.6           # share of a reply's match taken with its question's words
 //! late_cache_mib = 256             # memory for the memories' token vectors
 //! taxonomy = "auto"                # WordNet dir for broader terms of memories' nouns | off
 //! scope = "user"                   # session
@@ -218,6 +219,11 @@ pub struct RetrievalSettings {
     /// one), the best candidates' scores gain this weight times their token-level match with
     /// the question ([`crate::late`]), scaled to [0, 1] over the candidates. 0 turns it off.
     pub late_interaction: f32,
+    /// Late interaction of a reply, in [0, 1]: this share of the token-level match of a
+    /// memory whose message followed a question is taken against the reply's and the
+    /// question's tokens together (each question word's best match in either), so that a
+    /// reply is found by the words of what it answers. 0 matches a reply alone.
+    pub late_reply_share: f32,
     /// Memory for the memories' token vectors, in MiB (about 12 KiB a memory of 30 tokens);
     /// past it the oldest are dropped and computed again when a search meets them.
     pub late_cache_mib: usize,
@@ -240,6 +246,7 @@ impl Default for RetrievalSettings {
             question_weight: 0.7,
             session_weight: 0.3,
             late_interaction: 0.5,
+            late_reply_share: 0.6,
             late_cache_mib: 256,
             taxonomy: "auto".into(),
             scope: RetrievalScope::User,
@@ -447,17 +454,43 @@ impl Config {
             );
         }
         let r = &self.retrieval;
-        if !(0.0..=1.0).contains(&r.min_similarity) {
-            return bad(
+        // Values in [0, 1]: the key, the value, what it is, and a hint.
+        let unit = [
+            (
                 "retrieval.min_similarity",
-                format!("{} is not a cosine similarity in [0, 1]", r.min_similarity),
-            );
-        }
-        if !(0.0..=1.0).contains(&r.min_term_overlap) {
-            return bad(
+                r.min_similarity,
+                "a cosine similarity",
+                "",
+            ),
+            (
                 "retrieval.min_term_overlap",
-                format!("{} is not a share in [0, 1]", r.min_term_overlap),
-            );
+                r.min_term_overlap,
+                "a share",
+                "",
+            ),
+            (
+                "retrieval.session_weight",
+                r.session_weight,
+                "a share",
+                "; 0 leaves sessions out of the ranking",
+            ),
+            (
+                "retrieval.late_interaction",
+                r.late_interaction,
+                "a weight",
+                "; 0 turns late interaction off",
+            ),
+            (
+                "retrieval.late_reply_share",
+                r.late_reply_share,
+                "a share",
+                "; 0 matches a reply by its own words alone",
+            ),
+        ];
+        for (key, value, what, hint) in unit {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(key, format!("{value} is not {what} in [0, 1]{hint}"));
+            }
         }
         if !(r.question_weight > 0.0 && r.question_weight <= 1.0) {
             return bad(
@@ -465,24 +498,6 @@ impl Config {
                 format!(
                     "{} is not a factor in (0, 1]; 1 leaves questions unweighted",
                     r.question_weight
-                ),
-            );
-        }
-        if !(0.0..=1.0).contains(&r.session_weight) {
-            return bad(
-                "retrieval.session_weight",
-                format!(
-                    "{} is not a share in [0, 1]; 0 leaves sessions out of the ranking",
-                    r.session_weight
-                ),
-            );
-        }
-        if !(0.0..=1.0).contains(&r.late_interaction) {
-            return bad(
-                "retrieval.late_interaction",
-                format!(
-                    "{} is not a weight in [0, 1]; 0 turns late interaction off",
-                    r.late_interaction
                 ),
             );
         }

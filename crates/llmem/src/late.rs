@@ -7,6 +7,12 @@
 //! about something else. Token by token, "instruments" finds "clarinet", "Priya" finds the
 //! speaker and "play" finds "practising", and the memory ranks by those matches.
 //!
+//! A reply is matched with the words of the question it answers too: "Mount Tamalpais, the
+//! view was unreal" after "Where did you go hiking last weekend?" is what "Where did Ben go
+//! hiking?" asks for, though it says neither "hiking" nor "where". Part of its score
+//! (`retrieval.late_reply_share`) takes each question token's best match among the reply's
+//! tokens and the question's together ([`LateIndex::score_in_reply`]).
+//!
 //! [`LateIndex`] keeps each memory's token vectors, quantised to 8 bits (one scale per token):
 //! about 12 KiB for a memory of 30 tokens. It is filled when memories are stored and, for a
 //! memory stored before (by another process, or before a restart), the first time a search
@@ -61,21 +67,38 @@ impl Quantized {
     /// products summed in 32 bits, which the compiler vectorises (a float sum it may not
     /// reorder).
     fn max_sim(&self, query: &Quantized) -> f32 {
+        self.max_sim_with(None, query, 0.0)
+    }
+
+    /// The best scaled product of query token `q` (of scale `qs`) with one of these tokens.
+    fn best(&self, q: &[i8], qs: f32) -> f32 {
+        let best = self
+            .values
+            .chunks(self.dim)
+            .zip(&self.scales)
+            .map(|(d, ds)| ds * dot_i8(q, d) as f32)
+            .fold(f32::NEG_INFINITY, f32::max);
+        qs * best
+    }
+
+    /// MaxSim of `query` against these vectors, with `share` of it taken against these and
+    /// `context`'s together (each query token's best match in either): a reply matched with
+    /// the words of the question it answers as well as its own.
+    fn max_sim_with(&self, context: Option<&Quantized>, query: &Quantized, share: f32) -> f32 {
         if query.scales.is_empty() || self.scales.is_empty() || query.dim != self.dim {
             return 0.0;
         }
+        let context = context.filter(|c| share > 0.0 && c.dim == self.dim && !c.scales.is_empty());
         let total: f32 = query
             .values
             .chunks(self.dim)
             .zip(&query.scales)
-            .map(|(q, qs)| {
-                let best = self
-                    .values
-                    .chunks(self.dim)
-                    .zip(&self.scales)
-                    .map(|(d, ds)| ds * dot_i8(q, d) as f32)
-                    .fold(f32::NEG_INFINITY, f32::max);
-                qs * best
+            .map(|(q, &qs)| {
+                let own = self.best(q, qs);
+                match context {
+                    Some(c) => (1.0 - share) * own + share * own.max(c.best(q, qs)),
+                    None => own,
+                }
             })
             .sum();
         total / query.scales.len() as f32
@@ -180,6 +203,26 @@ impl LateIndex {
         self.by_id.get(id).map(|q| q.max_sim(&query.0))
     }
 
+    /// [`LateIndex::score`] of a memory that replies to memory `context`: `share` of it is
+    /// the match of the two memories' token vectors together (each question token's best
+    /// match in either), the rest the memory's own. Without `context`'s vectors, the
+    /// memory's own score.
+    pub fn score_in_reply(
+        &self,
+        id: &str,
+        context: &str,
+        query: &LateQuery,
+        share: f32,
+    ) -> Option<f32> {
+        let me = self.by_id.get(id)?;
+        Some(me.max_sim_with(self.by_id.get(context), &query.0, share))
+    }
+
+    /// Whether the index holds vectors of record `id` (of whatever text).
+    pub fn holds(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Bytes of vectors held.
     pub fn used(&self) -> usize {
         self.used
@@ -222,6 +265,36 @@ mod tests {
         index.insert("b", "other", &tokens(&[&[0.0, 0.0, 1.0]]));
         assert!(index.score("b", &lq).unwrap() < quantised);
         assert_eq!(index.score("c", &lq), None);
+    }
+
+    /// A query token that the reply does not match but the question before it does gains
+    /// `share` of the difference; a token the reply matches best keeps its own match.
+    #[test]
+    fn a_reply_is_matched_with_its_question_by_the_share() {
+        let reply = tokens(&[&[1.0, 0.0, 0.0]]);
+        let question = tokens(&[&[0.0, 1.0, 0.0], &[0.6, 0.0, 0.8]]);
+        let q = tokens(&[&[1.0, 0.0, 0.0], &[0.0, 1.0, 0.0]]);
+        let mut index = LateIndex::new(1 << 20);
+        index.insert("reply", "Mount Tamalpais.", &reply);
+        index.insert("question", "Where did you hike?", &question);
+        let lq = LateQuery::new(&q);
+        let own = index.score("reply", &lq).unwrap();
+        assert!((own - 0.5).abs() < 0.01, "{own}");
+        for share in [0.0, 0.6, 1.0] {
+            let s = index
+                .score_in_reply("reply", "question", &lq, share)
+                .unwrap();
+            // Token 1: the reply's own 1.0; token 2: 0 alone, 1.0 with the question.
+            let want = (1.0 + share) / 2.0;
+            assert!((s - want).abs() < 0.01, "share {share}: {s} vs {want}");
+        }
+        assert_eq!(
+            index.score_in_reply("reply", "gone", &lq, 0.6),
+            Some(own),
+            "without the question's vectors, the reply's own score"
+        );
+        assert_eq!(index.score_in_reply("gone", "question", &lq, 0.6), None);
+        assert!(index.holds("question") && !index.holds("gone"));
     }
 
     #[test]

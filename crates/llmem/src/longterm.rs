@@ -8,6 +8,8 @@
 //! shown in [`Recalled::line`]), and a lexical key that adds the [`PREV_MESSAGES`] messages
 //! before it and the [`NEXT_MESSAGES`] after it: a question is usually answered in the message
 //! after it, in words of the messages before, so the answer is found by the question's words.
+//! A memory whose message followed a question also names the question's memory
+//! ([`REPLY_TO`]), so that late interaction matches the reply with the question's words too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,10 @@ use crate::when::{CivilDate, resolve_times};
 pub const FACT_KEY: &str = "fact_key";
 /// Metadata key of a memory's relative times, resolved (`yesterday = 7 May 2023`).
 pub const TIMES: &str = "times";
+/// Metadata key of a conversation memory whose message followed a question: the id of the
+/// question's memory, whose words late interaction matches the reply with too
+/// (`retrieval.late_reply_share`). llmem's own: a message's metadata of that name is not copied.
+pub const REPLY_TO: &str = "reply_to";
 /// Message metadata flag: already in long-term memory (see
 /// [`crate::MemoryManager::end_session`]); such a message is not archived again.
 pub const ARCHIVED: &str = "archived";
@@ -288,7 +294,8 @@ impl LongTerm {
     /// and by vector with an embedder) over [`CANDIDATES`]`·k` candidates, re-ranked.
     /// - By late interaction, with an embedder that gives token vectors: the first
     ///   [`LATE_CANDIDATES`] gain `late_interaction` times their token-level match with the
-    ///   question ([`crate::late`]), scaled to [0, 1] over them.
+    ///   question ([`crate::late`]), scaled to [0, 1] over them; `late_reply_share` of a
+    ///   reply's match is taken with the tokens of the question it answers too.
     /// - By what kind of turn each memory is: one that only asks (its text ends with a
     ///   question mark) has its score scaled by `question_weight`. A question is answered in
     ///   the turn after it, which is the memory to find, while the question itself repeats the
@@ -309,7 +316,7 @@ impl LongTerm {
         if let Some(q) = embedded.as_ref().and_then(|e| e.tokens.as_ref())
             && self.late_on()
         {
-            self.late_rerank(&mut hits, q).await?;
+            self.late_rerank(scope, &mut hits, q).await?;
         }
         let w = self.settings.question_weight;
         if w != 1.0 {
@@ -326,47 +333,90 @@ impl LongTerm {
         Ok(hits)
     }
 
-    /// Adds to the first [`LATE_CANDIDATES`] hits (the store's order) `late_interaction`
-    /// times their MaxSim with `query`, scaled to [0, 1] over them. The token vectors of a hit
-    /// the index does not hold are computed first (one embedder call for all of them); a hit
-    /// the embedder gives none for, or fails on, gains nothing (a failure is logged, and the
-    /// search goes on).
-    async fn late_rerank(&self, hits: &mut [ScoredRecord], query: &TokenVectors) -> Result<()> {
-        let n = hits.len().min(LATE_CANDIDATES);
-        let head = &mut hits[..n];
-        let missing: Vec<usize> = {
-            let late = self.late.lock();
-            (0..n)
-                .filter(|&i| !late.has(&head[i].record.id, &head[i].record.text))
-                .collect()
+    /// Computes and keeps the token vectors of memories (id, text) in one embedder call; a
+    /// failure is logged and leaves them out (late interaction then passes them by).
+    async fn keep_token_vectors(&self, memories: Vec<(String, String)>) {
+        let Some(e) = self.embedder.as_ref().filter(|_| !memories.is_empty()) else {
+            return;
         };
-        if let (false, Some(e)) = (missing.is_empty(), &self.embedder) {
-            let texts: Vec<String> = missing
-                .iter()
-                .map(|&i| head[i].record.text.clone())
-                .collect();
-            match e.embed_with_tokens(&texts).await {
-                Ok(embedded) => {
-                    let mut late = self.late.lock();
-                    for (&i, v) in missing.iter().zip(embedded) {
-                        if let Some(t) = &v.tokens {
-                            late.insert(&head[i].record.id, &head[i].record.text, t);
-                        }
+        let texts: Vec<String> = memories.iter().map(|(_, t)| t.clone()).collect();
+        match e.embed_with_tokens(&texts).await {
+            Ok(embedded) => {
+                let mut late = self.late.lock();
+                for ((id, text), v) in memories.iter().zip(embedded) {
+                    if let Some(t) = &v.tokens {
+                        late.insert(id, text, t);
                     }
                 }
-                // The search still answers: those memories gain nothing this time.
-                Err(err) => tracing::warn!(
-                    error = %err,
-                    memories = texts.len(),
-                    "late interaction: the embedder failed on memories without token vectors"
-                ),
+            }
+            // The search still answers: those memories gain nothing this time.
+            Err(err) => tracing::warn!(
+                error = %err,
+                memories = texts.len(),
+                "late interaction: the embedder failed on memories without token vectors"
+            ),
+        }
+    }
+
+    /// Adds to the first [`LATE_CANDIDATES`] hits (the store's order) `late_interaction`
+    /// times their MaxSim with `query`, scaled to [0, 1] over them; a reply's MaxSim takes
+    /// `late_reply_share` of it with the tokens of the question it answers ([`REPLY_TO`]).
+    /// The token vectors of a hit, or of a question a hit replies to, that the index does not
+    /// hold are computed first (one embedder call for the hits, one for the questions, read
+    /// from the store); a hit the embedder gives none for, or fails on, gains nothing, and
+    /// one whose question's vectors are missing is matched alone (a failure is logged, and
+    /// the search goes on).
+    async fn late_rerank(
+        &self,
+        scope: &Scope,
+        hits: &mut [ScoredRecord],
+        query: &TokenVectors,
+    ) -> Result<()> {
+        let n = hits.len().min(LATE_CANDIDATES);
+        let head = &mut hits[..n];
+        let missing: Vec<(String, String)> = {
+            let late = self.late.lock();
+            head.iter()
+                .filter(|h| !late.has(&h.record.id, &h.record.text))
+                .map(|h| (h.record.id.clone(), h.record.text.clone()))
+                .collect()
+        };
+        self.keep_token_vectors(missing).await;
+        let share = self.settings.late_reply_share;
+        let asked: Vec<&str> = head
+            .iter()
+            .filter_map(|h| h.record.metadata.get(REPLY_TO)?.as_str())
+            .collect();
+        if share > 0.0 && !asked.is_empty() {
+            let absent: Vec<String> = {
+                let late = self.late.lock();
+                let mut ids: Vec<String> = asked
+                    .into_iter()
+                    .filter(|id| !late.holds(id))
+                    .map(str::to_owned)
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            if !absent.is_empty() {
+                let questions = self.store.get(scope, &absent).await?;
+                self.keep_token_vectors(questions.into_iter().map(|r| (r.id, r.text)).collect())
+                    .await;
             }
         }
         let query = LateQuery::new(query);
         let scores: Vec<Option<f32>> = {
             let late = self.late.lock();
             head.iter()
-                .map(|h| late.score(&h.record.id, &query))
+                .map(
+                    |h| match h.record.metadata.get(REPLY_TO).and_then(|v| v.as_str()) {
+                        Some(q) if share > 0.0 => {
+                            late.score_in_reply(&h.record.id, q, &query, share)
+                        }
+                        _ => late.score(&h.record.id, &query),
+                    },
+                )
                 .collect()
         };
         let (lo, hi) = scores
@@ -513,7 +563,7 @@ fn stamp(
     key: &[&str],
 ) {
     for (k, v) in source {
-        if k != ARCHIVED && k != KEYWORDS && k != BROADER {
+        if k != ARCHIVED && k != KEYWORDS && k != BROADER && k != REPLY_TO {
             r.metadata.insert(k.clone(), v.clone());
         }
     }
@@ -559,7 +609,8 @@ pub fn record(scope: &Scope, text: String, kind: RecordKind, at: Timestamp) -> M
 
 /// The messages a compressor lets go (and those a session ends with), stored as conversation
 /// memories of one scope: `who: text` (the message's name, else its role), dated, with the
-/// message's metadata, resolved times and the neighbouring messages in the lexical key.
+/// message's metadata, resolved times, the neighbouring messages in the lexical key, and the
+/// id of the question a message replies to ([`REPLY_TO`]).
 #[derive(Debug)]
 pub struct Archive {
     longterm: Arc<LongTerm>,
@@ -609,7 +660,7 @@ impl ArchiveSink for Archive {
             .map(|mut r| (r.texts.iter().cloned().collect(), r.last_id.take()))
             .unwrap_or_default();
         let all: Vec<&str> = before.iter().chain(&texts).map(String::as_str).collect();
-        let records: Vec<MemoryRecord> = said
+        let mut records: Vec<MemoryRecord> = said
             .iter()
             .enumerate()
             .map(|(j, m)| {
@@ -637,6 +688,19 @@ impl ArchiveSink for Archive {
                 r.with_metadata("role", m.role.as_str())
             })
             .collect();
+        // A message that follows a question replies to it (the previous batch's last message
+        // for the first of this one).
+        let mut asked = previous
+            .clone()
+            .filter(|_| before.last().is_some_and(|t| asks(t)));
+        for (r, text) in records.iter_mut().zip(&texts) {
+            if let Some(q) = asked.take() {
+                r.metadata.insert(REPLY_TO.into(), q.into());
+            }
+            if asks(text) {
+                asked = Some(r.id.clone());
+            }
+        }
         let last = records.last().map(|r| r.id.clone());
         self.longterm.remember(records).await?;
         // The last record of the previous batch gets this batch's first message in its key.

@@ -546,10 +546,11 @@ async fn locomo(args: Args) -> Result<()> {
         args.k,
         match args.pipeline {
             Pipeline::Manager => format!(
-                "MemoryManager (question weight {}, session weight {}, late interaction {})",
+                "MemoryManager (question weight {}, session weight {}, late interaction {}, reply share {})",
                 config.retrieval.question_weight,
                 config.retrieval.session_weight,
-                config.retrieval.late_interaction
+                config.retrieval.late_interaction,
+                config.retrieval.late_reply_share
             ),
             Pipeline::Store => "warm store".into(),
         },

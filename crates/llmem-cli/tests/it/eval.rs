@@ -185,7 +185,9 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
     let (code, stdout, err) = run("0");
     assert_eq!(code, 0, "{err}");
     assert!(
-        stdout.contains("question weight 0.7, session weight 0, late interaction 0.5)"),
+        stdout.contains(
+            "question weight 0.7, session weight 0, late interaction 0.5, reply share 0.6)"
+        ),
         "{stdout}"
     );
 }

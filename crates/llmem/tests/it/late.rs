@@ -1,14 +1,16 @@
 //! Late interaction on the real MiniLM embedder: memories re-ranked by their token vectors'
 //! match with the question, the vectors kept when memories are stored and computed when a
-//! search first meets a memory stored elsewhere.
+//! search first meets a memory stored elsewhere; a reply matched with the question it answers.
 #![cfg(feature = "onnx")]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use llmem::Message;
+use llmem::compress::ArchiveSink;
 use llmem::config::RetrievalSettings;
-use llmem::core::{Embedded, Embedder, MemoryRecord, MemoryStore, Scope};
-use llmem::longterm::LongTerm;
+use llmem::core::{Embedded, Embedder, Filter, MemoryRecord, MemoryStore, Scope, SearchRequest};
+use llmem::longterm::{Archive, LongTerm, REPLY_TO};
 use llmem::providers::onnx::OnnxEmbedderBuilder;
 use llmem::tiers::WarmStore;
 
@@ -36,6 +38,7 @@ fn settings(late: f32) -> RetrievalSettings {
     // late-interaction gain.
     RetrievalSettings {
         late_interaction: late,
+        late_reply_share: 0.0,
         question_weight: 1.0,
         session_weight: 0.0,
         ..RetrievalSettings::default()
@@ -152,4 +155,188 @@ async fn a_failing_embedder_leaves_the_search_unre_ranked_not_failed() {
     for (text, s) in &want {
         assert!((s - got[text]).abs() < 1e-5, "{text}: {s} vs {}", got[text]);
     }
+}
+
+fn said(who: &str, text: &str) -> Message {
+    Message::user(text).with_name(who)
+}
+
+/// A long-term memory whose replies are matched with their questions by `share`.
+fn replying(store: &Arc<dyn MemoryStore>, embedder: &Arc<dyn Embedder>, share: f32) -> LongTerm {
+    LongTerm::new(
+        store.clone(),
+        Some(embedder.clone()),
+        RetrievalSettings {
+            late_reply_share: share,
+            ..settings(0.5)
+        },
+    )
+}
+
+/// MiniLM, a store, one session's scope, a long-term memory whose replies are matched with
+/// their questions (share 0.6), and the archive that turns that session's messages into memories.
+struct Conversation {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn MemoryStore>,
+    scope: Scope,
+    writer: Arc<LongTerm>,
+    archive: Archive,
+}
+
+fn conversation() -> Conversation {
+    let embedder = embedder();
+    let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
+    let scope = Scope::session("u1", "s1");
+    let writer = Arc::new(replying(&store, &embedder, 0.6));
+    let archive = Archive::new(writer.clone(), scope.clone());
+    Conversation {
+        embedder,
+        store,
+        scope,
+        writer,
+        archive,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_found_by_the_words_of_the_question_it_answers() {
+    let c = conversation();
+    // Two batches, as a compressor lets them go: the first reply's question is in the first.
+    c.archive
+        .archive(&[
+            said("Tom", "I finally repainted the kitchen a pale yellow."),
+            said("Tom", "Where did you go hiking last weekend?"),
+        ])
+        .await
+        .unwrap();
+    c.archive
+        .archive(&[
+            said(
+                "Priya",
+                "Mount Tamalpais, the view from the top was unreal!",
+            ),
+            said("Tom", "The farmers market had great peaches this morning."),
+            said("Priya", "My kids loved the pottery class we took together."),
+        ])
+        .await
+        .unwrap();
+    let all = c.store.query(&c.scope, &Filter::All, None).await.unwrap();
+    let id_of = |start: &str| {
+        all.iter()
+            .find(|r| r.text.starts_with(start))
+            .unwrap_or_else(|| panic!("{start}: {all:?}"))
+    };
+    let question = id_of("Tom: Where did you go hiking");
+    let reply = id_of("Priya: Mount Tamalpais");
+    assert_eq!(
+        reply.metadata.get(REPLY_TO).and_then(|v| v.as_str()),
+        Some(question.id.as_str()),
+        "the reply names the question before it, across batches"
+    );
+    for r in &all {
+        if r.id != reply.id {
+            assert!(
+                !r.metadata.contains_key(REPLY_TO),
+                "only a message after a question replies: {r:?}"
+            );
+        }
+    }
+
+    // "Where … hiking" is in the question, not the reply: with its question's words the reply
+    // leads the other memories by more than when it is matched alone.
+    let asked = "Where did Priya go hiking?";
+    let alone = replying(&c.store, &c.embedder, 0.0);
+    let lead = |hits: &[llmem::core::ScoredRecord]| {
+        let mine = hits.iter().find(|h| h.record.id == reply.id).unwrap().score;
+        let best_other = hits
+            .iter()
+            .filter(|h| h.record.id != reply.id)
+            .map(|h| h.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        mine - best_other
+    };
+    let with = lead(&c.writer.search(&c.scope, asked, 5).await.unwrap());
+    let without = lead(&alone.search(&c.scope, asked, 5).await.unwrap());
+    assert!(
+        with > without + 0.05,
+        "lead {with} with its question, {without} alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replys_question_out_of_the_candidates_is_read_from_the_store() {
+    let c = conversation();
+    let mut said_then = vec![
+        said("Tom", "Where did you go hiking last weekend?"),
+        said(
+            "Priya",
+            "Mount Tamalpais, the view from the top was unreal!",
+        ),
+    ];
+    // Memories that match the search below better than the question does (whose lexical key
+    // holds the reply's words, at a lower weight than a memory's own), so that the question
+    // is not among the 8 candidates of a search for 1.
+    for place in [
+        "the bay",
+        "the bridge",
+        "the ocean",
+        "the city",
+        "the fog",
+        "the hills",
+        "the lake",
+    ] {
+        said_then.push(said(
+            "Priya",
+            &format!("Mount Tamalpais gives a view of {place} from the top."),
+        ));
+    }
+    c.archive.archive(&said_then).await.unwrap();
+    let asked = "What did Priya say about the view from the top of Mount Tamalpais?";
+    let req = SearchRequest::text(asked.to_owned(), 8).with_vector(
+        c.embedder
+            .embed(&[asked.to_owned()])
+            .await
+            .unwrap()
+            .remove(0),
+    );
+    let head = c.store.search(&c.scope, &req).await.unwrap();
+    assert!(
+        head.iter().any(|h| h.record.text.contains("Tamalpais"))
+            && !head.iter().any(|h| h.record.text.contains("hiking")),
+        "the reply is a candidate, its question is not: {:?}",
+        head.iter().map(|h| &h.record.text).collect::<Vec<_>>()
+    );
+
+    // A handle with an empty index (as after a restart) computes the candidates' token
+    // vectors and reads the question from the store for its own: the same scores.
+    let fresh = replying(&c.store, &c.embedder, 0.6);
+    let kept = c.writer.search(&c.scope, asked, 1).await.unwrap();
+    let computed = fresh.search(&c.scope, asked, 1).await.unwrap();
+    assert_eq!(
+        fresh.late_index_size().0,
+        9,
+        "8 candidates and one question"
+    );
+    assert!(
+        kept[0].record.text.contains("Tamalpais, the view")
+            && kept[0].record.id == computed[0].record.id,
+        "the reply first: {} / {}",
+        kept[0].record.text,
+        computed[0].record.text
+    );
+    assert!(
+        (kept[0].score - computed[0].score).abs() < 1e-5,
+        "{kept:?} vs {computed:?}"
+    );
+}
+
+#[test]
+fn a_reply_share_outside_0_1_names_the_key() {
+    let mut config = llmem::Config::default();
+    config.retrieval.late_reply_share = -0.2;
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("retrieval.late_reply_share") && e.contains("[0, 1]"),
+        "{e}"
+    );
 }

@@ -3,6 +3,9 @@
 //!
 //! - `late/rerank/80`: a question of 12 tokens quantised once, then scored against 80 memories
 //!   of 30 tokens each (384 dimensions, MiniLM's), as a search for 10 memories re-ranks 80.
+//! - `late/rerank_replies/80`: the same, each odd memory a reply to the one before it, whose
+//!   score takes `retrieval.late_reply_share` (0.6) of its match with that question's tokens
+//!   (each memory's matches computed once, as the search does).
 //! - `late/insert`: quantising and keeping one memory's 30 token vectors.
 //!
 //! The vectors are pseudo-random: the cost depends only on their shapes.
@@ -13,7 +16,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llmem::core::TokenVectors;
-use llmem::late::{LateIndex, LateQuery};
+use llmem::late::{LateIndex, LateQuery, TokenMatches};
 
 const DIM: usize = 384;
 
@@ -46,6 +49,23 @@ fn bench(c: &mut Criterion) {
             let q = LateQuery::new(black_box(&question));
             ids.iter()
                 .map(|id| index.score(id, &q).unwrap())
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+    });
+    g.bench_function("rerank_replies/80", |b| {
+        b.iter(|| {
+            let q = LateQuery::new(black_box(&question));
+            let matches: Vec<TokenMatches> = ids
+                .iter()
+                .map(|id| index.matches(id, &q).unwrap())
+                .collect();
+            matches
+                .iter()
+                .enumerate()
+                .map(|(i, m)| match i % 2 {
+                    1 => m.in_reply_to(&matches[i - 1], 0.6),
+                    _ => m.score(),
+                })
                 .fold(f32::NEG_INFINITY, f32::max)
         })
     });

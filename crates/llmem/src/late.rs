@@ -11,7 +11,7 @@
 //! view was unreal" after "Where did you go hiking last weekend?" is what "Where did Ben go
 //! hiking?" asks for, though it says neither "hiking" nor "where". Part of its score
 //! (`retrieval.late_reply_share`) takes each question token's best match among the reply's
-//! tokens and the question's together ([`LateIndex::score_in_reply`]).
+//! tokens and the question's together ([`TokenMatches::in_reply_to`]).
 //!
 //! [`LateIndex`] keeps each memory's token vectors, quantised to 8 bits (one scale per token):
 //! about 12 KiB for a memory of 30 tokens. It is filled when memories are stored and, for a
@@ -67,41 +67,62 @@ impl Quantized {
     /// products summed in 32 bits, which the compiler vectorises (a float sum it may not
     /// reorder).
     fn max_sim(&self, query: &Quantized) -> f32 {
-        self.max_sim_with(None, query, 0.0)
+        self.matches(query).score()
     }
 
-    /// The best scaled product of query token `q` (of scale `qs`) with one of these tokens.
-    fn best(&self, q: &[i8], qs: f32) -> f32 {
-        let best = self
-            .values
-            .chunks(self.dim)
-            .zip(&self.scales)
-            .map(|(d, ds)| ds * dot_i8(q, d) as f32)
-            .fold(f32::NEG_INFINITY, f32::max);
-        qs * best
-    }
-
-    /// MaxSim of `query` against these vectors, with `share` of it taken against these and
-    /// `context`'s together (each query token's best match in either): a reply matched with
-    /// the words of the question it answers as well as its own.
-    fn max_sim_with(&self, context: Option<&Quantized>, query: &Quantized, share: f32) -> f32 {
+    /// Each token of `query`'s best scaled product with one of these tokens (none when either
+    /// is empty or their sizes differ).
+    fn matches(&self, query: &Quantized) -> TokenMatches {
         if query.scales.is_empty() || self.scales.is_empty() || query.dim != self.dim {
+            return TokenMatches(Vec::new());
+        }
+        TokenMatches(
+            query
+                .values
+                .chunks(self.dim)
+                .zip(&query.scales)
+                .map(|(q, qs)| {
+                    let best = self
+                        .values
+                        .chunks(self.dim)
+                        .zip(&self.scales)
+                        .map(|(d, ds)| ds * dot_i8(q, d) as f32)
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    qs * best
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Each question token's best match among one memory's token vectors: their mean is the
+/// memory's MaxSim, and a reply's is taken with the question it answers token by token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenMatches(Vec<f32>);
+
+impl TokenMatches {
+    /// MaxSim: the mean of the question tokens' best matches (0 without any).
+    pub fn score(&self) -> f32 {
+        if self.0.is_empty() {
             return 0.0;
         }
-        let context = context.filter(|c| share > 0.0 && c.dim == self.dim && !c.scales.is_empty());
-        let total: f32 = query
-            .values
-            .chunks(self.dim)
-            .zip(&query.scales)
-            .map(|(q, &qs)| {
-                let own = self.best(q, qs);
-                match context {
-                    Some(c) => (1.0 - share) * own + share * own.max(c.best(q, qs)),
-                    None => own,
-                }
-            })
+        self.0.iter().sum::<f32>() / self.0.len() as f32
+    }
+
+    /// The MaxSim of a reply (these matches) with `share` of it taken against the reply's and
+    /// `question`'s tokens together: each question token's best match in either. A question
+    /// of another query (another length) leaves the reply's own score.
+    pub fn in_reply_to(&self, question: &TokenMatches, share: f32) -> f32 {
+        if question.0.len() != self.0.len() || self.0.is_empty() {
+            return self.score();
+        }
+        let total: f32 = self
+            .0
+            .iter()
+            .zip(&question.0)
+            .map(|(&own, &q)| (1.0 - share) * own + share * own.max(q))
             .sum();
-        total / query.scales.len() as f32
+        total / self.0.len() as f32
     }
 }
 
@@ -203,19 +224,10 @@ impl LateIndex {
         self.by_id.get(id).map(|q| q.max_sim(&query.0))
     }
 
-    /// [`LateIndex::score`] of a memory that replies to memory `context`: `share` of it is
-    /// the match of the two memories' token vectors together (each question token's best
-    /// match in either), the rest the memory's own. Without `context`'s vectors, the
-    /// memory's own score.
-    pub fn score_in_reply(
-        &self,
-        id: &str,
-        context: &str,
-        query: &LateQuery,
-        share: f32,
-    ) -> Option<f32> {
-        let me = self.by_id.get(id)?;
-        Some(me.max_sim_with(self.by_id.get(context), &query.0, share))
+    /// Each token of `query`'s best match among record `id`'s token vectors (none when the
+    /// index does not hold it): [`TokenMatches::score`] is [`LateIndex::score`].
+    pub fn matches(&self, id: &str, query: &LateQuery) -> Option<TokenMatches> {
+        self.by_id.get(id).map(|q| q.matches(&query.0))
     }
 
     /// Whether the index holds vectors of record `id` (of whatever text).
@@ -280,20 +292,24 @@ mod tests {
         let lq = LateQuery::new(&q);
         let own = index.score("reply", &lq).unwrap();
         assert!((own - 0.5).abs() < 0.01, "{own}");
+        let mine = index.matches("reply", &lq).unwrap();
+        let asked = index.matches("question", &lq).unwrap();
+        assert!((mine.score() - own).abs() < 1e-6);
         for share in [0.0, 0.6, 1.0] {
-            let s = index
-                .score_in_reply("reply", "question", &lq, share)
-                .unwrap();
+            let s = mine.in_reply_to(&asked, share);
             // Token 1: the reply's own 1.0; token 2: 0 alone, 1.0 with the question.
             let want = (1.0 + share) / 2.0;
             assert!((s - want).abs() < 0.01, "share {share}: {s} vs {want}");
         }
+        let other = index
+            .matches("question", &LateQuery::new(&tokens(&[&[0.0, 0.0, 1.0]])))
+            .unwrap();
         assert_eq!(
-            index.score_in_reply("reply", "gone", &lq, 0.6),
-            Some(own),
-            "without the question's vectors, the reply's own score"
+            mine.in_reply_to(&other, 0.6),
+            own,
+            "matches of another question leave the reply's own score"
         );
-        assert_eq!(index.score_in_reply("gone", "question", &lq, 0.6), None);
+        assert_eq!(index.matches("gone", &lq), None);
         assert!(index.holds("question") && !index.holds("gone"));
     }
 

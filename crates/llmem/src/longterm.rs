@@ -24,7 +24,7 @@ use llmem_tiers::text::tokenize;
 
 use crate::config::RetrievalSettings;
 use crate::facts::Fact;
-use crate::late::{LateIndex, LateQuery};
+use crate::late::{LateIndex, LateQuery, TokenMatches};
 use crate::taxonomy::Taxonomy;
 use crate::when::{CivilDate, resolve_times};
 
@@ -32,8 +32,8 @@ use crate::when::{CivilDate, resolve_times};
 pub const FACT_KEY: &str = "fact_key";
 /// Metadata key of a memory's relative times, resolved (`yesterday = 7 May 2023`).
 pub const TIMES: &str = "times";
-/// Metadata key of a conversation memory whose message followed a question: the id of the
-/// question's memory, whose words late interaction matches the reply with too
+/// Metadata key of a conversation memory whose message followed one that asks something: the
+/// id of the question's memory, whose words late interaction matches the reply with too
 /// (`retrieval.late_reply_share`). llmem's own: a message's metadata of that name is not copied.
 pub const REPLY_TO: &str = "reply_to";
 /// Message metadata flag: already in long-term memory (see
@@ -408,15 +408,33 @@ impl LongTerm {
         let query = LateQuery::new(query);
         let scores: Vec<Option<f32>> = {
             let late = self.late.lock();
+            // Each memory's matches once, a question's shared by the candidates and its
+            // replies.
+            let mut matches: HashMap<&str, Option<TokenMatches>> = head
+                .iter()
+                .map(|h| (h.record.id.as_str(), late.matches(&h.record.id, &query)))
+                .collect();
+            if share > 0.0 {
+                for h in head.iter() {
+                    if let Some(q) = h.record.metadata.get(REPLY_TO).and_then(|v| v.as_str()) {
+                        matches.entry(q).or_insert_with(|| late.matches(q, &query));
+                    }
+                }
+            }
             head.iter()
-                .map(
-                    |h| match h.record.metadata.get(REPLY_TO).and_then(|v| v.as_str()) {
-                        Some(q) if share > 0.0 => {
-                            late.score_in_reply(&h.record.id, q, &query, share)
-                        }
-                        _ => late.score(&h.record.id, &query),
-                    },
-                )
+                .map(|h| {
+                    let own = matches.get(h.record.id.as_str())?.as_ref()?;
+                    let asked = h
+                        .record
+                        .metadata
+                        .get(REPLY_TO)
+                        .and_then(|v| matches.get(v.as_str()?)?.as_ref())
+                        .filter(|_| share > 0.0);
+                    Some(match asked {
+                        Some(q) => own.in_reply_to(q, share),
+                        None => own.score(),
+                    })
+                })
                 .collect()
         };
         let (lo, hi) = scores
@@ -511,6 +529,12 @@ fn by_session(hits: &mut [ScoredRecord], weight: f32) {
 fn asks(text: &str) -> bool {
     text.trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ']'))
         .ends_with('?')
+}
+
+/// Whether `text` asks something, wherever in it ("What did you paint? I'd love to see it."):
+/// the message after it is a reply.
+fn has_question(text: &str) -> bool {
+    text.contains('?')
 }
 
 /// Whether `text` (a memory, perhaps `who: …`) is said in one of `context`'s texts.
@@ -692,12 +716,12 @@ impl ArchiveSink for Archive {
         // for the first of this one).
         let mut asked = previous
             .clone()
-            .filter(|_| before.last().is_some_and(|t| asks(t)));
+            .filter(|_| before.last().is_some_and(|t| has_question(t)));
         for (r, text) in records.iter_mut().zip(&texts) {
             if let Some(q) = asked.take() {
                 r.metadata.insert(REPLY_TO.into(), q.into());
             }
-            if asks(text) {
+            if has_question(text) {
                 asked = Some(r.id.clone());
             }
         }

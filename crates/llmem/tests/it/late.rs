@@ -215,7 +215,10 @@ async fn a_reply_is_found_by_the_words_of_the_question_it_answers() {
                 "Priya",
                 "Mount Tamalpais, the view from the top was unreal!",
             ),
-            said("Tom", "The farmers market had great peaches this morning."),
+            said(
+                "Tom",
+                "The farmers market had great peaches. Have you been? It opens at eight.",
+            ),
             said("Priya", "My kids loved the pottery class we took together."),
         ])
         .await
@@ -224,7 +227,10 @@ async fn a_reply_is_found_by_the_words_of_the_question_it_answers() {
     let id_of = |start: &str| {
         all.iter()
             .find(|r| r.text.starts_with(start))
-            .unwrap_or_else(|| panic!("{start}: {all:?}"))
+            .unwrap_or_else(|| {
+                let texts: Vec<&str> = all.iter().map(|r| r.text.as_str()).collect();
+                panic!("{start}: {texts:?}")
+            })
     };
     let question = id_of("Tom: Where did you go hiking");
     let reply = id_of("Priya: Mount Tamalpais");
@@ -233,11 +239,19 @@ async fn a_reply_is_found_by_the_words_of_the_question_it_answers() {
         Some(question.id.as_str()),
         "the reply names the question before it, across batches"
     );
+    // A question inside a message counts as well as one at its end.
+    let market = id_of("Tom: The farmers market");
+    let pottery = id_of("Priya: My kids loved");
+    assert_eq!(
+        pottery.metadata.get(REPLY_TO).and_then(|v| v.as_str()),
+        Some(market.id.as_str())
+    );
     for r in &all {
-        if r.id != reply.id {
+        if r.id != reply.id && r.id != pottery.id {
             assert!(
                 !r.metadata.contains_key(REPLY_TO),
-                "only a message after a question replies: {r:?}"
+                "only a message after a question replies: {}",
+                r.text
             );
         }
     }

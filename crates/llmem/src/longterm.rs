@@ -316,7 +316,7 @@ impl LongTerm {
         if let Some(q) = embedded.as_ref().and_then(|e| e.tokens.as_ref())
             && self.late_on()
         {
-            self.late_rerank(scope, &mut hits, q).await?;
+            self.late_rerank(scope, &mut hits, q).await;
         }
         let w = self.settings.question_weight;
         if w != 1.0 {
@@ -364,14 +364,9 @@ impl LongTerm {
     /// The token vectors of a hit, or of a question a hit replies to, that the index does not
     /// hold are computed first (one embedder call for the hits, one for the questions, read
     /// from the store); a hit the embedder gives none for, or fails on, gains nothing, and
-    /// one whose question's vectors are missing is matched alone (a failure is logged, and
-    /// the search goes on).
-    async fn late_rerank(
-        &self,
-        scope: &Scope,
-        hits: &mut [ScoredRecord],
-        query: &TokenVectors,
-    ) -> Result<()> {
+    /// one whose question's vectors are missing (not given, or the store or the embedder
+    /// failed) is matched alone (a failure is logged, and the search goes on).
+    async fn late_rerank(&self, scope: &Scope, hits: &mut [ScoredRecord], query: &TokenVectors) {
         let n = hits.len().min(LATE_CANDIDATES);
         let head = &mut hits[..n];
         let missing: Vec<(String, String)> = {
@@ -400,9 +395,20 @@ impl LongTerm {
                 ids
             };
             if !absent.is_empty() {
-                let questions = self.store.get(scope, &absent).await?;
-                self.keep_token_vectors(questions.into_iter().map(|r| (r.id, r.text)).collect())
-                    .await;
+                match self.store.get(scope, &absent).await {
+                    Ok(questions) => {
+                        self.keep_token_vectors(
+                            questions.into_iter().map(|r| (r.id, r.text)).collect(),
+                        )
+                        .await;
+                    }
+                    // The replies are matched alone this time.
+                    Err(err) => tracing::warn!(
+                        error = %err,
+                        questions = absent.len(),
+                        "late interaction: reading the questions that candidates reply to failed"
+                    ),
+                }
             }
         }
         let query = LateQuery::new(query);
@@ -450,7 +456,6 @@ impl LongTerm {
                 h.score += w * (s - lo) / span;
             }
         }
-        Ok(())
     }
 
     /// The memories of `scope` relevant to `query`, best first: at most `k`, each passing the

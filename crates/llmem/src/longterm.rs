@@ -378,37 +378,41 @@ impl LongTerm {
         };
         self.keep_token_vectors(missing).await;
         let share = self.settings.late_reply_share;
-        let asked: Vec<&str> = head
+        // The question each candidate replies to, when replies are matched with theirs.
+        let replies_to: Vec<Option<&str>> = head
             .iter()
-            .filter_map(|h| h.record.metadata.get(REPLY_TO)?.as_str())
+            .map(|h| {
+                (share > 0.0)
+                    .then(|| h.record.metadata.get(REPLY_TO)?.as_str())
+                    .flatten()
+            })
             .collect();
-        if share > 0.0 && !asked.is_empty() {
-            let absent: Vec<String> = {
-                let late = self.late.lock();
-                let mut ids: Vec<String> = asked
-                    .into_iter()
-                    .filter(|id| !late.holds(id))
-                    .map(str::to_owned)
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            };
-            if !absent.is_empty() {
-                match self.store.get(scope, &absent).await {
-                    Ok(questions) => {
-                        self.keep_token_vectors(
-                            questions.into_iter().map(|r| (r.id, r.text)).collect(),
-                        )
-                        .await;
-                    }
-                    // The replies are matched alone this time.
-                    Err(err) => tracing::warn!(
-                        error = %err,
-                        questions = absent.len(),
-                        "late interaction: reading the questions that candidates reply to failed"
-                    ),
+        let absent: Vec<String> = {
+            let late = self.late.lock();
+            let mut ids: Vec<String> = replies_to
+                .iter()
+                .flatten()
+                .filter(|id| !late.holds(id))
+                .map(|id| (*id).to_owned())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        if !absent.is_empty() {
+            match self.store.get(scope, &absent).await {
+                Ok(questions) => {
+                    self.keep_token_vectors(
+                        questions.into_iter().map(|r| (r.id, r.text)).collect(),
+                    )
+                    .await;
                 }
+                // The replies are matched alone this time.
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    questions = absent.len(),
+                    "late interaction: reading the questions that candidates reply to failed"
+                ),
             }
         }
         let query = LateQuery::new(query);
@@ -420,23 +424,14 @@ impl LongTerm {
                 .iter()
                 .map(|h| (h.record.id.as_str(), late.matches(&h.record.id, &query)))
                 .collect();
-            if share > 0.0 {
-                for h in head.iter() {
-                    if let Some(q) = h.record.metadata.get(REPLY_TO).and_then(|v| v.as_str()) {
-                        matches.entry(q).or_insert_with(|| late.matches(q, &query));
-                    }
-                }
+            for &q in replies_to.iter().flatten() {
+                matches.entry(q).or_insert_with(|| late.matches(q, &query));
             }
             head.iter()
-                .map(|h| {
+                .zip(&replies_to)
+                .map(|(h, asked)| {
                     let own = matches.get(h.record.id.as_str())?.as_ref()?;
-                    let asked = h
-                        .record
-                        .metadata
-                        .get(REPLY_TO)
-                        .and_then(|v| matches.get(v.as_str()?)?.as_ref())
-                        .filter(|_| share > 0.0);
-                    Some(match asked {
+                    Some(match asked.and_then(|q| matches.get(q)?.as_ref()) {
                         Some(q) => own.in_reply_to(q, share),
                         None => own.score(),
                     })

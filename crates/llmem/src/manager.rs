@@ -525,16 +525,18 @@ impl MemoryManager {
                 .position(|m| m.role != Role::System)
                 .unwrap_or(messages.len());
             let header = "Relevant memories from earlier in this conversation or earlier ones, by the day they were said:";
+            let mut block = None;
             for h in hits {
                 retrieved.push(h);
-                let candidate = timeline(header, &retrieved);
-                if self.counter.count_message(&Message::system(candidate)) > room {
+                let candidate = Message::system(timeline(header, &retrieved));
+                if self.counter.count_message(&candidate) > room {
                     retrieved.pop();
                     break;
                 }
+                block = Some(candidate);
             }
-            if !retrieved.is_empty() {
-                messages.insert(at, Message::system(timeline(header, &retrieved)));
+            if let Some(block) = block {
+                messages.insert(at, block);
             }
         }
         let tokens = self.counter.count_messages(&messages);

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use llmem_compress::ArchiveSink;
 use llmem_core::{
     BROADER, Embedded, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind,
-    Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenVectors, async_trait,
+    Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenCounter, TokenVectors,
+    async_trait,
 };
 use llmem_tiers::text::tokenize;
 
@@ -112,6 +113,54 @@ pub fn timeline<'a>(header: &str, recalled: impl IntoIterator<Item = &'a Recalle
         text.push_str(&r.said());
     }
     text
+}
+
+/// The memories of `hits`, best first, that fit in `room` tokens as one [`timeline`] system
+/// message, and that message (`None` when not even the first fits). Memories are taken while
+/// the whole message's exact count fits, as counting the message again for each memory would
+/// decide, but at about the cost of one count of it: each memory's lines are counted on their
+/// own as it is added (its day's line too, when the day is new), and the whole message only
+/// when that sum reaches `room`, and once at the end, since a token can span two lines.
+pub fn fit_timeline(
+    counter: &dyn TokenCounter,
+    header: &str,
+    hits: impl IntoIterator<Item = Recalled>,
+    room: usize,
+) -> (Vec<Recalled>, Option<Message>) {
+    let exact = |r: &[Recalled]| {
+        let m = Message::system(timeline(header, r));
+        (counter.count_message(&m), m)
+    };
+    let mut taken = Vec::new();
+    let mut days = HashSet::new();
+    let mut estimate = counter.count_message(&Message::system(header));
+    for h in hits {
+        let day = h.date().days();
+        let mut lines = counter.count(&format!("\n- {}", h.said()));
+        if !days.contains(&day) {
+            lines += counter.count(&format!("\n[{}]", h.date().long()));
+        }
+        taken.push(h);
+        if estimate + lines > room {
+            let (tokens, _) = exact(&taken);
+            if tokens > room {
+                taken.pop();
+                break;
+            }
+            estimate = tokens;
+        } else {
+            estimate += lines;
+        }
+        days.insert(day);
+    }
+    while !taken.is_empty() {
+        let (tokens, message) = exact(&taken);
+        if tokens <= room {
+            return (taken, Some(message));
+        }
+        taken.pop();
+    }
+    (taken, None)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -812,6 +861,56 @@ mod tests {
              - A: a fish\n[20 May 2023]\n- A: a movie"
         );
         assert_eq!(timeline("Memories:", &[]), "Memories:");
+    }
+
+    /// The prompt takes the longest run of memories, best first, whose whole timeline fits,
+    /// at every room from nothing to all of them: what counting the timeline again for each
+    /// memory gives.
+    #[test]
+    fn the_prompt_takes_memories_while_the_whole_timeline_fits() {
+        let (counter, _) = crate::manager::model_counter("gpt-4o-mini")
+            .unwrap_or_else(|e| unreachable!("the embedded o200k counter: {e}"));
+        let words = [
+            "lake",
+            "sunrise",
+            "pottery",
+            "camping",
+            "the kids",
+            "a charity race",
+        ];
+        let hits: Vec<Recalled> = (0..18u32)
+            .map(|i| {
+                let text = format!(
+                    "{}: I went to {} with {} friends{}",
+                    if i % 2 == 0 { "Melanie" } else { "Caroline" },
+                    words[i as usize % words.len()],
+                    i + 1,
+                    "!".repeat(i as usize % 3)
+                );
+                let times = (i % 4 == 0).then_some("yesterday = 7 May 2023");
+                said_on(&text, (2023, 5 + i % 3, 1 + (i * 7) % 28, i * 50), times)
+            })
+            .collect();
+        let header = "Memories:";
+        let all = counter.count_message(&Message::system(timeline(header, &hits)));
+        for room in 0..=all + 2 {
+            let (taken, message) = fit_timeline(counter.as_ref(), header, hits.clone(), room);
+            let mut naive = 0;
+            while naive < hits.len()
+                && counter.count_message(&Message::system(timeline(header, &hits[..=naive])))
+                    <= room
+            {
+                naive += 1;
+            }
+            assert_eq!(taken.len(), naive, "room {room}");
+            match message {
+                Some(m) => {
+                    assert_eq!(m.text(), timeline(header, &hits[..naive]));
+                    assert!(counter.count_message(&m) <= room);
+                }
+                None => assert_eq!(naive, 0, "room {room}"),
+            }
+        }
     }
 
     /// A memory of the session with the best match overtakes a slightly better match of

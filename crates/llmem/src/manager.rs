@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
 use crate::late::LateIndex;
-use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, timeline, to_archive};
+use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, fit_timeline, to_archive};
 use crate::taxonomy::Taxonomy;
 use llmem_compress::ArchiveSink;
 
@@ -525,16 +525,8 @@ impl MemoryManager {
                 .position(|m| m.role != Role::System)
                 .unwrap_or(messages.len());
             let header = "Relevant memories from earlier in this conversation or earlier ones, by the day they were said:";
-            let mut block = None;
-            for h in hits {
-                retrieved.push(h);
-                let candidate = Message::system(timeline(header, &retrieved));
-                if self.counter.count_message(&candidate) > room {
-                    retrieved.pop();
-                    break;
-                }
-                block = Some(candidate);
-            }
+            let (fitted, block) = fit_timeline(self.counter.as_ref(), header, hits, room);
+            retrieved = fitted;
             if let Some(block) = block {
                 messages.insert(at, block);
             }

@@ -15,6 +15,7 @@
 //! answers and is scored by token F1.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,7 @@ const ANSWER_RESERVE: usize = 64;
 /// Memories considered for the prompt (best first, while they fit), at least `--k`.
 const CANDIDATES: usize = 80;
 const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
-                      from it, most relevant first. Answer briefly from them; if they do not say, \
+                      from it. Answer briefly from them; if they do not say, \
                       reply that it is not mentioned.";
 
 #[derive(Debug, clap::Subcommand)]
@@ -99,6 +100,12 @@ pub struct Args {
     /// No progress bar, no per-question lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Write one JSON line per question here: its sample, category, gold answer, evidence, the
+    /// `dia_id`s of the top k, what was found, the prompt as sent and the time taken to search
+    /// and to assemble it (`prepare_ms`), to see why a question
+    /// scored as it did.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -334,9 +341,12 @@ fn memory_text(t: &Turn) -> String {
 }
 
 /// Lower case, punctuation and articles removed, single spaces, padded with one space at each
-/// end so that `contains` matches whole words only.
+/// end so that `contains` matches whole words only. Dates compare by their parts, not the way
+/// they are written: a number and a word written together are two words ("14September"), an
+/// ordinal is its number ("13th"), and a month before its day ("February 24, 2023") is put
+/// after it ("24 february 2023"), as the benchmark's own bag-of-words F1 would match them.
 fn normalise(s: &str) -> String {
-    let mut out = String::from(" ");
+    let mut words: Vec<String> = Vec::new();
     for w in s
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -345,10 +355,50 @@ fn normalise(s: &str) -> String {
         if matches!(w.as_str(), "a" | "an" | "the" | "and") {
             continue;
         }
-        out.push_str(&w);
+        for part in digit_runs(&w) {
+            match words.last() {
+                Some(n) if is_ordinal_suffix(part) && n.bytes().all(|b| b.is_ascii_digit()) => {}
+                _ => words.push(part.to_owned()),
+            }
+        }
+    }
+    let mut i = 1;
+    while i < words.len() {
+        let day =
+            words[i].len() <= 2 && words[i].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d));
+        if day && MONTHS.iter().any(|m| m.eq_ignore_ascii_case(&words[i - 1])) {
+            words.swap(i - 1, i);
+            i += 1;
+        }
+        i += 1;
+    }
+    let mut out = String::from(" ");
+    for w in &words {
+        out.push_str(w);
         out.push(' ');
     }
     out
+}
+
+/// A word split where digits meet letters: "14september" is "14", "september".
+fn digit_runs(w: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut prev: Option<bool> = None;
+    for (i, c) in w.char_indices() {
+        let digit = c.is_ascii_digit();
+        if prev.is_some_and(|p| p != digit) {
+            parts.push(&w[start..i]);
+            start = i;
+        }
+        prev = Some(digit);
+    }
+    parts.push(&w[start..]);
+    parts
+}
+
+fn is_ordinal_suffix(w: &str) -> bool {
+    matches!(w, "st" | "nd" | "rd" | "th")
 }
 
 /// The items of a gold answer: a multi-hop answer is a list ("pottery, camping, swimming"),
@@ -587,6 +637,13 @@ async fn locomo(args: Args) -> Result<()> {
         providers = providers.with_chat(model.clone());
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut details = match &args.details {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("--details: cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
     let mut ingest_secs = 0.0;
     for sample in &samples {
         bar.set_message(format!("{} ingest", sample.id));
@@ -621,13 +678,15 @@ async fn locomo(args: Args) -> Result<()> {
         bar.set_message(format!("{} questions", sample.id));
         for (qi, q) in sample.questions.iter().enumerate() {
             let started = Instant::now();
-            let ((hits, search), prompt) = match &mut asker {
+            let ((hits, search), prompt, prepare_ms) = match &mut asker {
                 Some(m) => {
                     let hits = m.search(&q.text, args.k).await?;
                     let search = started.elapsed();
+                    let prepared = Instant::now();
                     let mut prompt = m.prepare(Some(&q.text)).await?.messages;
+                    let prepare_ms = prepared.elapsed().as_secs_f64() * 1000.0;
                     prompt.push(Message::user(q.text.clone()));
-                    ((hits, search), prompt)
+                    ((hits, search), prompt, prepare_ms)
                 }
                 None => {
                     let mut req = SearchRequest::text(q.text.clone(), CANDIDATES.max(args.k))
@@ -638,36 +697,34 @@ async fn locomo(args: Args) -> Result<()> {
                     let scope = Scope::tenant(sample.id.as_str());
                     let hits = store.search(&scope, &req).await?;
                     let search = started.elapsed();
+                    let assembled = Instant::now();
                     let prompt = assemble(
                         &counter,
                         args.budget,
                         hits.iter().map(|h| h.record.text.as_str()),
                         &q.text,
                     )?;
-                    ((hits, search), prompt)
+                    let prepare_ms = assembled.elapsed().as_secs_f64() * 1000.0;
+                    ((hits, search), prompt, prepare_ms)
                 }
             };
             let search_ms = search.as_secs_f64() * 1000.0;
             // A memory counts for the turn it was said in, or was derived from (a fact keeps
             // its message's `dia_id`).
-            let top: HashSet<&str> = hits
+            let top_ids: Vec<&str> = hits
                 .iter()
                 .take(args.k)
                 .filter_map(|h| h.record.metadata.get("dia_id")?.as_str())
                 .collect();
+            let top: HashSet<&str> = top_ids.iter().copied().collect();
             let found = q
                 .evidence
                 .iter()
                 .filter(|e| top.contains(e.as_str()))
                 .count();
             let context_tokens = counter.count_messages(&prompt);
-            let context = normalise(
-                &prompt
-                    .iter()
-                    .map(Message::text)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            let prompt_text: Vec<String> = prompt.iter().map(Message::text).collect();
+            let context = normalise(&prompt_text.join("\n"));
             let gold = q.answer.as_deref().map(|a| gold_items(a, q.category));
             let answer_in_context = gold.as_ref().map(|a| answer_in(&context, a));
             let answer_in_conversation = gold.as_ref().map(|a| answer_in(&everything, a));
@@ -696,6 +753,25 @@ async fn locomo(args: Args) -> Result<()> {
                 }
                 _ => None,
             };
+            if let Some(out) = &mut details {
+                let line = json!({
+                    "sample": sample.id,
+                    "question": q.text,
+                    "category": category_name(q.category),
+                    "answer": q.answer,
+                    "evidence": q.evidence,
+                    "top_k": top_ids,
+                    "evidence_found": found,
+                    "answer_in_context": answer_in_context,
+                    "answer_in_conversation": answer_in_conversation,
+                    "context_tokens": context_tokens,
+                    "search_ms": search_ms,
+                    "prepare_ms": prepare_ms,
+                    "f1": f1,
+                    "prompt": prompt_text,
+                });
+                writeln!(out, "{line}").context("--details: cannot write")?;
+            }
             if !args.quiet && bar.is_hidden() {
                 println!(
                     "{} q{qi:<3} {:<11} evidence {found}/{} answer {} {context_tokens} tok {search_ms:.1} ms  {}",
@@ -724,6 +800,9 @@ async fn locomo(args: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if let Some(mut out) = details {
+        out.flush().context("--details: cannot write")?;
+    }
 
     let mut report = summarise(&outcomes.iter().collect::<Vec<_>>());
     report.insert(
@@ -1101,6 +1180,28 @@ mod tests {
         assert!(ctx.contains(&normalise("7 May, 2023")));
         assert!(!ctx.contains(&normalise("LGBT")), "no partial words");
         // A multi-hop answer is a list: each item must be there, in any order.
+        // Dates match however they are written.
+        for gold in [
+            "May 7, 2023",
+            "7May, 2023",
+            "May 7th 2023",
+            "the 7th of May, 2023",
+        ] {
+            let g = normalise(gold);
+            assert!(
+                ctx.contains(&g) || gold.contains(" of "),
+                "{gold:?} normalised to {g:?}"
+            );
+        }
+        assert_eq!(normalise("May 7th, 2023"), " 7 may 2023 ");
+        assert_eq!(
+            normalise("the week before 14September, 2022"),
+            " week before 14 september 2022 "
+        );
+        assert_eq!(normalise("18th birthday"), " 18 birthday ");
+        assert_eq!(normalise("May 40 people"), " may 40 people ");
+        assert_eq!(normalise("item 5th"), " item 5 ");
+        assert_eq!(normalise("May 7, 8 or 9"), " 7 may 8 or 9 ");
         let list = gold_items("support group, 7 May", 1);
         assert_eq!(list.len(), 2);
         assert!(answer_in(&ctx, &list));

@@ -41,8 +41,8 @@ const ANSWER_RESERVE: usize = 64;
 /// Memories considered for the prompt (best first, while they fit), at least `--k`.
 const CANDIDATES: usize = 80;
 const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
-                      from it. Answer briefly from them; if they do not say, \
-                      reply that it is not mentioned.";
+                      from it. Answer briefly from them; if they do not say, reply that it is not \
+                      mentioned.";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -103,8 +103,7 @@ pub struct Args {
     pub quiet: bool,
     /// Write one JSON line per question here: its sample, category, gold answer, evidence, the
     /// `dia_id`s of the top k, what was found, the prompt as sent and the time taken to search
-    /// and to assemble it (`prepare_ms`), to see why a question
-    /// scored as it did.
+    /// and to assemble it (`prepare_ms`), to see why a question scored as it did.
     #[arg(long)]
     pub details: Option<PathBuf>,
 }

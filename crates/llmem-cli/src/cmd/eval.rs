@@ -102,8 +102,9 @@ pub struct Args {
     #[arg(long)]
     pub quiet: bool,
     /// Write one JSON line per question here: its sample, category, gold answer, evidence, the
-    /// `dia_id`s of the top k, what was found, the prompt as sent and the time taken to search
-    /// and to assemble it (`prepare_ms`), to see why a question scored as it did.
+    /// `dia_id`s of the top k, what was found, the prompt as sent, the time taken to search and
+    /// to assemble it (`prepare_ms`), and with --answer the model's answer (`prediction`) and
+    /// its F1, to see why a question scored as it did.
     #[arg(long)]
     pub details: Option<PathBuf>,
 }
@@ -770,7 +771,7 @@ async fn locomo(args: Args) -> Result<()> {
             let gold = q.answer.as_deref().map(|a| gold_items(a, q.category));
             let answer_in_context = gold.as_ref().map(|a| answer_in(&context, a));
             let answer_in_conversation = gold.as_ref().map(|a| answer_in(&everything, a));
-            let f1 = match &chat {
+            let answered = match &chat {
                 Some((_, model)) if args.answer && args.answer_limit.is_none_or(|n| qi < n) => {
                     let r = model
                         .chat(
@@ -781,7 +782,7 @@ async fn locomo(args: Args) -> Result<()> {
                         .await
                         .context("the local model failed to answer")?;
                     let pred = r.message.text();
-                    Some(match &q.answer {
+                    let f1 = match &q.answer {
                         Some(gold) => answer_f1(&pred, gold, q.category),
                         None => {
                             // As the benchmark scores an adversarial question.
@@ -791,9 +792,14 @@ async fn locomo(args: Args) -> Result<()> {
                                     || p.contains("no information available"),
                             ))
                         }
-                    })
+                    };
+                    Some((f1, pred))
                 }
                 _ => None,
+            };
+            let (f1, prediction) = match answered {
+                Some((f1, pred)) => (Some(f1), Some(pred)),
+                None => (None, None),
             };
             if let Some(out) = &mut details {
                 let line = json!({
@@ -809,6 +815,7 @@ async fn locomo(args: Args) -> Result<()> {
                     "context_tokens": context_tokens,
                     "search_ms": search_ms,
                     "prepare_ms": prepare_ms,
+                    "prediction": prediction,
                     "f1": f1,
                     "prompt": prompt_text,
                 });

@@ -106,13 +106,22 @@ pub fn timeline<'a>(header: &str, recalled: impl IntoIterator<Item = &'a Recalle
     for r in by_time {
         let d = r.date();
         if day != Some(d.days()) {
-            text.push_str(&format!("\n[{}]", d.long()));
+            text.push_str(&day_line(d));
             day = Some(d.days());
         }
-        text.push_str("\n- ");
-        text.push_str(&r.said());
+        text.push_str(&memory_line(r));
     }
     text
+}
+
+/// A day's line of a [`timeline`], newline first: `\n[8 May 2023]`.
+fn day_line(d: CivilDate) -> String {
+    format!("\n[{}]", d.long())
+}
+
+/// A memory's line of a [`timeline`], newline first: `\n- text (yesterday = 7 May 2023)`.
+fn memory_line(r: &Recalled) -> String {
+    format!("\n- {}", r.said())
 }
 
 /// The memories of `hits`, best first, that fit in `room` tokens as one [`timeline`] system
@@ -135,10 +144,11 @@ pub fn fit_timeline(
     let mut days = HashSet::new();
     let mut estimate = counter.count_message(&Message::system(header));
     for h in hits {
-        let day = h.date().days();
-        let mut lines = counter.count(&format!("\n- {}", h.said()));
+        let date = h.date();
+        let day = date.days();
+        let mut lines = counter.count(&memory_line(&h));
         if !days.contains(&day) {
-            lines += counter.count(&format!("\n[{}]", h.date().long()));
+            lines += counter.count(&day_line(date));
         }
         taken.push(h);
         if estimate + lines > room {

@@ -27,7 +27,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "eval",
-        "`llmem eval locomo` on the full LoCoMo dev data (release build); writes docs/eval/locomo.{json,svg}",
+        "`llmem-eval locomo` on the full LoCoMo dev data (release build); writes docs/eval/locomo.{json,svg}",
     ),
     (
         "env",
@@ -77,22 +77,26 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The variables tests and benches run with: the cache, the ONNX Runtime library, the venv.
+/// Each is set whether or not `setup` has put its file there yet, so that a build started
+/// while `setup` runs sees the same environment as the tests after it (build scripts such as
+/// ort-sys's and cc's rerun when a variable they read changes, and all that depends on them
+/// compiles again).
 pub fn test_env() -> Result<Vec<(String, String)>> {
     let cache = cache_dir();
-    let mut env = vec![("LLMEM_CACHE_DIR".to_owned(), cache.display().to_string())];
-    if let Some(lib) = setup::find_ort_dylib(&cache) {
-        env.push(("ORT_DYLIB_PATH".to_owned(), lib.display().to_string()));
-    }
     let venv_bin = cache.join("venv/bin");
-    if venv_bin.exists() {
-        let path = std::env::var("PATH").unwrap_or_default();
-        env.push((
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(vec![
+        ("LLMEM_CACHE_DIR".to_owned(), cache.display().to_string()),
+        (
+            "ORT_DYLIB_PATH".to_owned(),
+            setup::ort_dylib(&cache).display().to_string(),
+        ),
+        (
             "LLMEM_PYTHON".to_owned(),
             venv_bin.join("python").display().to_string(),
-        ));
-        env.push(("PATH".to_owned(), format!("{}:{path}", venv_bin.display())));
-    }
-    Ok(env)
+        ),
+        ("PATH".to_owned(), format!("{}:{path}", venv_bin.display())),
+    ])
 }
 
 fn shell_quote(s: &str) -> String {
@@ -124,6 +128,9 @@ fn cargo() -> Command {
     c
 }
 
+/// `cargo test` of the whole workspace with all features and the assets' variables; extra
+/// arguments follow (`cargo xtask test -- late` runs the tests whose names match). Always the
+/// whole workspace, so that features unify the same way and nothing is compiled twice.
 fn test(extra: &[String]) -> Result<()> {
     let env = test_env()?;
     let mut c = cargo();
@@ -178,16 +185,7 @@ fn eval(extra: &[String]) -> Result<()> {
     let out = root().join("docs/eval");
     std::fs::create_dir_all(&out)?;
     run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-q",
-            "-p",
-            "llmem-cli",
-            "--",
-            "eval",
-            "locomo",
-        ])
+        .args(["run", "--release", "-q", "-p", "llmem-eval", "--", "locomo"])
         .arg("--data")
         .arg(&data)
         .args(["--budget", "1500", "--k", "10", "--quiet", "--json"])
@@ -204,6 +202,7 @@ fn bench(extra: &[String]) -> Result<()> {
         eprintln!("rewrote the generated section of {}", doc.display());
         return Ok(());
     }
+    setup::setup(&["peers".to_owned()])?;
     let env = test_env()?;
     std::fs::create_dir_all(&out)?;
     // The tiers report (and its Chroma run) writes where the peers write.

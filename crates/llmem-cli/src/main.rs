@@ -32,6 +32,7 @@ enum Command {
     /// Run the whole pipeline on a shipped conversation: budgets, compressions, savings, retrieval.
     Demo(cmd::demo::Args),
     /// Measure memory on a benchmark: `llmem eval locomo --data FILE --budget N --k K --json OUT`.
+    #[cfg(feature = "eval")]
     #[command(subcommand)]
     Eval(cmd::eval::Cmd),
     /// Remember a text in the tiered long-term memory (`--dir`, default ./.llmem).
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
             Command::Compress(args) => cmd::compress::run(args).await,
             Command::Models(args) => cmd::models::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            #[cfg(feature = "eval")]
             Command::Eval(cmd) => cmd::eval::run(cmd).await,
             Command::Store(args) => cmd::store::store(args).await,
             Command::Search(args) => cmd::store::search(args).await,

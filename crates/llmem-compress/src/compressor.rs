@@ -11,7 +11,7 @@ use crate::config::{CompressConfig, Strategy};
 use crate::extractive::ExtractiveSummarizer;
 use crate::text::{facts, jaccard, normalize, shingles, transcript_line, words};
 
-/// Text put before a summary in the context (seed 001's system prompt injection).
+/// Text put before a summary in the system message that carries it into the context.
 pub const SUMMARY_PREFIX: &str = "Previous conversation summary: ";
 
 /// Receives the originals of messages removed from the context (deleted, deduplicated or
@@ -255,9 +255,9 @@ pub trait Compressor: Send + Sync + std::fmt::Debug {
     async fn compress(&self, messages: &[Message]) -> Result<CompressedMemory>;
 }
 
-/// The three strategies of seed 002 over one configuration: redundancy removal, then a summary
-/// (LLM through [`Summarizer`] with map-reduce chunking, or [`ExtractiveSummarizer`]), an
-/// optional [`ArchiveSink`] for everything that leaves the context.
+/// The three [`Strategy`]s (sliding window, selective, deletion) over one configuration:
+/// redundancy removal, then a summary (LLM through [`Summarizer`] with map-reduce chunking, or
+/// [`ExtractiveSummarizer`]), an optional [`ArchiveSink`] for everything that leaves the context.
 #[derive(Debug, Clone)]
 pub struct MemoryCompressor {
     config: CompressConfig,

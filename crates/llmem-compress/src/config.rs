@@ -1,4 +1,4 @@
-//! Strategies, settings, presets (seed 002's numbers) and triggers.
+//! Strategies, settings, presets (threshold, ratio, kept turns, strategy) and triggers.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -6,12 +6,12 @@ use std::time::Duration;
 use llmem_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// How old messages are made smaller (seed 002's `MEMORY_COMPRESSION_STRATEGY`).
+/// How old messages are made smaller: summarised, partly kept, or dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Keep the last `keep_recent` messages raw; fold everything older into a rolling summary,
-    /// extended incrementally with the newly evicted messages (seed 001's "extend the summary").
+    /// extended incrementally with the newly evicted messages (not rewritten from scratch).
     SlidingWindow,
     /// Keep system prompts, tool calls and results, errors, messages marked `important` or
     /// matching a keyword, and the recent ones; summarise the rest.
@@ -61,9 +61,9 @@ pub struct CompressConfig {
     pub strategy: Strategy,
     /// Target size of the summary relative to what it replaces (0.3 = 30%).
     pub compression_ratio: f64,
-    /// Messages at the end kept raw (seed 002's `MEMORY_SHORT_TERM_SIZE`).
+    /// Messages at the end kept raw, uncompressed (20 by default).
     pub keep_recent: usize,
-    /// Keep system prompts (seed 002's `MEMORY_PRESERVE_SYSTEM_PROMPTS`).
+    /// Keep system prompts raw, whatever their age.
     pub preserve_system: bool,
     /// [`Strategy::Selective`]: keep tool calls and their results.
     pub preserve_tool_calls: bool,
@@ -136,7 +136,7 @@ impl CompressConfig {
     }
 }
 
-/// Seed 002's presets.
+/// Ready-made settings, from most savings (aggressive) to most context kept (conservative).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
@@ -149,7 +149,7 @@ pub enum Preset {
 }
 
 impl Preset {
-    /// `(threshold tokens, ratio, short-term size, strategy)` as seed 002 lists them.
+    /// The preset's `(threshold tokens, ratio, short-term size, strategy)`.
     pub fn numbers(self) -> (usize, f64, usize, Strategy) {
         match self {
             Preset::Aggressive => (30_000, 0.2, 10, Strategy::SlidingWindow),

@@ -1,4 +1,4 @@
-//! `llmem-compress`: compression of conversation history (seed 002's mid-term memory).
+//! `llmem-compress`: compression of conversation history that has left the raw window.
 //!
 //! - [`Compressor`], implemented by [`MemoryCompressor`] for the three [`Strategy`]s:
 //!   `sliding_window` (a rolling summary extended with the newly evicted messages), `selective`
@@ -7,7 +7,7 @@
 //! - Redundancy removal before summarising: exact and near-duplicate messages (word-shingle
 //!   Jaccard), and duplicate sentences inside the extractive summarizer.
 //! - Map-reduce summarisation when the input exceeds the summarizer's context window
-//!   (seed 000's "paging").
+//!   (the input is split into chunks, each summarised, then the summaries combined).
 //! - [`ExtractiveSummarizer`]: sentence selection by centrality and MMR under a token target,
 //!   with no model; it is the fallback of every LLM summary, and a
 //!   [`llmem_window::Compactor`] for layouts.
@@ -16,8 +16,8 @@
 //! - [`Compressor::preview`] is a dry run. Failures never lose data: a failing or slow
 //!   summarizer falls back to the extractive summary, a failing archive keeps the originals,
 //!   and the error is reported in [`CompressedMemory::errors`].
-//! - [`Trigger`]s (token threshold, message count, window fraction) and [`Preset`]s with seed
-//!   002's numbers.
+//! - [`Trigger`]s (token threshold, message count, window fraction) and [`Preset`]s
+//!   (aggressive, balanced, conservative) with fixed threshold, ratio and kept turns.
 //!
 //! ```
 //! # use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The Mongo-style metadata filter language of seed 003.
+//! A Mongo-style metadata filter language for selecting stored records.
 //!
 //! ```json
 //! {"type": "knowledge", "tags": {"$in": ["rust", "go"]},

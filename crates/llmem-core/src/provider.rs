@@ -331,7 +331,7 @@ pub trait Summarizer: Send + Sync + std::fmt::Debug {
     async fn summarize(&self, request: SummaryRequest) -> Result<String>;
 }
 
-/// Any [`ChatModel`] as a [`Summarizer`], with seed 001's "extend the existing summary" prompt.
+/// Any [`ChatModel`] as a [`Summarizer`]; given a previous summary, it asks to extend it.
 #[derive(Debug, Clone)]
 pub struct ChatSummarizer {
     model: Arc<dyn ChatModel>,

@@ -38,6 +38,7 @@ pub mod onnx;
 
 pub use registry::{
     chat_registry, embedder_registry, register_builtin_chat_models, register_builtin_embedders,
+    register_builtin_summarizers, summarizer_registry,
 };
 
 /// L2-normalises `v` in place (zero vectors stay zero).

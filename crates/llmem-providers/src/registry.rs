@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llmem_core::registry::opt_u64;
-use llmem_core::{ChatModel, Embedder, Error, Registry, Result};
+use llmem_core::{ChatModel, Embedder, Error, Registry, Result, Summarizer};
 
 use crate::layers::{RateLimit, Retry, RetryPolicy, Timeout};
 
@@ -153,6 +153,20 @@ pub fn register_builtin_embedders(r: &mut Registry<dyn Embedder>) {
     r.register_disabled("onnx-embedder", "onnx");
 }
 
+/// Registers every built-in summarizer (a model that writes summaries without a chat server);
+/// kinds whose feature is off are registered disabled.
+pub fn register_builtin_summarizers(r: &mut Registry<dyn Summarizer>) {
+    #[cfg(feature = "onnx")]
+    r.register("onnx-lm", |t| {
+        Ok(
+            Arc::new(crate::onnx::OnnxLmSummarizerBuilder::from_table(t)?.build()?)
+                as Arc<dyn Summarizer>,
+        )
+    });
+    #[cfg(not(feature = "onnx"))]
+    r.register_disabled("onnx-lm", "onnx");
+}
+
 /// A registry of every built-in chat provider.
 pub fn chat_registry() -> Registry<dyn ChatModel> {
     let mut r = Registry::new("provider");
@@ -164,5 +178,12 @@ pub fn chat_registry() -> Registry<dyn ChatModel> {
 pub fn embedder_registry() -> Registry<dyn Embedder> {
     let mut r = Registry::new("embedder");
     register_builtin_embedders(&mut r);
+    r
+}
+
+/// A registry of every built-in summarizer.
+pub fn summarizer_registry() -> Registry<dyn Summarizer> {
+    let mut r = Registry::new("summarizer");
+    register_builtin_summarizers(&mut r);
     r
 }

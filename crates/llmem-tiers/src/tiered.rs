@@ -19,8 +19,8 @@ use crate::text::fuse;
 use crate::tier::{Tier, TierKind};
 use crate::warm::{HYBRID_CANDIDATES, WarmStore};
 
-/// When records move between tiers (seed 004's `MigrationPolicy`). Ages count from a record's
-/// last access (`accessed_at`).
+/// When records move between tiers: age thresholds for demotion, a read count for promotion.
+/// Ages count from a record's last access (`accessed_at`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationPolicy {
     pub hot_to_warm: Option<Duration>,
@@ -31,8 +31,8 @@ pub struct MigrationPolicy {
 }
 
 impl Default for MigrationPolicy {
-    /// Seed 004's thresholds: hot→warm after 24 h, warm→cold after 72 h, cold→glacier after 30
-    /// days; promotion after 3 reads.
+    /// Demotes hot→warm after 24 h, warm→cold after 72 h, cold→glacier after 30 days;
+    /// promotes back to warm after 3 reads.
     fn default() -> Self {
         MigrationPolicy {
             hot_to_warm: Some(Duration::from_secs(24 * 3600)),

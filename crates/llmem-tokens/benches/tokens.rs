@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-#[path = "../../../tests/support/locomo.rs"]
+#[path = "../../llmem-eval/support/locomo.rs"]
 mod locomo;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -1,5 +1,5 @@
-//! [`Layout`]: a prompt made of named [`Block`]s with token budgets (seed 000's
-//! `Block("Context", max_tokens=4096, name="context")`).
+//! [`Layout`]: a prompt made of named [`Block`]s, each with its own token budget, all within
+//! one budget for the whole prompt.
 
 use std::ops::AddAssign;
 use std::sync::Arc;
@@ -26,8 +26,8 @@ pub trait Compactor: Send + Sync + std::fmt::Debug {
 
 /// What a block does when a push would exceed its budget (or the layout's).
 ///
-/// This is the answer to seed 000's "do we load into available space, or overwrite the existing
-/// content?": each block says it explicitly.
+/// Whether a full block only loads into available space or overwrites its existing content is
+/// never implicit: each block says it explicitly.
 #[derive(Debug, Clone, Default)]
 pub enum Overflow {
     /// Refuse the push with [`Error::TokenLimit`]; the block keeps what it has ("load into
@@ -367,7 +367,7 @@ impl Layout {
         self.blocks.iter().map(Block::used).sum::<usize>() + self.counter.request_overhead()
     }
 
-    /// Tokens still free under the budget (seed 000's `prompt.free_memory()`).
+    /// Tokens still free under the budget: the budget minus [`Layout::used`], or 0.
     pub fn free_memory(&self) -> usize {
         self.budget.saturating_sub(self.used())
     }

@@ -1,8 +1,8 @@
 //! `llmem-window`: the in-context half of memory.
 //!
 //! - [`ShortTermMemory`]: the last K messages, raw, bounded by a message count and/or a token
-//!   budget (seed 002's tier 1).
-//! - [`Layout`]: a prompt made of named [`Block`]s with token budgets (seed 000): system, pinned
+//!   budget; the oldest are evicted first.
+//! - [`Layout`]: a prompt made of named [`Block`]s with token budgets: system, pinned
 //!   facts, summary, retrieved context, history, question, answer reserve; blocks nest.
 //!   [`Layout::free_memory`], `push`/`+=`, [`Layout::clear`], [`Layout::render`] (plus OpenAI
 //!   and Anthropic shapes). Each block states its [`Overflow`] policy.

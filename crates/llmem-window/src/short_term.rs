@@ -1,4 +1,4 @@
-//! [`ShortTermMemory`]: the last K messages, raw (seed 002's tier 1, seed 001's "sliding window").
+//! [`ShortTermMemory`]: a sliding window of the last K messages, kept raw.
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ impl ShortTermMemory {
         }
     }
 
-    /// Keep at most `k` unpinned messages (seed 002's `ShortTermMemory(max_size=20)`). A group
+    /// Keep at most `k` unpinned messages, evicting the oldest groups first. A group
     /// (a tool call with its results) larger than `k` is still kept whole when it is the newest.
     #[must_use]
     pub fn with_max_messages(mut self, k: usize) -> Self {

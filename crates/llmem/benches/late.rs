@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llmem::core::TokenVectors;
-use llmem::late::{LateIndex, LateQuery, TokenMatches};
+use llmem::internals::{LateIndex, LateQuery, TokenMatches};
 
 const DIM: usize = 384;
 

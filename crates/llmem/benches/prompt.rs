@@ -1,7 +1,7 @@
 //! Cost of filling a prompt with recalled memories (`MemoryManager::prepare`): the memories,
 //! best first, that fit in the room left as one timeline message.
 //!
-//! - `prompt/fit_timeline/1300`: [`llmem::longterm::fit_timeline`], as `prepare` does it: each
+//! - `prompt/fit_timeline/1300`: [`llmem::internals::fit_timeline`], as `prepare` does it: each
 //!   memory's lines counted once as it is added, the whole message only at the boundary and at
 //!   the end.
 //! - `prompt/recount_each/1300`: the same choice made by rendering and counting the whole
@@ -17,8 +17,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use llmem::Recalled;
 use llmem::core::{MemoryRecord, Message, TokenCounter};
-use llmem::longterm::{Recalled, fit_timeline, timeline};
+use llmem::internals::{fit_timeline, timeline};
 use llmem::tokens::Counters;
 use llmem::when::CivilDate;
 

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use llmem::taxonomy::Taxonomy;
+use llmem::internals::Taxonomy;
 
 const SENTENCES: &str = include_str!("../../llmem-providers/benches/sentences.txt");
 

@@ -3,7 +3,7 @@
 //! ```toml
 //! preset = "balanced"              # aggressive | balanced | conservative: the base the keys refine
 //!
-//! [memory]                         # seed 002's settings (LLMEM_MEMORY_<KEY> overrides each)
+//! [memory]                         # the manager's budget and compression (LLMEM_MEMORY_<KEY> overrides each)
 //! enabled = true
 //! model = "gpt-4o"                 # tokenizer and prices
 //! max_context_tokens = 100000
@@ -43,18 +43,29 @@
 //! listen = "127.0.0.1:8787"
 //! token = "…"                      # clients must send `Authorization: Bearer …`
 //!
-//! [chat]                           # any provider table of llmem-providers' registry
+//! [tokens]
+//! catalog = "models.toml"          # your models' windows, prices, tokenizers, over the shipped ones
+//!
+//! [providers.local]                # named provider tables: built-in kinds or linked plugins'
 //! kind = "openai-compatible"
 //! base_url = "http://127.0.0.1:8080/v1"
 //! model = "local"
 //!
+//! [chat]                           # a provider table, or the name of one
+//! provider = "local"
+//!
 //! [embedder]
 //! kind = "onnx-embedder"
+//!
+//! [summarizer]                     # a model that only summarises, no server (feature `onnx`)
+//! kind = "onnx-lm"
+//! model_path = "models/lm/model.onnx"
 //! ```
 //!
 //! Precedence: the preset (if any), then the file, then the environment. Every key is checked:
 //! an unknown key or a bad value is an error that names the key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use llmem_compress::{Preset, Strategy};
@@ -62,14 +73,31 @@ use llmem_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Sections whose keys `LLMEM_<SECTION>_<KEY>` overrides.
-const SECTIONS: [&str; 6] = ["memory", "retrieval", "tiers", "server", "chat", "embedder"];
+const SECTIONS: [&str; 8] = [
+    "memory",
+    "retrieval",
+    "tiers",
+    "server",
+    "tokens",
+    "chat",
+    "embedder",
+    "summarizer",
+];
+
+/// The sections that hold a provider table (or `provider = "<name>"` of `[providers]`).
+pub(crate) const PROVIDER_SECTIONS: [&str; 3] = ["chat", "embedder", "summarizer"];
 
 /// `LLMEM_*` variables that belong to other parts of llmem (and its test harness), not to this
 /// file.
 const NOT_SETTINGS: [&str; 3] = ["TIERS_CHILD_DIR", "TIERS_CHILD_TIER", "CONFIG"];
 
 /// Optional string settings (absent from the defaults, so their type is not known from them).
-const STRING_KEYS: [&str; 3] = ["server.token", "tiers.dir", "tiers.glacier"];
+const STRING_KEYS: [&str; 4] = [
+    "server.token",
+    "tiers.dir",
+    "tiers.glacier",
+    "tokens.catalog",
+];
 
 /// Keys of provider tables whose values are numbers or booleans; every other provider key read
 /// from the environment is a string (a key or a model name made of digits stays a string).
@@ -95,21 +123,45 @@ pub struct Config {
     pub retrieval: RetrievalSettings,
     pub tiers: TierSettings,
     pub server: ServerSettings,
+    pub tokens: TokenSettings,
+    /// Named provider tables (`[providers.<name>]`, each with its `kind`), which `[chat]`,
+    /// `[embedder]` and `[summarizer]` can name with `provider = "<name>"`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub providers: BTreeMap<String, toml::Table>,
     /// The chat model (the upstream of `llmem serve`, the LLM of `compile`, fact extraction
-    /// and summaries): a provider table as `llmem_providers::registry` reads it.
+    /// and summaries): a provider table (`kind = …`), or `provider = "<name>"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat: Option<toml::Table>,
-    /// The embedder for long-term memories: a provider table (`kind = "onnx-embedder"`, …).
+    /// The embedder for long-term memories: a provider table (`kind = "onnx-embedder"`, …), or
+    /// `provider = "<name>"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedder: Option<toml::Table>,
+    /// A model that writes the summaries instead of the chat model (`kind = "onnx-lm"`, …), or
+    /// `provider = "<name>"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summarizer: Option<toml::Table>,
+}
+
+/// Token counting and prices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// A catalog file in the shipped catalog's format whose models are added to it or replace
+    /// its entries of the same name (context windows, prices, tokenizers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Provider tables may hold keys: show their kinds only.
         let kind = |t: &Option<toml::Table>| {
-            t.as_ref()
-                .map(|t| t.get("kind").map(ToString::to_string).unwrap_or_default())
+            t.as_ref().map(|t| {
+                t.get("kind")
+                    .or_else(|| t.get("provider"))
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            })
         };
         f.debug_struct("Config")
             .field("preset", &self.preset)
@@ -117,13 +169,23 @@ impl std::fmt::Debug for Config {
             .field("retrieval", &self.retrieval)
             .field("tiers", &self.tiers)
             .field("server", &self.server)
+            .field("tokens", &self.tokens)
+            .field(
+                "providers",
+                &self
+                    .providers
+                    .iter()
+                    .map(|(name, t)| (name, kind(&Some(t.clone()))))
+                    .collect::<BTreeMap<_, _>>(),
+            )
             .field("chat", &kind(&self.chat))
             .field("embedder", &kind(&self.embedder))
+            .field("summarizer", &kind(&self.summarizer))
             .finish()
     }
 }
 
-/// Seed 002's memory settings.
+/// The manager's context budget, compression and fact extraction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
@@ -263,7 +325,7 @@ pub enum RetrievalScope {
 }
 
 /// Where long-term memory and sessions live: the warm tier alone (the default), or warm over
-/// a cold Lance dataset and a glacier archive (see [`crate::tiered`]).
+/// a cold Lance dataset and a glacier archive (see [`crate::open_store`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TierSettings {
@@ -293,7 +355,7 @@ pub struct TierSettings {
 }
 
 impl Default for TierSettings {
-    /// Seed 004's thresholds: warm → cold after 72 h, cold → glacier after 30 days, back to
+    /// The tier thresholds: warm → cold after 72 h, cold → glacier after 30 days, back to
     /// warm after 3 reads; only the warm tier configured.
     fn default() -> Self {
         TierSettings {
@@ -345,7 +407,7 @@ impl std::fmt::Debug for ServerSettings {
 }
 
 impl Config {
-    /// The preset's numbers from seed 002 over the defaults.
+    /// The preset's compression threshold, ratio, kept turns and strategy over the defaults.
     pub fn preset(preset: Preset) -> Self {
         let (threshold, ratio, keep, strategy) = preset.numbers();
         let mut c = Config {
@@ -516,6 +578,20 @@ impl Config {
                 ),
             );
         }
+        for (name, table) in &self.providers {
+            match table.get("kind") {
+                Some(toml::Value::String(k)) if !k.trim().is_empty() => {}
+                _ => {
+                    return bad(
+                        &format!("providers.{name}.kind"),
+                        "missing: each [providers.<name>] table names its `kind` (openai, anthropic, onnx-embedder, a plugin's kind, …)".into(),
+                    );
+                }
+            }
+        }
+        for section in PROVIDER_SECTIONS {
+            self.provider_table(section)?;
+        }
         if m.summarizer == SummarizerMode::Chat && self.chat.is_none() {
             return bad(
                 "memory.summarizer",
@@ -559,6 +635,65 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The provider table of `section` (`chat`, `embedder` or `summarizer`): the section's own
+    /// table, or the `[providers.<name>]` table it names with `provider = "<name>"`, with the
+    /// section's other keys over it. `None` when the section is absent; an error names an
+    /// unknown provider and lists the known ones.
+    pub fn provider_table(&self, section: &str) -> Result<Option<toml::Table>> {
+        let table = match section {
+            "chat" => &self.chat,
+            "embedder" => &self.embedder,
+            "summarizer" => &self.summarizer,
+            other => {
+                return Err(Error::invalid(format!(
+                    "`{other}` holds no provider; use one of {}",
+                    PROVIDER_SECTIONS.join(", ")
+                )));
+            }
+        };
+        let Some(table) = table else {
+            return Ok(None);
+        };
+        let Some(reference) = table.get("provider") else {
+            if !table.contains_key("kind") {
+                return Err(Error::config(
+                    format!("{section}.kind"),
+                    format!(
+                        "missing: [{section}] needs `kind = \"…\"` or `provider = \"<name>\"` naming a [providers.<name>] table"
+                    ),
+                ));
+            }
+            return Ok(Some(table.clone()));
+        };
+        let Some(name) = reference.as_str() else {
+            return Err(Error::config(
+                format!("{section}.provider"),
+                format!("{reference} is not a name; write provider = \"<name>\""),
+            ));
+        };
+        let Some(named) = self.providers.get(name) else {
+            let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+            return Err(Error::config(
+                format!("{section}.provider"),
+                format!(
+                    "no [providers.{name}] table; {}",
+                    if known.is_empty() {
+                        "add one, with its `kind`".to_owned()
+                    } else {
+                        format!("known: {}", known.join(", "))
+                    }
+                ),
+            ));
+        };
+        let mut out = named.clone();
+        for (k, v) in table {
+            if k != "provider" {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The config as TOML (provider tables included: do not log it).
@@ -640,7 +775,7 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
                 ),
             ));
         }
-        let provider = section == "chat" || section == "embedder";
+        let provider = PROVIDER_SECTIONS.contains(&section);
         let known_string = defaults
             .get(section)
             .and_then(|s| s.get(key))

@@ -1,17 +1,22 @@
 //! `llmem`: the facade. Depend on this crate for the whole product, or on the `llmem-*` crates
 //! for just the parts you need.
 //!
-//! The product:
-//! - [`MemoryManager`]: one conversation's memory (seed 002's API over seed 001's tiers): add
-//!   messages, get a budgeted context with the relevant long-term memories, see the savings.
-//! - [`Sessions`]: many users' sessions in one process, isolated and resumable.
-//! - [`Memory`]: seed 000's manual blocks: `summarize`, `save`/`load`, `gc`, `compile`.
-//! - [`Config`]: `llmem.toml` with `LLMEM_*` overrides and presets.
-//! - [`tiered`]: the long-term store `[tiers]` describes (warm, or warm over cold and glacier).
-//! - [`when`]: dates as people say them, and relative times (`yesterday`) resolved.
-//! - [`taxonomy`]: broader terms of memories' nouns from WordNet ("violin" → "instrument").
-//! - [`late`]: late interaction, memories re-ranked by their token vectors' match with a
-//!   question.
+//! The product, for applications:
+//! - [`MemoryManager`]: for an application that owns a conversation: add each message, get a
+//!   context under the token budget with the long-term memories the question needs, read the
+//!   savings.
+//! - [`Sessions`]: for a server: many users' [`MemoryManager`]s in one process, isolated and
+//!   resumable.
+//! - [`Memory`]: for a program that lays out one prompt by hand: named blocks under a budget
+//!   that it can summarise, save, load by a query, prune against a question and compile. It
+//!   uses the same token counters, compressor and long-term memory ranking as
+//!   [`MemoryManager`].
+//! - [`Config`]: `llmem.toml` with `LLMEM_*` overrides and presets; [`Plugins`] adds the
+//!   provider kinds of the plugin crates a program links, so `llmem.toml` can name them;
+//!   [`local_embedder`] is the embedder that needs no server (MiniLM on ONNX Runtime).
+//! - [`open_store`], [`open_tiered`]: the long-term store `[tiers]` describes, for tools that
+//!   work on the stored memories themselves.
+//! - [`when`]: dates as people write them, and relative times (`yesterday`) resolved.
 //!
 //! The parts, re-exported:
 //! - [`core`]: messages, records, filters, the plugin traits (`llmem-core`)
@@ -20,6 +25,10 @@
 //! - [`compress`]: compression strategies and summarisers (`llmem-compress`)
 //! - [`tiers`]: long-term tiered storage (`llmem-tiers`)
 //! - [`providers`]: model providers (`llmem-providers`)
+//!
+//! Everything else is private. The `internals` feature exposes, under [`internals`], the
+//! ranking and prompt-building pieces that the crate's own tests and benches measure; it is not
+//! a stable API.
 
 pub use llmem_compress as compress;
 pub use llmem_core as core;
@@ -28,20 +37,38 @@ pub use llmem_tiers as tiers;
 pub use llmem_tokens as tokens;
 pub use llmem_window as window;
 
-pub mod config;
-pub mod facts;
-pub mod late;
-pub mod longterm;
-pub mod manager;
-pub mod memory;
-pub mod sessions;
-pub mod taxonomy;
-pub mod tiered;
+mod config;
+mod facts;
+mod late;
+mod longterm;
+mod manager;
+mod memory;
+mod plugins;
+mod sessions;
+mod storage;
+mod taxonomy;
 pub mod when;
 
-pub use config::Config;
+pub use config::{
+    Config, FactMode, MemorySettings, RetrievalScope, RetrievalSettings, ServerSettings,
+    SummarizerMode, TierSettings, TokenSettings,
+};
 pub use llmem_core::{Error, MemoryRecord, Message, Result, Role, Usage};
 pub use llmem_window::{Block, Load};
+pub use longterm::Recalled;
 pub use manager::{MemoryManager, Prepared, Providers, SessionState, Stats};
 pub use memory::{BlockScope, Loaded, Memory};
+pub use plugins::{Plugins, local_embedder};
 pub use sessions::{SessionHandle, Sessions};
+pub use storage::{open_store, open_tiered};
+
+/// The pieces behind retrieval and prompt building, for the crate's own tests and benches
+/// (feature `internals`; not a stable API).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::late::{LateIndex, LateQuery, TokenMatches};
+    pub use crate::longterm::{Archive, LongTerm, REPLY_TO, fit_timeline, timeline};
+    pub use crate::storage::policy;
+    pub use crate::taxonomy::Taxonomy;
+}

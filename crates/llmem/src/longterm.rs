@@ -221,14 +221,6 @@ impl LongTerm {
         &self.store
     }
 
-    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
-        self.embedder.as_ref()
-    }
-
-    pub fn settings(&self) -> &RetrievalSettings {
-        &self.settings
-    }
-
     /// The query's embedding (none without an embedder); the last one is remembered.
     pub async fn embed_query(&self, query: &str) -> Result<Option<Vec<f32>>> {
         Ok(self.embed_query_tokens(query).await?.map(|e| e.vector))
@@ -265,6 +257,7 @@ impl LongTerm {
     }
 
     /// Memories whose token vectors late interaction holds, and the bytes they take.
+    #[cfg(feature = "internals")]
     pub fn late_index_size(&self) -> (usize, usize) {
         let l = self.late.lock();
         (l.len(), l.used())
@@ -878,7 +871,7 @@ mod tests {
     /// memory gives.
     #[test]
     fn the_prompt_takes_memories_while_the_whole_timeline_fits() {
-        let (counter, _) = crate::manager::model_counter("gpt-4o-mini")
+        let (counter, _) = crate::manager::model_counter("gpt-4o-mini", None)
             .unwrap_or_else(|e| unreachable!("the embedded o200k counter: {e}"));
         let words = [
             "lake",

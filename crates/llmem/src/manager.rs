@@ -1,11 +1,12 @@
-//! [`MemoryManager`]: seed 002's API over seed 001's tiered flow.
+//! [`MemoryManager`]: one conversation's memory: a raw window, compression, facts and tiered
+//! long-term memory behind one budgeted context.
 //!
 //! Every message goes into the context (the raw window). When the context passes
 //! `memory.compression_threshold` tokens, the compressor folds the oldest messages into a
 //! rolling summary (a system message, extended rather than restarted) and hands the originals
 //! to long-term memory *before* they leave the context. User messages also yield facts
 //! ([`crate::facts`]), stored with their date; a fact that updates an attribute supersedes the
-//! old one. [`MemoryManager::get_context_for_llm`] returns the context plus, only when they pass
+//! old one. [`MemoryManager::context_for_llm`] returns the context plus, only when they pass
 //! the relevance gate, the long-term memories the current question needs.
 
 use std::path::{Path, PathBuf};
@@ -16,13 +17,14 @@ use llmem_core::{
     ChatModel, ChatSummarizer, Embedder, Error, MemoryStore, Message, Result, Role, Scope,
     ScoredRecord, Summarizer, Timestamp, TokenCounter, Usage,
 };
-use llmem_tokens::{CachedCounter, Counters, ModelInfo};
+use llmem_tokens::{CachedCounter, Catalog, Counters, ModelInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
 use crate::late::LateIndex;
 use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, fit_timeline, to_archive};
+use crate::plugins::Plugins;
 use crate::taxonomy::Taxonomy;
 use llmem_compress::ArchiveSink;
 
@@ -38,7 +40,7 @@ pub struct Providers {
     pub summarizer: Option<Arc<dyn Summarizer>>,
     /// Embeds long-term memories; none: lexical retrieval only.
     pub embedder: Option<Arc<dyn Embedder>>,
-    /// Long-term memory; default: what `[tiers]` describes ([`crate::tiered::open_store`]).
+    /// Long-term memory; default: what `[tiers]` describes ([`crate::open_store`]).
     pub store: Option<Arc<dyn MemoryStore>>,
     /// Memories' token vectors for late interaction ([`crate::late`]): the managers built from
     /// clones of these providers share it, as they share the store.
@@ -46,21 +48,20 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Builds what the config names: `[chat]` and `[embedder]` through the providers'
-    /// registries, the store from `[tiers]`.
+    /// Builds what the config names with the built-in provider kinds: `[chat]`, `[embedder]`
+    /// and `[summarizer]`, and the store from `[tiers]`.
     pub fn from_config(config: &Config) -> Result<Self> {
-        let chat = match &config.chat {
-            Some(t) => Some(llmem_providers::chat_registry().build(t)?),
-            None => None,
-        };
-        let embedder = match &config.embedder {
-            Some(t) => Some(llmem_providers::embedder_registry().build(t)?),
-            None => None,
-        };
+        Self::from_config_with(config, &Plugins::builtin())
+    }
+
+    /// Builds what the config names with the kinds of `plugins` (the built-in ones plus those
+    /// of the plugin crates the program links).
+    pub fn from_config_with(config: &Config, plugins: &Plugins) -> Result<Self> {
         Ok(Providers {
-            chat,
-            embedder,
-            store: Some(crate::sessions::open_store(&config.tiers)?),
+            chat: plugins.chat_model(config)?,
+            embedder: plugins.embedder(config)?,
+            summarizer: plugins.summarizer(config)?,
+            store: Some(crate::storage::open_store(&config.tiers)?),
             ..Providers::default()
         })
     }
@@ -92,14 +93,15 @@ impl Providers {
     }
 }
 
-/// Seed 002's statistics, plus what they are made of.
+/// A session's statistics: tokens counted and sent, compressions, savings and cost, and what
+/// they are made of.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Tokens in the context now.
     pub current_tokens: usize,
     /// Messages added.
     pub messages: u64,
-    /// Contexts handed out ([`MemoryManager::get_context_for_llm`] calls).
+    /// Contexts handed out ([`MemoryManager::context_for_llm`] calls).
     pub requests: u64,
     /// Prompt tokens of those contexts (the provider's count where it was reported).
     pub sent_tokens: u64,
@@ -172,21 +174,33 @@ pub struct MemoryManager {
     state_path: Option<PathBuf>,
 }
 
-/// The embedded catalog's counters, made once per process (so each model's tokenizer is built
-/// once, however many sessions open).
-fn embedded_counters() -> Result<&'static Counters> {
-    static COUNTERS: OnceLock<Counters> = OnceLock::new();
-    if let Some(c) = COUNTERS.get() {
-        return Ok(c);
+/// The counters of the shipped catalog, or of the shipped catalog with `tokens.catalog` over
+/// it, made once per process and catalog file (so each model's tokenizer is built once,
+/// however many sessions open).
+fn counters(catalog: Option<&Path>) -> Result<Arc<Counters>> {
+    type Made = parking_lot::Mutex<Vec<(Option<PathBuf>, Arc<Counters>)>>;
+    static MADE: OnceLock<Made> = OnceLock::new();
+    let made = MADE.get_or_init(Made::default);
+    let key = catalog.map(Path::to_path_buf);
+    if let Some((_, c)) = made.lock().iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
     }
-    let made = Counters::embedded()?;
-    Ok(COUNTERS.get_or_init(|| made))
+    let mut c = Catalog::embedded()?;
+    if let Some(path) = catalog {
+        c = c.with_overrides(path)?;
+    }
+    let c = Arc::new(Counters::new(Arc::new(c)));
+    made.lock().push((key, c.clone()));
+    Ok(c)
 }
 
 /// The catalog entry of `model`, and its counter behind a [`CachedCounter`]: the context is
 /// re-counted after every message, and each message is tokenised only once.
-pub(crate) fn model_counter(model: &str) -> Result<(Arc<dyn TokenCounter>, ModelInfo)> {
-    let counters = embedded_counters()?;
+pub(crate) fn model_counter(
+    model: &str,
+    catalog: Option<&Path>,
+) -> Result<(Arc<dyn TokenCounter>, ModelInfo)> {
+    let counters = counters(catalog)?;
     let info = counters.catalog().lookup(model).info;
     let counter: Arc<dyn TokenCounter> = Arc::new(CachedCounter::new(counters.for_model(model)?));
     Ok((counter, info))
@@ -205,11 +219,11 @@ impl MemoryManager {
             return Err(Error::invalid("a session needs a non-empty user (tenant)"));
         }
         let m = &config.memory;
-        let (default_counter, model) = model_counter(&m.model)?;
+        let (default_counter, model) = model_counter(&m.model, config.tokens.catalog.as_deref())?;
         let counter = providers.counter.clone().unwrap_or(default_counter);
         let store = match providers.store.clone() {
             Some(s) => s,
-            None => crate::sessions::open_store(&config.tiers)?,
+            None => crate::storage::open_store(&config.tiers)?,
         };
         let longterm = Arc::new(
             LongTerm::new(store, providers.embedder.clone(), config.retrieval.clone())
@@ -323,6 +337,9 @@ impl MemoryManager {
         self.chat.as_ref()
     }
 
+    /// The long-term memory behind this manager (with the `internals` feature, for the
+    /// crate's own tests and benches).
+    #[cfg(feature = "internals")]
     pub fn longterm(&self) -> &Arc<LongTerm> {
         &self.longterm
     }
@@ -479,11 +496,17 @@ impl MemoryManager {
 
     /// The messages to send for the current question (the last user message): the context,
     /// plus the relevant long-term memories. Counts as one request in the statistics.
-    pub async fn get_context_for_llm(&mut self) -> Result<Vec<Message>> {
+    pub async fn context_for_llm(&mut self) -> Result<Vec<Message>> {
         Ok(self.prepare(None).await?.messages)
     }
 
-    /// [`MemoryManager::get_context_for_llm`] for an explicit question, with what was
+    /// The name the product's first API used for [`MemoryManager::context_for_llm`].
+    #[deprecated(since = "0.1.0", note = "use `context_for_llm`")]
+    pub async fn get_context_for_llm(&mut self) -> Result<Vec<Message>> {
+        self.context_for_llm().await
+    }
+
+    /// [`MemoryManager::context_for_llm`] for an explicit question, with what was
     /// retrieved and the token count. A question that is not in the context is not added to
     /// the returned messages (the caller sends it after them), but room is kept for it.
     pub async fn prepare(&mut self, question: Option<&str>) -> Result<Prepared> {
@@ -559,8 +582,14 @@ impl MemoryManager {
         self.longterm.search(&self.recall_scope, query, k).await
     }
 
-    /// Seed 002's statistics.
+    /// The name the product's first API used for [`MemoryManager::stats`].
+    #[deprecated(since = "0.1.0", note = "use `stats`")]
     pub fn get_stats(&self) -> Stats {
+        self.stats()
+    }
+
+    /// The session's statistics: tokens counted and sent, compressions, savings and cost.
+    pub fn stats(&self) -> Stats {
         let mut s = self.state.stats.clone();
         s.current_tokens = self.counter.count_messages(&self.state.context);
         s.net_savings =

@@ -1,4 +1,4 @@
-//! Seed 000's manual memory management: a [`Memory`] is a prompt of named [`Block`]s under one
+//! Manual memory management: a [`Memory`] is a prompt of named [`Block`]s under one
 //! token budget that can be summarised, saved to a store, loaded from one by a query, garbage
 //! collected against a question, and *compiled*: `compile("context, question -> answer")` runs
 //! the chat model on the named input blocks and fills the output block.
@@ -44,7 +44,7 @@ fn hot_id(text: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// A prompt of named blocks under a token budget (seed 000).
+/// A prompt of named blocks under a token budget.
 #[derive(Debug)]
 pub struct Memory {
     layout: Layout,
@@ -122,7 +122,7 @@ impl Memory {
         })
     }
 
-    /// Seed 000's `Memory(text, max_tokens)`: one `text` block holding `text` (paragraph by
+    /// A prompt made of one text: one `text` block holding `text` (paragraph by
     /// paragraph, long paragraphs chunked), then `+=` adds to it.
     pub fn from_text(
         counter: Arc<dyn TokenCounter>,
@@ -287,7 +287,7 @@ impl Memory {
     }
 
     /// Opens (or creates) a store on disk at `path`, for [`Memory::save`] and [`Memory::load`]
-    /// (seed 000's `prompt.save("squirrel_prompt.db")`).
+    /// (`prompt.save("squirrel_prompt.db")`).
     pub fn open_db(path: impl AsRef<Path>) -> Result<Arc<dyn MemoryStore>> {
         let cfg = llmem_tiers::WarmConfig::default().persist_in(path.as_ref());
         Ok(Arc::new(llmem_tiers::WarmStore::open(cfg)?))
@@ -545,7 +545,7 @@ impl AddAssign<Message> for Memory {
     }
 }
 
-/// Clears its block when dropped (seed 000's context manager); derefs to the [`Memory`].
+/// Clears its block when dropped (a scope for one question's context); derefs to the [`Memory`].
 #[derive(Debug)]
 pub struct BlockScope<'a> {
     memory: &'a mut Memory,

@@ -1,6 +1,6 @@
 //! Many users' sessions in one process, each with its own [`MemoryManager`], isolated by user
 //! (tenant) and session; with `tiers.dir` set, each session is saved after every change and
-//! resumes after a restart, and long-term memory (see [`crate::tiered`]) is kept there.
+//! resumes after a restart, and long-term memory (see [`crate::storage`]) is kept there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::manager::{MemoryManager, Providers};
-pub use crate::tiered::open_store;
+use crate::storage::open_store;
 
 /// A handle on one session's manager; lock it for the duration of a turn.
 pub type SessionHandle = Arc<Mutex<MemoryManager>>;
@@ -49,7 +49,13 @@ impl Sessions {
         }
         // One counter (and one memo of message counts) for every session.
         if providers.counter.is_none() {
-            providers.counter = Some(crate::manager::model_counter(&config.memory.model)?.0);
+            providers.counter = Some(
+                crate::manager::model_counter(
+                    &config.memory.model,
+                    config.tokens.catalog.as_deref(),
+                )?
+                .0,
+            );
         }
         let dir = config.tiers.dir.as_ref().map(|d| d.join("sessions"));
         Ok(Sessions {

@@ -3,7 +3,7 @@
 //! said, so that a memory read months later still says when things happened.
 
 use llmem_core::Timestamp;
-pub use llmem_core::time::MONTHS;
+use llmem_core::time::MONTHS;
 use llmem_core::time::WEEKDAYS;
 
 /// A calendar date (proleptic Gregorian).

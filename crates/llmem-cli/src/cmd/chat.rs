@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> Result<()> {
         match line.split_once(' ').map_or((line, ""), |(a, b)| (a, b)) {
             ("/quit" | "/exit", _) => break,
             ("/stats", _) => {
-                println!("{}", serde_json::to_string_pretty(&m.get_stats())?);
+                println!("{}", serde_json::to_string_pretty(&m.stats())?);
                 continue;
             }
             ("/context", _) => {
@@ -109,7 +109,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
     }
-    let s = m.get_stats();
+    let s = m.stats();
     eprintln!(
         "--- Memory Statistics ---\nTotal tokens: {}\nCompressions: {}\nNet savings: {} tokens ({:.1}%)\nTotal cost: ${:.4}",
         s.current_tokens, s.compression_count, s.net_savings, s.savings_percentage, s.total_cost

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use llmem::config::SummarizerMode;
+use llmem::SummarizerMode;
 use llmem::core::{
     ChatModel, ChatRequest, MemoryStore, Message, Role, Scope, Summarizer, TokenCounter,
 };
@@ -25,7 +25,7 @@ use llmem::{Config, MemoryManager, Providers};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::eval::{EmbedderMode, embedder};
+use super::embedder::{EmbedderMode, embedder};
 use super::input;
 
 const CONVERSATION: &str = include_str!("../../../../examples/data/conversation.jsonl");
@@ -193,14 +193,14 @@ pub async fn run(args: Args) -> Result<()> {
     // Feed the conversation turn by turn; each user turn is a request, whose prompt the
     // manager assembles (context and the memories recalled for it).
     for (i, msg) in conversation.iter().enumerate() {
-        let errors_before = m.get_stats().summarizer_errors;
+        let errors_before = m.stats().summarizer_errors;
         m.add_message(msg.clone(), None).await?;
         let sent = if msg.role == Role::User {
             format!("  prompt {:>4} tok", m.prepare(None).await?.tokens)
         } else {
             String::new()
         };
-        let st = m.get_stats();
+        let st = m.stats();
         let mut note = String::new();
         if m.was_compressed_last_iteration() {
             note = format!(
@@ -228,7 +228,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
     }
-    let stats = m.get_stats();
+    let stats = m.stats();
     let price = |t: u64| info.cost(t, 0, 0);
     println!(
         "\n{} requests: llmem sent {} prompt tokens (${:.4}) instead of {} (${:.4}): {:.1}% saved; {} compressions; {} memories in the long-term store",

@@ -4,6 +4,8 @@ pub mod chat;
 pub mod compress;
 pub mod count;
 pub mod demo;
+pub mod embedder;
+#[cfg(feature = "eval")]
 pub mod eval;
 pub mod input;
 pub mod models;

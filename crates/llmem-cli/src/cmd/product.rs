@@ -1,13 +1,13 @@
 //! What `llmem chat` and `llmem serve` share: the configuration (file, environment, then the
-//! flags) and the providers it names, with the local SmolLM2 on llama.cpp as the chat model on
-//! request.
+//! flags) and the providers it names, built-in kinds and those of the plugins this binary links
+//! ([`plugins`]), with the local SmolLM2 on llama.cpp as the chat model on request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use llmem::providers::llamacpp::LlamaCppServer;
-use llmem::{Config, Providers};
+use llmem::{Config, Plugins, Providers};
 
 #[derive(Debug, clap::Args)]
 pub struct ProductArgs {
@@ -35,7 +35,7 @@ impl ProductArgs {
     /// The providers `config` names; with `--llamacpp`, the local server (which the caller
     /// keeps alive as long as it uses the chat model) is started and is the chat model.
     pub async fn providers(&self, config: &Config) -> Result<(Providers, Option<LlamaCppServer>)> {
-        let mut providers = Providers::from_config(config)?;
+        let mut providers = Providers::from_config_with(config, &plugins())?;
         if !self.llamacpp {
             return Ok((providers, None));
         }
@@ -46,4 +46,12 @@ impl ProductArgs {
         providers.chat = Some(Arc::new(server.chat_model()?));
         Ok((providers, Some(server)))
     }
+}
+
+/// The provider kinds `llmem.toml` can name in this binary: the built-in ones and the
+/// `ollama` plugin's (chat and embeddings).
+pub fn plugins() -> Plugins {
+    Plugins::builtin()
+        .with_chat_models(llmem_provider_ollama::register)
+        .with_embedders(llmem_provider_ollama::register_embedder)
 }

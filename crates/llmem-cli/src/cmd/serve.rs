@@ -216,7 +216,7 @@ async fn session_stats(
             Json(json!({
                 "user": user,
                 "session": session,
-                "stats": m.get_stats(),
+                "stats": m.stats(),
                 "context_messages": m.messages().len(),
                 "summary": m.summary(),
             }))

@@ -2,46 +2,59 @@
 //! long-term memory (`llmem-tiers`) in a data directory, with an archive tier on object
 //! storage when `--glacier URL` is given.
 //!
-//! The directory (`--dir`, or `LLMEM_DATA_DIR`, default `./.llmem`) holds the warm tier with its
-//! write-ahead log (`memory/`), the cold tier as a Lance dataset (`cold/`, when the CLI is built
-//! with the `lance` feature) and the list of snapshots: the layout of `[tiers]` with `dir` set,
-//! so `llmem.toml`'s `tiers.dir` pointing at the same directory shares it with `llmem chat`
-//! and `llmem serve`. Records are text; search is lexical (BM25) unless the records carry
+//! Where the memory lives comes from the same configuration as `llmem chat` and `llmem serve`:
+//! `llmem.toml` (`--config`, else `$LLMEM_CONFIG`, else `./llmem.toml` when present), then the
+//! `LLMEM_TIERS_*` variables, then these commands' flags (`--dir` over `tiers.dir`, `--cold`,
+//! `--glacier`, …); with no directory named anywhere, `./.llmem`. The directory holds the warm
+//! tier with its write-ahead log (`memory/`), the cold tier as a Lance dataset (`cold/`, with
+//! the `lance` feature and `tiers.cold`) and the list of snapshots, laid out and migrated by
+//! `llmem::open_tiered`. Records are text; search is lexical (BM25) unless the records carry
 //! embeddings and a query vector is given.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use llmem::config::TierSettings;
 use llmem::core::{Filter, MemoryRecord, RecordKind, Scope, SearchRequest};
 use llmem::tiers::{TierKind, TieredStore};
+use llmem::{Config, TierSettings};
 use serde_json::{Value, json};
 
 /// Where the memory lives and whose it is (shared by every store subcommand).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// The data directory.
-    #[arg(long, env = "LLMEM_DATA_DIR", default_value = ".llmem")]
-    pub dir: PathBuf,
+    /// llmem.toml (default: $LLMEM_CONFIG, else ./llmem.toml when present): its `[tiers]`
+    /// says where the memory lives, as for `llmem chat` and `llmem serve`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The data directory (overrides tiers.dir; default when neither: ./.llmem).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// The tenant (user) whose memory this is.
     #[arg(long, short, env = "LLMEM_TENANT", default_value = "default")]
     pub tenant: String,
     /// Restrict to one session of the tenant.
     #[arg(long)]
     pub session: Option<String>,
-    /// Warm-tier capacity in records; past it the least recently used move to cold (with the
-    /// `lance` feature; without it, warm is unbounded).
-    #[arg(long, env = "LLMEM_WARM_ITEMS")]
+    /// The cold tier on Lance in <dir>/cold (overrides tiers.cold; needs the `lance` feature).
+    #[arg(long)]
+    pub cold: bool,
+    /// Warm-tier capacity in records; past it the least recently used move to cold (overrides
+    /// tiers.warm_max_items).
+    #[arg(long)]
     pub warm_items: Option<usize>,
-    /// Embedding dimensions of the cold tier (used only when records carry no embeddings yet).
-    #[arg(long, env = "LLMEM_DIMENSIONS", default_value_t = 384)]
-    pub dimensions: usize,
+    /// Embedding dimensions of the cold tier (overrides tiers.dimensions).
+    #[arg(long)]
+    pub dimensions: Option<usize>,
     /// An archive tier on object storage: a local directory, `s3://bucket/prefix`,
-    /// `gs://…` or `az://…` (`LLMEM_GLACIER_KEY` encrypts it; needs the `glacier` feature).
-    #[arg(long, env = "LLMEM_GLACIER", value_name = "URL")]
+    /// `gs://…` or `az://…` (overrides tiers.glacier; `LLMEM_GLACIER_KEY` encrypts it; needs
+    /// the `glacier` feature).
+    #[arg(long, value_name = "URL")]
     pub glacier: Option<String>,
 }
+
+/// The data directory when neither `--dir` nor `tiers.dir` names one.
+const DEFAULT_DIR: &str = ".llmem";
 
 impl Target {
     fn scope(&self) -> Scope {
@@ -51,30 +64,49 @@ impl Target {
         }
     }
 
-    /// Opens the tiered store in `dir`, laid out as `[tiers]` lays it out for the memory
-    /// managers (`llmem::tiered`): warm with its write-ahead log in `memory/`, plus cold on
-    /// Lance in `cold/`, so these commands see what `llmem chat` and `serve` stored there.
-    async fn open(&self) -> Result<TieredStore> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating the data directory {}", self.dir.display()))?;
-        // Data directories of earlier versions kept warm in `warm/`.
-        let (old, new) = (self.dir.join("warm"), self.dir.join("memory"));
-        if old.is_dir() && !new.exists() {
-            std::fs::rename(&old, &new)
-                .with_context(|| format!("moving {} to {}", old.display(), new.display()))?;
+    /// `[tiers]` of the configuration, with this command's flags over it.
+    fn tiers(&self) -> Result<TierSettings> {
+        let config = Config::discover(self.config.as_deref())?;
+        let mut t = config.tiers;
+        if let Some(d) = &self.dir {
+            t.dir = Some(d.clone());
         }
-        let tiers = TierSettings {
-            dir: Some(self.dir.clone()),
-            // Without a cold tier to demote to, warm is unbounded.
-            warm_max_items: self.warm_items.filter(|_| cfg!(feature = "lance")),
-            cold: cfg!(feature = "lance"),
-            dimensions: self.dimensions,
-            glacier: self.glacier.clone(),
-            ..TierSettings::default()
-        };
-        llmem::tiered::open_tiered(&tiers)
+        if t.dir.is_none() {
+            t.dir = Some(PathBuf::from(DEFAULT_DIR));
+        }
+        if self.cold {
+            t.cold = true;
+        }
+        if let Some(n) = self.warm_items {
+            t.warm_max_items = Some(n);
+        }
+        if let Some(n) = self.dimensions {
+            t.dimensions = n;
+        }
+        if let Some(g) = &self.glacier {
+            t.glacier = Some(g.clone());
+        }
+        Ok(t)
+    }
+
+    /// Opens the tiered store the configuration describes: the same directories and layout as
+    /// the memory managers of `llmem chat` and `serve`, so these commands see what they stored.
+    async fn open(&self) -> Result<TieredStore> {
+        let tiers = self.tiers()?;
+        let dir = tiers.dir.clone().unwrap_or_default();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        llmem::open_tiered(&tiers)
             .await
-            .with_context(|| format!("opening the memory in {}", self.dir.display()))
+            .with_context(|| format!("opening the memory in {}", dir.display()))
+    }
+
+    /// The data directory the configuration and flags name.
+    fn dir(&self) -> Result<PathBuf> {
+        Ok(self
+            .tiers()?
+            .dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)))
     }
 }
 
@@ -284,7 +316,7 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!(
         "imported {total} records into {}",
-        args.target.dir.display()
+        args.target.dir()?.display()
     );
     Ok(())
 }
@@ -357,8 +389,10 @@ pub struct ArchiveArgs {
 }
 
 pub async fn archive(args: ArchiveArgs) -> Result<()> {
-    if args.target.glacier.is_none() {
-        bail!("llmem archive needs a glacier tier: pass --glacier URL or set LLMEM_GLACIER");
+    if args.target.tiers()?.glacier.is_none() {
+        bail!(
+            "llmem archive needs a glacier tier: pass --glacier URL or set tiers.glacier in llmem.toml"
+        );
     }
     let filter = parse_filter(args.filter.as_deref())?;
     let store = args.target.open().await?;
@@ -384,13 +418,13 @@ pub async fn stats(args: StatsArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            json!({"dir": dir_str(&args.target.dir), "tenant": args.target.tenant, "records": mine, "tiers": metrics})
+            json!({"dir": dir_str(&args.target.dir()?), "tenant": args.target.tenant, "records": mine, "tiers": metrics})
         );
         return Ok(());
     }
     println!(
         "{} ({} records of tenant `{}`)",
-        args.target.dir.display(),
+        args.target.dir()?.display(),
         mine,
         args.target.tenant
     );

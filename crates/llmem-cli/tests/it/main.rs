@@ -1,13 +1,12 @@
 //! Integration tests of the llmem CLI: they run the built binary on files in temp dirs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../../../tests/support/locomo.rs"]
+#[path = "../../../llmem-eval/support/locomo.rs"]
 pub mod locomo;
 
 mod compress;
 mod count;
 mod demo;
-mod eval;
 mod serve;
 mod store;
 

@@ -547,3 +547,89 @@ async fn read_tool_stream(r: reqwest::Response) -> (Value, Value) {
         finish,
     )
 }
+
+/// An upstream speaking Ollama's native `/api/chat` (not OpenAI's wire), answering
+/// `OLLAMA <codes in the prompt>`.
+async fn ollama_upstream(calls: Arc<AtomicU64>) -> String {
+    let app = axum::Router::new().route(
+        "/api/chat",
+        post(move |Json(body): Json<Value>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                let text = format!("OLLAMA {}", codes(&body["messages"]).join(" "));
+                Json(json!({
+                    "model": body["model"], "created_at": "2024-01-01T00:00:00Z",
+                    "message": {"role": "assistant", "content": text},
+                    "done": true, "done_reason": "stop",
+                    "prompt_eval_count": 40, "eval_count": 3
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A plugin's provider chosen by name in `llmem.toml`: `[providers.local] kind = "ollama"` and
+/// `[chat] provider = "local"` make `llmem serve` relay to an Ollama-wire upstream, with
+/// memory; an unknown kind is refused at start-up with the known kinds listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_relays_to_a_plugin_provider_named_in_llmem_toml() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let upstream = ollama_upstream(calls.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("llmem.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.local]\nkind = \"ollama\"\nbase_url = {upstream:?}\nmodel = \"llama3.2\"\n\n[chat]\nprovider = \"local\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let proxy = serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let ask = |content: &str| {
+        http.post(format!("{}/chat/completions", proxy.base))
+            .json(&json!({"model": "llama3.2", "user": "olga",
+                "messages": [{"role": "user", "content": content}]}))
+            .send()
+    };
+    let r = ask("Remember the locker code code-4711 please.")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        answer.starts_with("OLLAMA") && answer.contains("code-4711"),
+        "{v}"
+    );
+    assert!(calls.load(Ordering::Relaxed) >= 1);
+    drop(proxy);
+
+    std::fs::write(
+        &config,
+        "[providers.local]\nkind = \"olama\"\n\n[chat]\nprovider = \"local\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_llmem"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("olama") && err.contains("ollama"), "{err}");
+}

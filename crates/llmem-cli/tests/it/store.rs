@@ -2,7 +2,7 @@
 //! temp dir (warm tier with its write-ahead log; cold on Lance when built with `lance`), shared
 //! with the memory managers.
 
-use crate::llmem;
+use crate::{llmem, llmem_env};
 
 /// Runs `llmem` and asserts it succeeded; its standard output.
 fn run(args: &[&str]) -> String {
@@ -195,7 +195,7 @@ fn import_search_export_stats_snapshot() {
 
 #[test]
 fn the_store_commands_share_the_memory_managers_directory() {
-    use ::llmem::config::TierSettings;
+    use ::llmem::TierSettings;
     use ::llmem::core::{MemoryRecord, MemoryStore};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
@@ -205,7 +205,7 @@ fn the_store_commands_share_the_memory_managers_directory() {
         ..TierSettings::default()
     };
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = ::llmem::tiered::open_store(&tiers).unwrap();
+        let store = ::llmem::open_store(&tiers).unwrap();
         store
             .put(vec![MemoryRecord::new(
                 "alice",
@@ -284,4 +284,64 @@ fn archive_moves_records_to_a_glacier_directory_out_of_search_and_keeps_them() {
         out.contains("grilled sardines") && out.contains("passport expired"),
         "{out}"
     );
+}
+
+/// The store commands read the configuration `llmem chat` and `serve` read: `tiers.dir` from
+/// `--config FILE`, from `./llmem.toml`, or from `LLMEM_TIERS_DIR`; `--dir` overrides it; a
+/// bad file is an error that names the key.
+#[test]
+fn the_store_commands_read_llmem_toml_like_chat_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-config");
+    let config = tmp.path().join("llmem.toml");
+    std::fs::write(
+        &config,
+        format!("[tiers]\ndir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    run(&[
+        "store",
+        "--config",
+        c,
+        "--tenant",
+        "ana",
+        "the spare key is under the blue pot",
+    ]);
+    assert!(
+        data.join("memory").is_dir(),
+        "the warm tier lives in tiers.dir"
+    );
+    let out = run(&["search", "--config", c, "--tenant", "ana", "spare key"]);
+    assert!(out.contains("blue pot"), "{out}");
+
+    // ./llmem.toml is found in the working directory, as `chat` and `serve` find it.
+    let (code, out, err) = crate::llmem_in(
+        &["search", "--tenant", "ana", "spare key"],
+        Some(tmp.path()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blue pot"), "{out}");
+
+    // The environment names the directory too, and --dir wins over both.
+    let other = tmp.path().join("from-env");
+    let o = other.to_str().unwrap();
+    let (code, _, err) = llmem_env(
+        &["store", "--tenant", "ana", "the bike lock code is 4411"],
+        None,
+        &[("LLMEM_TIERS_DIR", o)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(other.join("memory").is_dir());
+    let elsewhere = tmp.path().join("from-flag");
+    let e = elsewhere.to_str().unwrap();
+    run(&[
+        "store", "--config", c, "--dir", e, "--tenant", "ana", "noted",
+    ]);
+    assert!(elsewhere.join("memory").is_dir());
+
+    std::fs::write(&config, "[tiers]\ndirr = \"x\"\n").unwrap();
+    let (code, _, err) = llmem(&["stats", "--config", c]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tiers.dirr"), "{err}");
 }

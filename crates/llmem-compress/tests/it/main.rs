@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod extractive;
-#[path = "../../../../tests/support/locomo.rs"]
+#[path = "../../../llmem-eval/support/locomo.rs"]
 pub mod locomo;
 mod loopback;
 mod smollm2;

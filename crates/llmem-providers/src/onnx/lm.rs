@@ -68,6 +68,45 @@ impl OnnxLmSummarizerBuilder {
         self
     }
 
+    /// From a registry table (`kind = "onnx-lm"`): `model_path` (required), `tokenizer_path`,
+    /// `library_path`, `threads`, `context_window`, `eos_token`; any other key is an error.
+    pub fn from_table(table: &toml::Table) -> Result<Self> {
+        use llmem_core::registry::{deny_unknown, opt_str, opt_u64};
+        let mut t = table.clone();
+        t.remove("kind");
+        deny_unknown(
+            &t,
+            &[
+                "model_path",
+                "tokenizer_path",
+                "library_path",
+                "threads",
+                "context_window",
+                "eos_token",
+            ],
+        )?;
+        let mut b = OnnxLmSummarizerBuilder::default();
+        if let Some(p) = opt_str(&t, "model_path")? {
+            b = b.with_model_path(p);
+        }
+        if let Some(p) = opt_str(&t, "tokenizer_path")? {
+            b = b.with_tokenizer_path(p);
+        }
+        if let Some(p) = opt_str(&t, "library_path")? {
+            b = b.with_library_path(p);
+        }
+        if let Some(n) = opt_u64(&t, "threads")? {
+            b = b.with_threads(n as usize);
+        }
+        if let Some(n) = opt_u64(&t, "context_window")? {
+            b = b.with_context_window(n as usize);
+        }
+        if let Some(e) = opt_str(&t, "eos_token")? {
+            b = b.with_eos_token(e);
+        }
+        Ok(b)
+    }
+
     pub fn build(self) -> Result<OnnxLmSummarizer> {
         let model_path = self
             .model_path

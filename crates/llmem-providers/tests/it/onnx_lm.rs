@@ -116,3 +116,41 @@ fn a_model_without_past_inputs_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("past_key_values"), "{err}");
 }
+
+/// `kind = "onnx-lm"` builds the summarizer from a table, as `[summarizer]` in llmem.toml
+/// does; an unknown key or a missing model is named.
+#[tokio::test]
+async fn the_summarizer_registry_builds_onnx_lm_from_toml() {
+    let dir = tiny_model();
+    let model = dir.path().join("model.onnx");
+    let table: toml::Table = toml::from_str(&format!(
+        "kind = \"onnx-lm\"\nmodel_path = {:?}\nthreads = 1\ncontext_window = 512\n",
+        model.display().to_string()
+    ))
+    .unwrap();
+    let registry = llmem_providers::summarizer_registry();
+    assert!(registry.kinds().contains(&"onnx-lm"));
+    let s = registry.build(&table).unwrap();
+    assert_eq!(s.context_window(), 512);
+    summarizer_conformance(s.as_ref()).await;
+
+    let mut bad = table.clone();
+    bad.insert("temprature".into(), toml::Value::Float(0.1));
+    let e = registry
+        .build(&bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("temprature"), "{e}");
+    let mut missing = table;
+    missing.insert(
+        "model_path".into(),
+        toml::Value::String("/nonexistent/model.onnx".into()),
+    );
+    let e = registry
+        .build(&missing)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("/nonexistent/model.onnx"), "{e}");
+}

@@ -281,7 +281,7 @@ async fn migration_follows_age_thresholds_and_reads_promote() {
         .unwrap();
     store.store(rec("u", "fresh", "fresh", 8, 3)).await.unwrap();
     let report = store.migrate_at(t0).await.unwrap();
-    // Default policy (seed 004): hot→warm 24 h, warm→cold 72 h, cold→glacier 30 days; one pass
+    // Default policy: hot→warm 24 h, warm→cold 72 h, cold→glacier 30 days; one pass
     // cascades, so the 100-hour-old records end in cold.
     assert_eq!(
         report.moved,

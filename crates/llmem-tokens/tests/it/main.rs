@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod counts;
-#[path = "../../../../tests/support/locomo.rs"]
+#[path = "../../../llmem-eval/support/locomo.rs"]
 pub mod locomo;
 mod templates;
 

@@ -1,7 +1,7 @@
 //! `Config`: presets, the file, `LLMEM_*` overrides, and errors that name the key.
 use llmem::Config;
 use llmem::compress::{Preset, Strategy};
-use llmem::config::{FactMode, RetrievalScope};
+use llmem::{FactMode, RetrievalScope};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -161,13 +161,16 @@ fn the_tiers_section_reads_from_the_file_and_the_environment() {
     assert_eq!(t.glacier.as_deref(), Some("s3://bucket/llmem"));
     assert_eq!(t.promote_after_reads, 5);
     assert!(t.tiered() && !t.cold);
-    let p = llmem::tiered::policy(t);
-    assert_eq!(p.warm_to_cold, None, "0 turns the threshold off");
-    assert_eq!(
-        p.cold_to_glacier,
-        Some(std::time::Duration::from_secs(30 * 24 * 3600))
-    );
-    assert_eq!(p.promote_after_accesses, Some(5));
+    #[cfg(feature = "internals")]
+    {
+        let p = llmem::internals::policy(t);
+        assert_eq!(p.warm_to_cold, None, "0 turns the threshold off");
+        assert_eq!(
+            p.cold_to_glacier,
+            Some(std::time::Duration::from_secs(30 * 24 * 3600))
+        );
+        assert_eq!(p.promote_after_accesses, Some(5));
+    }
     assert!(!Config::default().tiers.tiered(), "warm alone by default");
 }
 
@@ -195,4 +198,179 @@ fn a_file_is_read_and_a_missing_one_is_named() {
     let missing = dir.path().join("nope.toml");
     let e = Config::load(Some(&missing)).unwrap_err().to_string();
     assert!(e.contains("nope.toml"), "{e}");
+}
+
+/// The ```toml blocks of a Markdown text (or of `//!` doc comments), with their line numbers.
+fn toml_blocks(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        let line = line
+            .strip_prefix("//!")
+            .map_or(line, |l| l.strip_prefix(' ').unwrap_or(l));
+        match &mut open {
+            None if line.trim_end() == "```toml" => open = Some((i + 1, String::new())),
+            Some(_) if line.trim_end() == "```" => out.extend(open.take()),
+            Some((_, block)) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Every `llmem.toml` the documentation shows is one `Config` reads: each key the docs name
+/// exists, with a value of its type. A Cargo manifest or a model catalog is not a config file
+/// and is skipped.
+#[test]
+fn every_toml_block_in_the_docs_is_a_config_that_loads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("crates/llmem/src/config.rs"),
+    ];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, block) in toml_blocks(&text) {
+            // A Cargo manifest's or a model catalog's tables.
+            let other = block.lines().any(|l| {
+                let l = l.trim();
+                l == "[package]"
+                    || l == "[dependencies]"
+                    || l.starts_with("[workspace")
+                    || l == "[[model]]"
+            });
+            if other {
+                continue;
+            }
+            if let Err(e) = Config::from_toml_str(&block) {
+                panic!("{}:{line}: {e}\n{block}", file.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} config blocks found in the docs"
+    );
+}
+
+#[test]
+fn a_section_names_a_provider_table_and_errors_name_what_is_missing() {
+    let c = Config::from_toml_str(
+        r#"
+[providers.local]
+kind = "ollama"
+model = "llama3.2"
+
+[chat]
+provider = "local"
+timeout_secs = 30
+
+[embedder]
+kind = "onnx-embedder"
+"#,
+    )
+    .unwrap();
+    let chat = c.provider_table("chat").unwrap().unwrap();
+    assert_eq!(chat["kind"].as_str(), Some("ollama"));
+    assert_eq!(chat["model"].as_str(), Some("llama3.2"));
+    assert_eq!(chat["timeout_secs"].as_integer(), Some(30));
+    assert!(!chat.contains_key("provider"));
+    assert_eq!(
+        c.provider_table("embedder").unwrap().unwrap()["kind"].as_str(),
+        Some("onnx-embedder")
+    );
+    assert!(c.provider_table("summarizer").unwrap().is_none());
+    // The Debug form names kinds, never keys.
+    let shown = format!("{c:?}");
+    assert!(
+        shown.contains("ollama") && !shown.contains("llama3.2"),
+        "{shown}"
+    );
+
+    let e = err(
+        Some("[chat]\nprovider = \"nope\"\n[providers.a]\nkind = \"openai\""),
+        &[],
+    );
+    assert!(
+        e.contains("chat.provider") && e.contains("providers.nope") && e.contains("known: a"),
+        "{e}"
+    );
+    let e = err(Some("[providers.a]\nmodel = \"x\""), &[]);
+    assert!(e.contains("providers.a.kind"), "{e}");
+    let e = err(Some("[chat]\nmodel = \"x\""), &[]);
+    assert!(e.contains("chat.kind"), "{e}");
+    // The environment reaches the new sections too.
+    let c = Config::from_sources(
+        None,
+        env(&[
+            ("LLMEM_TOKENS_CATALOG", "my-models.toml"),
+            ("LLMEM_SUMMARIZER_KIND", "onnx-lm"),
+            ("LLMEM_SUMMARIZER_THREADS", "2"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.tokens.catalog.as_deref(),
+        Some(std::path::Path::new("my-models.toml"))
+    );
+    let s = c.provider_table("summarizer").unwrap().unwrap();
+    assert_eq!(s["kind"].as_str(), Some("onnx-lm"));
+    assert_eq!(s["threads"].as_integer(), Some(2));
+}
+
+/// `[tokens] catalog` adds a model to the shipped catalog: a manager for it counts with its
+/// tokenizer and prices it at its prices.
+#[tokio::test]
+async fn a_user_catalog_prices_its_own_model() {
+    use llmem::{MemoryManager, Message, Providers};
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[[model]]
+id = "acme-1"
+provider = "openai"
+context_window = 32000
+max_output = 4000
+input = 1000.0
+output = 2000.0
+tokenizer = "tiktoken:o200k_base"
+chat_format = "openai"
+"#,
+    )
+    .unwrap();
+    let toml = format!(
+        "[memory]\nmodel = \"acme-1\"\n[tokens]\ncatalog = {:?}\n",
+        catalog.display().to_string()
+    );
+    let config = Config::from_toml_str(&toml).unwrap();
+    let mut m = MemoryManager::new(config, Providers::default()).unwrap();
+    m.add_message(Message::user("hello there, how are you today?"), None)
+        .await
+        .unwrap();
+    m.context_for_llm().await.unwrap();
+    let cost = m.stats().total_cost;
+    // At $1,000 per million input tokens, a dozen tokens cost about a cent.
+    assert!(cost > 0.005 && cost < 0.05, "{cost}");
+    let bad = Config::from_toml_str(
+        "[memory]\nmodel = \"x\"\n[tokens]\ncatalog = \"/nonexistent/models.toml\"\n",
+    )
+    .unwrap();
+    let e = MemoryManager::new(bad, Providers::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/models.toml"), "{e}");
 }

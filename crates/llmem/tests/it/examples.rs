@@ -1,4 +1,4 @@
-//! Runs the seed examples (`examples/seed00*.rs`) and checks what they print. `cargo test`
+//! Runs the examples (`examples/*.rs`) and checks what they print. `cargo test`
 //! builds them next to this test binary (`target/<profile>/examples/`); when one is missing
 //! (e.g. `cargo test --test it`), it is built first with this crate's features. Steps that
 //! need the local llama.cpp server or the ONNX embedder degrade (with a printed note), so the
@@ -88,8 +88,8 @@ fn number_after(out: &str, prefix: &str) -> i64 {
 }
 
 #[test]
-fn seed000_blocks_summarises_loads_the_answer_and_releases_the_scope() {
-    let out = run("seed000_blocks");
+fn prompt_blocks_summarises_loads_the_answer_and_releases_the_scope() {
+    let out = run("prompt_blocks");
     assert!(
         out.contains("(>= 1024 - 256: true)"),
         "summarize left the promised free memory:\n{out}"
@@ -121,8 +121,8 @@ fn seed000_blocks_summarises_loads_the_answer_and_releases_the_scope() {
 }
 
 #[test]
-fn seed001_tiered_retrieves_the_api_key_after_compression() {
-    let out = run("seed001_tiered");
+fn tiered_conversation_retrieves_the_api_key_after_compression() {
+    let out = run("tiered_conversation");
     assert!(out.contains("Compression Complete"), "{out}");
     assert!(number_after(&out, "compressions: ") >= 1, "{out}");
     assert!(
@@ -146,8 +146,8 @@ fn seed001_tiered_retrieves_the_api_key_after_compression() {
 }
 
 #[test]
-fn seed002_manager_prints_the_statistics_block() {
-    let out = run("seed002_manager");
+fn agent_manager_prints_the_statistics_block() {
+    let out = run("agent_manager");
     assert!(
         out.contains("preset Some(Aggressive), threshold 1000 tokens, ratio 0.2"),
         "{out}"
@@ -163,8 +163,8 @@ fn seed002_manager_prints_the_statistics_block() {
 }
 
 #[test]
-fn seed003_store_filters_searches_and_cleans_up() {
-    let out = run("seed003_store");
+fn store_with_filters_filters_searches_and_cleans_up() {
+    let out = run("store_with_filters");
     assert!(
         out.contains("search: hybrid") || out.contains("search: lexical"),
         "{out}"
@@ -196,8 +196,8 @@ fn seed003_store_filters_searches_and_cleans_up() {
 }
 
 #[test]
-fn seed004_tiers_migrates_promotes_and_restores() {
-    let out = run("seed004_tiers");
+fn four_tiers_migrates_promotes_and_restores() {
+    let out = run("four_tiers");
     assert!(out.contains("tiers: hot → warm → cold → glacier"), "{out}");
     assert!(
         out.contains("turn-1             in warm"),

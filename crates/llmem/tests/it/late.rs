@@ -1,16 +1,16 @@
 //! Late interaction on the real MiniLM embedder: memories re-ranked by their token vectors'
 //! match with the question, the vectors kept when memories are stored and computed when a
 //! search first meets a memory stored elsewhere; a reply matched with the question it answers.
-#![cfg(feature = "onnx")]
+#![cfg(all(feature = "onnx", feature = "internals"))]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use llmem::Message;
+use llmem::RetrievalSettings;
 use llmem::compress::ArchiveSink;
-use llmem::config::RetrievalSettings;
 use llmem::core::{Embedded, Embedder, Filter, MemoryRecord, MemoryStore, Scope, SearchRequest};
-use llmem::longterm::{Archive, LongTerm, REPLY_TO};
+use llmem::internals::{Archive, LongTerm, REPLY_TO};
 use llmem::providers::onnx::OnnxEmbedderBuilder;
 use llmem::tiers::WarmStore;
 

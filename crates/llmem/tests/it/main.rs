@@ -1,10 +1,12 @@
-//! The facade: config, the memory manager, sessions, seed 000's blocks, the examples.
+//! The facade: config, the public API, the memory manager, sessions, prompt blocks, the
+//! examples.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
 use llmem::core::{Message, TokenCounter};
 
+mod api;
 mod config;
 mod examples;
 mod late;

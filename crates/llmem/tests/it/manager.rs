@@ -47,10 +47,10 @@ async fn compresses_under_the_threshold_and_loses_no_message() {
             "{tokens} tokens after compressing"
         );
         if msg.role == Role::User {
-            m.get_context_for_llm().await.unwrap();
+            m.context_for_llm().await.unwrap();
         }
     }
-    let stats = m.get_stats();
+    let stats = m.stats();
     assert!(compressed >= 3, "{compressed} compressions");
     assert_eq!(stats.compression_count, compressed);
     assert_eq!(stats.messages, conv.len() as u64);
@@ -140,23 +140,27 @@ async fn a_new_fact_supersedes_the_old_one_and_keeps_its_date() {
     assert!(old.text.contains("blue") && new.text.contains("green"));
     assert_eq!(old.superseded_by.as_deref(), Some(new.id.as_str()));
     assert_eq!(new.supersedes.as_deref(), Some(old.id.as_str()));
-    let hits = m
-        .longterm()
-        .recall(&scope, "What is my favourite colour?", 5, &[])
-        .await
-        .unwrap();
-    assert!(hits.iter().any(|h| h.record.text.contains("green")));
-    assert!(
-        !hits.iter().any(|h| h.record.text.contains("blue")),
-        "{hits:?}"
-    );
-    let line = hits
-        .iter()
-        .find(|h| h.record.text.contains("green"))
-        .unwrap()
-        .line();
-    assert!(line.starts_with("[5 March 2024] "), "{line}");
-    assert_eq!(m.get_stats().facts, 2);
+    // Recall (the ranking the prompt is filled from) gives the new fact, not the old one.
+    #[cfg(feature = "internals")]
+    {
+        let hits = m
+            .longterm()
+            .recall(&scope, "What is my favourite colour?", 5, &[])
+            .await
+            .unwrap();
+        assert!(hits.iter().any(|h| h.record.text.contains("green")));
+        assert!(
+            !hits.iter().any(|h| h.record.text.contains("blue")),
+            "{hits:?}"
+        );
+        let line = hits
+            .iter()
+            .find(|h| h.record.text.contains("green"))
+            .unwrap()
+            .line();
+        assert!(line.starts_with("[5 March 2024] "), "{line}");
+    }
+    assert_eq!(m.stats().facts, 2);
 }
 
 #[tokio::test]
@@ -177,7 +181,7 @@ async fn actual_usage_replaces_the_estimate() {
     )
     .await
     .unwrap();
-    let s = m.get_stats();
+    let s = m.stats();
     assert_eq!(s.sent_tokens, 1000);
     // gpt-4o: $2.50 per 1M input tokens, $10 per 1M output tokens.
     assert!((s.total_cost - 0.003).abs() < 1e-9, "{}", s.total_cost);
@@ -189,7 +193,7 @@ async fn actual_usage_replaces_the_estimate() {
     m.add_message(Message::assistant("Still fine."), None)
         .await
         .unwrap();
-    let s2 = m.get_stats();
+    let s2 = m.stats();
     assert_eq!(s2.sent_tokens, 1000 + p.tokens as u64);
     assert!(s2.total_cost > s.total_cost);
 }
@@ -229,11 +233,7 @@ async fn a_session_ends_into_long_term_memory_with_its_provenance_times_and_neig
             .with_metadata("dia_id", id);
         m.add_message(msg, None).await.unwrap();
     }
-    assert_eq!(
-        m.get_stats().compression_count,
-        0,
-        "all still in the window"
-    );
+    assert_eq!(m.stats().compression_count, 0, "all still in the window");
     assert_eq!(m.end_session().await.unwrap(), 3);
     assert_eq!(m.end_session().await.unwrap(), 0, "nothing is stored twice");
     assert_eq!(m.messages().len(), 3, "the window keeps its messages");
@@ -283,7 +283,7 @@ async fn a_session_ends_into_long_term_memory_with_its_provenance_times_and_neig
         .retrieved
         .iter()
         .find(|r| r.record.text.starts_with("Melanie: "))
-        .map(llmem::longterm::Recalled::line)
+        .map(llmem::Recalled::line)
         .unwrap_or_else(|| panic!("not recalled: {:?}", p.retrieved));
     assert_eq!(
         line,
@@ -315,7 +315,7 @@ async fn disabled_memory_passes_messages_through() {
         m.add_message(msg.clone(), None).await.unwrap();
     }
     assert_eq!(m.messages().len(), conv.len());
-    assert_eq!(m.get_stats().compression_count, 0);
+    assert_eq!(m.stats().compression_count, 0);
     assert_eq!(
         store
             .count(&Scope::tenant("default"), &Filter::All)
@@ -323,7 +323,7 @@ async fn disabled_memory_passes_messages_through() {
             .unwrap(),
         0
     );
-    let ctx = m.get_context_for_llm().await.unwrap();
+    let ctx = m.context_for_llm().await.unwrap();
     assert_eq!(ctx.len(), conv.len());
 }
 
@@ -340,7 +340,7 @@ async fn bad_sessions_and_configs_are_errors() {
         .to_string();
     assert!(e.contains("memory.compression_ratio"), "{e}");
     let mut c = Config::default();
-    c.memory.summarizer = llmem::config::SummarizerMode::Chat;
+    c.memory.summarizer = llmem::SummarizerMode::Chat;
     let e = MemoryManager::new(c, Providers::default())
         .unwrap_err()
         .to_string();
@@ -365,8 +365,8 @@ async fn smollm2_writes_the_summaries_and_lists_the_facts() {
     let mut c = small();
     c.memory.compression_threshold = 350;
     c.memory.short_term_size = 4;
-    c.memory.facts = llmem::config::FactMode::Llm;
-    c.memory.summarizer = llmem::config::SummarizerMode::Chat;
+    c.memory.facts = llmem::FactMode::Llm;
+    c.memory.summarizer = llmem::SummarizerMode::Chat;
     c.chat = Some(toml::toml! { kind = "openai-compatible" });
     let store = Arc::new(WarmStore::in_memory());
     let mut m = MemoryManager::new(
@@ -380,7 +380,7 @@ async fn smollm2_writes_the_summaries_and_lists_the_facts() {
     for msg in conversation().into_iter().take(13) {
         m.add_message(msg, None).await.unwrap();
     }
-    let s = m.get_stats();
+    let s = m.stats();
     assert!(s.compression_count >= 1, "{s:?}");
     assert!(s.facts >= 1, "{s:?}");
     assert!(
@@ -485,10 +485,11 @@ async fn a_kind_of_thing_finds_the_thing_named() {
 /// once, and the slot goes to the next memory. The same words on another day are another
 /// event, and are recalled too.
 #[tokio::test]
+#[cfg(feature = "internals")]
 async fn recall_gives_a_statement_once_a_day() {
-    use llmem::config::RetrievalSettings;
+    use llmem::RetrievalSettings;
     use llmem::core::MemoryRecord;
-    use llmem::longterm::LongTerm;
+    use llmem::internals::LongTerm;
 
     let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
     let day = |d: &str| Timestamp::parse(&format!("{d}T10:00:00Z")).unwrap();

@@ -1,4 +1,4 @@
-//! Seed 000's `Memory`: summarise to a budget, save and load through a store on disk, `gc`,
+//! `Memory`, the prompt of blocks: summarise to a budget, save and load through a store on disk, `gc`,
 //! the scope guard, and `compile` with the real SmolLM2.
 use std::sync::Arc;
 

@@ -51,7 +51,7 @@ async fn concurrent_sessions_never_see_each_other() {
             for f in filler {
                 m.add_message(f, None).await.unwrap();
             }
-            assert!(m.get_stats().compression_count >= 1);
+            assert!(m.stats().compression_count >= 1);
             let p = m
                 .prepare(Some("What is my secret password?"))
                 .await
@@ -91,16 +91,16 @@ async fn a_session_resumes_after_a_restart() {
         for msg in conv.iter().take(30) {
             m.add_message(msg.clone(), None).await.unwrap();
         }
-        m.get_context_for_llm().await.unwrap();
-        assert!(m.get_stats().compression_count >= 1);
-        (m.messages().to_vec(), m.get_stats())
+        m.context_for_llm().await.unwrap();
+        assert!(m.stats().compression_count >= 1);
+        (m.messages().to_vec(), m.stats())
     };
     // A new process: the same directory, nothing in memory.
     let s = persistent(dir.path());
     let h = s.get("alice", "trip/planning").unwrap();
     let mut m = h.lock().await;
     assert_eq!(m.messages(), messages.as_slice());
-    assert_eq!(m.get_stats(), stats);
+    assert_eq!(m.stats(), stats);
     let p = m
         .prepare(Some("What is my passport number?"))
         .await

@@ -69,12 +69,12 @@ async fn the_manager_remembers_through_warm_cold_and_glacier() {
     let forgotten =
         MemoryRecord::new("default", "the old locker code was 4711").with_created_at(old);
     {
-        let store = llmem::tiered::open_store(&c.tiers).unwrap();
+        let store = llmem::open_store(&c.tiers).unwrap();
         store.put(vec![forgotten.clone()]).await.unwrap();
     }
     // Reopened (as after a restart), the store runs the age thresholds: the old memory
     // cascades warm → cold → glacier; everything else stays searchable.
-    let store = llmem::tiered::open_store(&c.tiers).unwrap();
+    let store = llmem::open_store(&c.tiers).unwrap();
     let total = store.count(&scope, &Filter::All).await.unwrap();
     let glacier = GlacierStore::open(GlacierConfig::new(
         dir.path().join("archive").display().to_string(),

@@ -1,8 +1,8 @@
-//! `llmem eval locomo` on one LoCoMo conversation (conv-30, the smallest of the dev half), with
-//! the real ONNX embedder, through the product's `MemoryManager` and through the bare store:
-//! the figures, the JSON keys, the plot, and the errors.
+//! `llmem-eval locomo` on one LoCoMo conversation (conv-30, the smallest of the dev half), with
+//! the real ONNX embedder, through the product's `MemoryManager`: the figures, the JSON keys,
+//! the plot, and the errors.
 
-use crate::{llmem, llmem_env, locomo};
+use crate::{llmem_eval, llmem_eval_env, locomo};
 
 fn data() -> String {
     locomo::path().to_string_lossy().into_owned()
@@ -12,13 +12,11 @@ fn run_json(extra: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("eval/conv30.json");
     let data = data();
-    let mut args = vec![
-        "eval", "locomo", "--data", &data, "--sample", "conv-30", "--quiet",
-    ];
+    let mut args = vec!["locomo", "--data", &data, "--sample", "conv-30", "--quiet"];
     let out_s = out.to_string_lossy().into_owned();
     args.extend(["--json", &out_s]);
     args.extend(extra);
-    let (code, stdout, err) = llmem(&args);
+    let (code, stdout, err) = llmem_eval(&args);
     assert_eq!(code, 0, "{err}\n{stdout}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -99,25 +97,19 @@ fn a_smaller_budget_sends_less_and_lexical_search_works_alone() {
 }
 
 #[test]
-fn the_bare_store_pipeline_is_the_baseline() {
-    let (v, stdout) = run_json(&["--embedder", "none", "--pipeline", "store"]);
-    assert!(stdout.contains("pipeline: warm store"), "{stdout}");
-    assert_eq!(v["questions"], 105);
-    assert!(v["recall_at_k"].as_f64().unwrap() >= 0.5, "{v}");
-    assert!(v["mean_context_tokens"].as_f64().unwrap() <= 1500.0, "{v}");
-}
-
-#[test]
 fn eval_rejects_bad_input_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let data = data();
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", "/nonexistent/locomo.json"]);
+    let (code, _, err) = llmem_eval(&["locomo", "--data", "/nonexistent/locomo.json"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("/nonexistent/locomo.json"), "{err}");
+    assert!(
+        err.contains("/nonexistent/locomo.json") && err.contains("LoCoMo JSON file"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"not": "a list"}"#).unwrap();
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", bad.to_str().unwrap()]);
+    let (code, _, err) = llmem_eval(&["locomo", "--data", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("expected a JSON list of samples"), "{err}");
 
@@ -126,35 +118,29 @@ fn eval_rejects_bad_input_with_the_fix() {
         r#"[{"sample_id": "x", "conversation": {"session_1": [], "session_1_date_time": "yesterday"}, "qa": []}]"#,
     )
     .unwrap();
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", bad.to_str().unwrap()]);
+    let (code, _, err) = llmem_eval(&["locomo", "--data", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("session_1_date_time") && err.contains("1:56 pm on 8 May, 2023"),
         "{err}"
     );
 
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--sample", "conv-999"]);
+    let (code, _, err) = llmem_eval(&["locomo", "--data", &data, "--sample", "conv-999"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("no samples") && err.contains("conv-999"),
         "{err}"
     );
 
-    let (code, _, err) = llmem(&["eval", "locomo", "--data", &data, "--vector-weight", "0.5"]);
+    let (code, _, err) = llmem_eval(&["locomo", "--data", &data, "--budget", "100"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--pipeline store"), "{err}");
-    let (code, _, err) = llmem(&[
-        "eval",
-        "locomo",
-        "--data",
-        &data,
-        "--pipeline",
-        "store",
-        "--vector-weight",
-        "2",
-    ]);
+    assert!(
+        err.contains("--budget 100 is too small") && err.contains("at least 200"),
+        "{err}"
+    );
+    let (code, _, err) = llmem_eval(&["locomo", "--data", &data, "--k", "0"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("outside 0..=1"), "{err}");
+    assert!(err.contains("--k must be at least 1"), "{err}");
 }
 
 /// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables: a bad value is an error
@@ -164,7 +150,6 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
     let data = data();
     let run = |value: &str| {
         let args = [
-            "eval",
             "locomo",
             "--data",
             &data,
@@ -174,7 +159,7 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
             "--embedder",
             "none",
         ];
-        llmem_env(&args, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
+        llmem_eval_env(&args, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
     };
     let (code, _, err) = run("3");
     assert_eq!(code, 2, "{err}");

@@ -1,8 +1,8 @@
-//! Seed 000, manual memory management: a prompt of named blocks under a token budget that is
+//! Manual memory management: a prompt of named blocks under a token budget that is
 //! summarised, paged out to a store on disk, loaded back by a question, garbage-collected and
 //! compiled (`"context, question -> answer"`) by the local SmolLM2 chat model.
 //!
-//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --example seed000_blocks`
+//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --example prompt_blocks`
 //! (without the llama.cpp server the LLM steps fall back or are skipped, with a note).
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
-//! Seed 002, the memory manager of a long-running agent: `Config` from TOML (the `aggressive`
+//! The memory manager of a long-running agent: `Config` from TOML (the `aggressive`
 //! preset with overrides), a 77-message conversation fed through `MemoryManager` with the
 //! provider's actual token usage on some replies, and the "Memory Statistics" block.
 //!
-//! Run: `cargo run -p llmem --example seed002_manager` (no model needed: summaries are
+//! Run: `cargo run -p llmem --example agent_manager` (no model needed: summaries are
 //! extractive here; set `summarizer = "auto"` and pass a chat model for LLM summaries).
 
 use llmem::{Config, MemoryManager, Message, Role, Usage};
@@ -24,7 +24,7 @@ fn thousands(n: i64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // The seed's `.aloop/config`, as llmem.toml: the aggressive preset, with the threshold
+    // An agent's llmem.toml: the aggressive preset, with the threshold
     // scaled to this ~3,500-token conversation (the preset's is 30,000).
     let config = Config::from_toml_str(
         r#"
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let stats = memory.get_stats();
+    let stats = memory.stats();
     println!("\n--- Memory Statistics ---");
     println!("Total tokens: {}", thousands(stats.sent_tokens as i64));
     println!("Compressions: {}", stats.compression_count);

@@ -1,6 +1,7 @@
 //! The LoCoMo conversations for tests and benches, read from beside the repository
 //! (`../shared/data/locomo/locomo-dev.json`, or `$LLMEM_LOCOMO`); never copied into it.
-//! Shared by the crates' test and bench binaries with `#[path = …] mod locomo;`.
+//! It lives with the LoCoMo harness (`crates/llmem-eval`) and is shared by the crates' test and
+//! bench binaries with `#[path = "…/llmem-eval/support/locomo.rs"] mod locomo;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;

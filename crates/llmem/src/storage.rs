@@ -1,4 +1,15 @@
-//! The long-term store `[tiers]` describes, for [`crate::MemoryManager`] and [`crate::Sessions`].
+//! The long-term store `[tiers]` describes, for [`crate::MemoryManager`], [`crate::Sessions`]
+//! and the command line's store commands, and the data directory's layout:
+//!
+//! ```text
+//! <tiers.dir>/memory/     the warm tier's write-ahead log
+//! <tiers.dir>/cold/       the cold tier's Lance dataset (tiers.cold)
+//! <tiers.dir>/sessions/   saved sessions (crate::Sessions)
+//! <tiers.dir>/snapshots…  the snapshot list (TieredStore)
+//! ```
+//!
+//! Directories written by earlier layouts are moved into place when the store opens
+//! ([`migrate_layout`]).
 //!
 //! - Only the warm tier (the default): a [`WarmStore`], persistent under `tiers.dir/memory`.
 //! - With `tiers.cold` or `tiers.glacier`: a [`TieredStore`] over warm (`tiers.dir/memory`),
@@ -11,6 +22,7 @@
 //! The cold and glacier tiers open asynchronously, so the tiered store opens on first use;
 //! [`open_store`] itself stays synchronous like the managers that call it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,10 +62,32 @@ pub async fn open_tiered(tiers: &TierSettings) -> Result<TieredStore> {
     assemble(tiers, Arc::new(open_warm(tiers)?)).await
 }
 
+/// Brings a data directory of an earlier layout to the current one: the warm tier's log was
+/// kept in `warm/` and is now in `memory/`. Does nothing when there is nothing to move or the
+/// new place exists already; an error names both paths.
+pub(crate) fn migrate_layout(dir: &Path) -> Result<()> {
+    let (old, new) = (dir.join("warm"), dir.join("memory"));
+    if old.is_dir() && !new.exists() {
+        std::fs::rename(&old, &new).map_err(|e| {
+            Error::io(
+                format!(
+                    "moving the warm tier's log from {} to {}",
+                    old.display(),
+                    new.display()
+                ),
+                e,
+            )
+        })?;
+        tracing::info!(from = %old.display(), to = %new.display(), "data directory migrated");
+    }
+    Ok(())
+}
+
 /// The warm tier: its write-ahead log in `tiers.dir/memory`, its capacity.
 fn open_warm(tiers: &TierSettings) -> Result<WarmStore> {
     let mut cfg = WarmConfig::default();
     if let Some(dir) = &tiers.dir {
+        migrate_layout(dir)?;
         cfg = cfg.persist_in(dir.join("memory"));
     }
     if let Some(n) = tiers.warm_max_items {

@@ -1,9 +1,9 @@
-//! Seed 001, the tiered memory flow with `MemoryManager`: a sliding window of raw messages
+//! The tiered memory flow with `MemoryManager`: a sliding window of raw messages
 //! (tier 1), a rolling summary once the context passes a small compression threshold (tier 2),
 //! and long-term memory (tier 3) that a later question ("What was my API key?") retrieves from,
 //! and only then.
 //!
-//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --example seed001_tiered`
+//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --example tiered_conversation`
 //! (summaries come from the local SmolLM2 model when its llama.cpp server starts, else they are
 //! extractive).
 
@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     for r in &prepared.retrieved {
         println!("{:.2}  {}", r.relevance, r.line());
     }
-    let stats = memory.get_stats();
+    let stats = memory.stats();
     let in_context = prepared
         .messages
         .iter()

@@ -1,9 +1,9 @@
-//! Seed 003, conversation memory over a store: messages stored with metadata (role,
+//! Conversation memory over a store: messages stored with metadata (role,
 //! session_id, type), retrieved with Mongo-style filters (by type and session, recent ones by
 //! `created_at`), searched by hybrid (vector + BM25) or lexical search, counted by type and
 //! cleaned up by age, on a `WarmStore` persisted in a temporary directory.
 //!
-//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --features onnx --example seed003_store`
+//! Run: `eval "$(cargo xtask env)" && cargo run -p llmem --features onnx --example store_with_filters`
 //! (hybrid with the local MiniLM ONNX embedder; without `--features onnx` or its model: lexical).
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use serde_json::json;
 
 const HOUR: i64 = 3_600_000;
 
-/// The seed's `ConversationMemory`, for one user.
+/// An application's conversation memory for one user, over any `MemoryStore`.
 #[derive(Debug)]
 struct ConversationMemory {
     store: Arc<dyn MemoryStore>,

@@ -1,9 +1,9 @@
-//! Seed 004, a four-tier memory with `TieredStore`: hot (the working set, LRU-demoting to warm),
+//! A four-tier memory with `TieredStore`: hot (the working set, LRU-demoting to warm),
 //! warm (RAM with a write-ahead log), cold and glacier; placement, retrieval by id and by
 //! metadata, search, migration by age, promotion on access, snapshot/restore and per-tier
 //! metrics. Everything lives in a temporary directory.
 //!
-//! Run: `cargo run -p llmem --example seed004_tiers` (add `--features glacier` for the real
+//! Run: `cargo run -p llmem --example four_tiers` (add `--features glacier` for the real
 //! glacier tier, zstd batches in a local directory; otherwise a disk-backed stand-in). The cold
 //! tier here is a disk-backed `WarmStore` stand-in (the Lance cold tier needs `--features lance`).
 
@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         )?))
         .cold(cold)
         .glacier(glacier)
-        // Seed 004's policy: hot→warm 24 h, warm→cold 72 h, cold→glacier 30 days; 3 reads promote.
+        // The policy: hot→warm 24 h, warm→cold 72 h, cold→glacier 30 days; 3 reads promote.
         .policy(MigrationPolicy::default())
         .state_dir(dir.path())
         .build()?;

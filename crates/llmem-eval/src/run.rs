@@ -1,0 +1,394 @@
+//! The run: its arguments, the manager's settings, the ingest of each conversation through a
+//! [`MemoryManager`], each question asked through another (its search and its prompt), the
+//! optional answers of the local model, and the per-question details.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use llmem::core::{ChatModel, ChatRequest, Embedder, Message, Scope, TokenCounter};
+use llmem::tiers::WarmStore;
+use llmem::tokens::Counters;
+use llmem::{Config, FactMode, MemoryManager, Providers, RetrievalScope, SummarizerMode};
+use serde_json::json;
+
+use crate::locomo::{Sample, category_name, memory_text, read_samples};
+use crate::report::{self, Outcome};
+use crate::score::{answer_f1, answer_in, gold_items, normalise};
+
+/// Tokens kept free in every prompt for the answer.
+const ANSWER_RESERVE: usize = 64;
+/// Memories considered for the prompt (best first, while they fit), at least `--k`.
+const CANDIDATES: usize = 80;
+const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
+                      from it. Answer briefly from them; if they do not say, reply that it is not \
+                      mentioned.";
+
+/// What to run: the data, the prompt's budget, k, the embedder, facts, answers, and where the
+/// figures go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The LoCoMo JSON file (a list of samples with `conversation` and `qa`).
+    #[arg(long, env = "LLMEM_LOCOMO")]
+    pub data: PathBuf,
+    /// Token budget of each assembled prompt (answer reserve included).
+    #[arg(long, default_value_t = 1500)]
+    pub budget: usize,
+    /// Memories retrieved per question for recall@k.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Write the figures as JSON here (and the plot next to it as .svg unless --plot is given).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plot (SVG) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Only these samples (by `sample_id`, repeatable), else all.
+    #[arg(long = "sample")]
+    pub samples: Vec<String>,
+    /// The model whose tokenizer counts the prompt.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub model: String,
+    /// Vectors from the local ONNX embedder (`auto`: when installed), or lexical search only.
+    #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
+    pub embedder: EmbedderMode,
+    /// Facts drawn from each turn (`llm`: by the local model).
+    #[arg(long, value_enum, default_value_t = FactArg::Off)]
+    pub facts: FactArg,
+    /// Broader terms of memories' nouns from WordNet (`retrieval.taxonomy`: `auto` uses it when
+    /// `cargo xtask setup wordnet` installed it, `off`, or a WordNet `dict` directory).
+    #[arg(long, default_value = "auto")]
+    pub taxonomy: String,
+    /// Answer each question with the local model (llama.cpp) and score token F1 (slow).
+    #[arg(long)]
+    pub answer: bool,
+    /// With --answer: at most this many questions per conversation.
+    #[arg(long)]
+    pub answer_limit: Option<usize>,
+    /// No progress bar, no per-question lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Write one JSON line per question here: its sample, category, gold answer, evidence, the
+    /// `dia_id`s of the top k, what was found, the prompt as sent, the time taken to search and
+    /// to assemble it (`prepare_ms`), and with --answer the model's answer (`prediction`) and
+    /// its F1, to see why a question scored as it did.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
+}
+
+/// Which facts the manager draws from each turn (`memory.facts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FactArg {
+    Off,
+    Heuristic,
+    Llm,
+}
+
+/// Where the memories' vectors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbedderMode {
+    // The local ONNX embedder when it is installed, else lexical search only.
+    Auto,
+    // The local ONNX embedder; an error when it is not installed.
+    Onnx,
+    // No vectors: lexical search only.
+    None,
+}
+
+/// The whole run: reads the data, ingests and asks, prints the table and writes the files.
+pub(crate) async fn locomo(args: Args) -> Result<()> {
+    anyhow::ensure!(
+        args.budget >= 200,
+        "--budget {} is too small for a prompt; use at least 200 tokens",
+        args.budget
+    );
+    anyhow::ensure!(args.k >= 1, "--k must be at least 1");
+    let (samples, malformed) = read_samples(&args.data, &args.samples)?;
+    let counters = Counters::embedded()?;
+    let info = counters.catalog().require(&args.model)?;
+    let counter: Arc<dyn TokenCounter> = counters.for_model(&info.id)?;
+    let embedder = embedder(args.embedder)?;
+    let chat = if args.answer || args.facts == FactArg::Llm {
+        let server = llmem::providers::llamacpp::LlamaCppServer::builder()
+            .start()
+            .await
+            .context("--answer and --facts llm need the local model: run `cargo xtask setup`")?;
+        let model: Arc<dyn ChatModel> = Arc::new(server.chat_model()?);
+        Some((server, model))
+    } else {
+        None
+    };
+    let config = manager_config(&args, &info.id)?;
+    let turns: usize = samples.iter().map(|s| s.turns.len()).sum();
+    let questions: usize = samples.iter().map(|s| s.questions.len()).sum();
+    println!(
+        "llmem eval locomo: {} conversations, {turns} turns, {questions} questions; budget {} tokens ({}), k {}; pipeline: {}; retrieval: {}{}",
+        samples.len(),
+        args.budget,
+        info.id,
+        args.k,
+        format_args!(
+            "MemoryManager (question weight {}, session weight {}, late interaction {}, reply share {})",
+            config.retrieval.question_weight,
+            config.retrieval.session_weight,
+            config.retrieval.late_interaction,
+            config.retrieval.late_reply_share
+        ),
+        match &embedder {
+            Some(e) => format!("hybrid (BM25 + {} vectors)", e.name()),
+            None => "BM25 only (no embedder)".into(),
+        },
+        if malformed > 0 {
+            format!("; {malformed} evidence ids that name no turn skipped")
+        } else {
+            String::new()
+        }
+    );
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new((turns + questions) as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    };
+
+    let mut providers = Providers::default()
+        .with_store(Arc::new(WarmStore::in_memory()))
+        .with_counter(counter.clone());
+    if let Some(e) = &embedder {
+        providers = providers.with_embedder(e.clone());
+    }
+    if let (Some((_, model)), FactArg::Llm) = (&chat, args.facts) {
+        providers = providers.with_chat(model.clone());
+    }
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut details = match &args.details {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("--details: cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut ingest_secs = 0.0;
+    for sample in &samples {
+        bar.set_message(format!("{} ingest", sample.id));
+        let started = Instant::now();
+        ingest_manager(sample, &config, &providers, &bar).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
+        ingest_secs += secs;
+        let everything = normalise(
+            &sample
+                .turns
+                .iter()
+                .map(memory_text)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        // The product's view of a question: a new session of the same user.
+        let mut asker = MemoryManager::for_session(
+            config.clone(),
+            providers.clone(),
+            Scope::session(sample.id.as_str(), "questions"),
+        )?;
+        asker.add_message(Message::system(SYSTEM), None).await?;
+
+        bar.set_message(format!("{} questions", sample.id));
+        for (qi, q) in sample.questions.iter().enumerate() {
+            let started = Instant::now();
+            let hits = asker.search(&q.text, args.k).await?;
+            let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let prepared = Instant::now();
+            let mut prompt = asker.prepare(Some(&q.text)).await?.messages;
+            let prepare_ms = prepared.elapsed().as_secs_f64() * 1000.0;
+            prompt.push(Message::user(q.text.clone()));
+            // A memory counts for the turn it was said in, or was derived from (a fact keeps
+            // its message's `dia_id`).
+            let top_ids: Vec<&str> = hits
+                .iter()
+                .take(args.k)
+                .filter_map(|h| h.record.metadata.get("dia_id")?.as_str())
+                .collect();
+            let top: HashSet<&str> = top_ids.iter().copied().collect();
+            let found = q
+                .evidence
+                .iter()
+                .filter(|e| top.contains(e.as_str()))
+                .count();
+            let context_tokens = counter.count_messages(&prompt);
+            let prompt_text: Vec<String> = prompt.iter().map(Message::text).collect();
+            let context = normalise(&prompt_text.join("\n"));
+            let gold = q.answer.as_deref().map(|a| gold_items(a, q.category));
+            let answer_in_context = gold.as_ref().map(|a| answer_in(&context, a));
+            let answer_in_conversation = gold.as_ref().map(|a| answer_in(&everything, a));
+            let answered = match &chat {
+                Some((_, model)) if args.answer && args.answer_limit.is_none_or(|n| qi < n) => {
+                    let r = model
+                        .chat(
+                            ChatRequest::new(prompt)
+                                .with_max_tokens(ANSWER_RESERVE as u32)
+                                .with_temperature(0.0),
+                        )
+                        .await
+                        .context("the local model failed to answer")?;
+                    let pred = r.message.text();
+                    let f1 = match &q.answer {
+                        Some(gold) => answer_f1(&pred, gold, q.category),
+                        None => {
+                            // As the benchmark scores an adversarial question.
+                            let p = pred.to_lowercase();
+                            f64::from(u8::from(
+                                p.contains("not mentioned")
+                                    || p.contains("no information available"),
+                            ))
+                        }
+                    };
+                    Some((f1, pred))
+                }
+                _ => None,
+            };
+            let (f1, prediction) = answered.unzip();
+            if let Some(out) = &mut details {
+                let line = json!({
+                    "sample": sample.id,
+                    "question": q.text,
+                    "category": category_name(q.category),
+                    "answer": q.answer,
+                    "evidence": q.evidence,
+                    "top_k": top_ids,
+                    "evidence_found": found,
+                    "answer_in_context": answer_in_context,
+                    "answer_in_conversation": answer_in_conversation,
+                    "context_tokens": context_tokens,
+                    "search_ms": search_ms,
+                    "prepare_ms": prepare_ms,
+                    "prediction": prediction,
+                    "f1": f1,
+                    "prompt": prompt_text,
+                });
+                writeln!(out, "{line}").context("--details: cannot write")?;
+            }
+            if !args.quiet && bar.is_hidden() {
+                println!(
+                    "{} q{qi:<3} {:<11} evidence {found}/{} answer {} {context_tokens} tok {search_ms:.1} ms  {}",
+                    sample.id,
+                    category_name(q.category),
+                    q.evidence.len(),
+                    match answer_in_context {
+                        Some(true) => "in ",
+                        Some(false) => "NOT",
+                        None => "n/a",
+                    },
+                    q.text
+                );
+            }
+            outcomes.push(Outcome {
+                category: q.category,
+                evidence: q.evidence.len(),
+                evidence_found: found,
+                answer_in_context,
+                answer_in_conversation,
+                context_tokens,
+                search_ms,
+                f1,
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(mut out) = details {
+        out.flush().context("--details: cannot write")?;
+    }
+
+    let report = report::report(&outcomes, turns, ingest_secs);
+    report::print_table(&report, args.k, args.budget);
+    report::write(
+        &report,
+        args.k,
+        args.budget,
+        args.json.as_deref(),
+        args.plot.as_deref(),
+    )
+}
+
+/// The manager's settings for the eval: the prompt's budget and answer reserve, a window that
+/// compresses at half the budget (extractive summaries, the last 8 turns raw), and retrieval
+/// that fills the prompt (no relevance gate: the eval asks only what the conversation says).
+/// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables when they are set
+/// (`LLMEM_RETRIEVAL_SESSION_WEIGHT=0`), so that each can be measured without a rebuild;
+/// `k`, the gates, the token cap, the scope and the taxonomy are the eval's own.
+pub fn manager_config(args: &Args, model: &str) -> Result<Config> {
+    let retrieval = std::env::vars().filter(|(k, _)| k.starts_with("LLMEM_RETRIEVAL_"));
+    let mut c = Config::from_sources(None, retrieval).context("the LLMEM_RETRIEVAL_* variables")?;
+    c.memory.model = model.to_owned();
+    c.memory.max_context_tokens = args.budget;
+    c.memory.answer_reserve = ANSWER_RESERVE;
+    c.memory.compression_threshold = args.budget / 2;
+    c.memory.short_term_size = 8;
+    c.memory.summarizer = SummarizerMode::Extractive;
+    c.memory.facts = match args.facts {
+        FactArg::Off => FactMode::Off,
+        FactArg::Heuristic => FactMode::Heuristic,
+        FactArg::Llm => FactMode::Llm,
+    };
+    c.retrieval.k = CANDIDATES.max(args.k);
+    c.retrieval.min_similarity = 0.0;
+    c.retrieval.min_term_overlap = 0.0;
+    c.retrieval.max_tokens = args.budget;
+    c.retrieval.scope = RetrievalScope::User;
+    c.retrieval.taxonomy = args.taxonomy.clone();
+    c.validate()?;
+    Ok(c)
+}
+
+/// Feeds every turn through a `MemoryManager`, one manager per LoCoMo session (the user is the
+/// conversation), each ended when its session ends so its last turns reach long-term memory.
+pub async fn ingest_manager(
+    sample: &Sample,
+    config: &Config,
+    providers: &Providers,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    for session in sample.turns.chunk_by(|a, b| a.session == b.session) {
+        let Some(first) = session.first() else {
+            continue;
+        };
+        let mut m = MemoryManager::for_session(
+            config.clone(),
+            providers.clone(),
+            Scope::session(sample.id.as_str(), format!("session_{}", first.session)),
+        )?;
+        for t in session {
+            let message = Message::user(t.text.clone())
+                .with_name(t.speaker.clone())
+                .with_created_at(t.date.timestamp())
+                .with_metadata("dia_id", t.dia_id.clone());
+            m.add_message(message, None).await?;
+            bar.inc(1);
+        }
+        m.end_session().await?;
+    }
+    Ok(())
+}
+
+/// The embedder `mode` asks for: the local ONNX embedder, or none (lexical search only).
+pub fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
+    Ok(match mode {
+        EmbedderMode::None => None,
+        EmbedderMode::Onnx => Some(llmem::local_embedder().context("--embedder onnx")?),
+        EmbedderMode::Auto => match llmem::local_embedder() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("(no local embedder: {e}; lexical search only)");
+                None
+            }
+        },
+    })
+}

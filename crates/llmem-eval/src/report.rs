@@ -17,6 +17,14 @@ pub struct Outcome {
     /// Its evidence turns, and how many of them were in the top k.
     pub evidence: usize,
     pub evidence_found: usize,
+    /// How many of them were in the top 5, 10, 20 and 50 ([`crate::RECALL_KS`]).
+    pub evidence_found_at: [usize; 4],
+    /// Whether all of them were in the prompt at `--budget`, traced by `dia_id` through the
+    /// memories that entered it; `None` without evidence.
+    pub evidence_in_context: Option<bool>,
+    /// The budget curve: each budget, whether all the evidence was in its prompt, and the
+    /// prompt's tokens.
+    pub at_budget: Vec<(usize, Option<bool>, usize)>,
     /// `None` for adversarial questions.
     pub answer_in_context: Option<bool>,
     /// Whether the gold answer is anywhere in the conversation's memories (the ceiling of
@@ -39,6 +47,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// `part / whole`, or null when there is no whole.
+fn ratio(part: usize, whole: usize) -> Value {
+    if whole == 0 {
+        Value::Null
+    } else {
+        json!(part as f64 / whole as f64)
+    }
+}
+
+/// The share of `xs` that hold, or null when there are none.
+fn share(xs: &[bool]) -> Value {
+    ratio(xs.iter().filter(|x| **x).count(), xs.len())
+}
+
 /// The figures of a set of outcomes (the JSON keys of the issue).
 pub fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
     let evidence: usize = outcomes.iter().map(|o| o.evidence).sum();
@@ -56,21 +78,16 @@ pub fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
     let n = outcomes.len().max(1) as f64;
     let mut m = serde_json::Map::new();
     m.insert("questions".into(), json!(outcomes.len()));
-    m.insert(
-        "recall_at_k".into(),
-        json!(if evidence == 0 {
-            Value::Null
-        } else {
-            json!(found as f64 / evidence as f64)
-        }),
-    );
-    let share = |xs: &[bool]| {
-        if xs.is_empty() {
-            Value::Null
-        } else {
-            json!(xs.iter().filter(|x| **x).count() as f64 / xs.len() as f64)
-        }
-    };
+    m.insert("recall_at_k".into(), ratio(found, evidence));
+    for (i, k) in crate::RECALL_KS.iter().enumerate() {
+        let found: usize = outcomes.iter().map(|o| o.evidence_found_at[i]).sum();
+        m.insert(format!("recall_at_{k}"), ratio(found, evidence));
+    }
+    let in_context: Vec<bool> = outcomes
+        .iter()
+        .filter_map(|o| o.evidence_in_context)
+        .collect();
+    m.insert("evidence_in_context".into(), share(&in_context));
     m.insert("answer_in_context".into(), share(&answerable));
     m.insert("answer_in_full_conversation".into(), share(&anywhere));
     m.insert(
@@ -109,7 +126,38 @@ pub fn report(
         }
     }
     report.insert("per_category".into(), json!(per));
+    report.insert("budget_curve".into(), Value::Array(budget_curve(outcomes)));
     report
+}
+
+/// Per budget of the curve: `evidence_in_context` overall and on multi-hop questions, and the
+/// prompts' mean size.
+pub fn budget_curve(outcomes: &[Outcome]) -> Vec<Value> {
+    let mut budgets: Vec<usize> = outcomes
+        .iter()
+        .flat_map(|o| o.at_budget.iter().map(|(b, _, _)| *b))
+        .collect();
+    budgets.sort_unstable();
+    budgets.dedup();
+    budgets
+        .into_iter()
+        .map(|b| {
+            let at = |o: &Outcome| o.at_budget.iter().find(|(x, _, _)| *x == b).copied();
+            let all: Vec<bool> = outcomes.iter().filter_map(|o| at(o)?.1).collect();
+            let multi: Vec<bool> = outcomes
+                .iter()
+                .filter(|o| o.category == 1)
+                .filter_map(|o| at(o)?.1)
+                .collect();
+            let tokens: Vec<usize> = outcomes.iter().filter_map(|o| Some(at(o)?.2)).collect();
+            json!({
+                "budget": b,
+                "evidence_in_context": share(&all),
+                "multi_hop_evidence_in_context": share(&multi),
+                "mean_context_tokens": tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64,
+            })
+        })
+        .collect()
 }
 
 /// Writes the report as JSON to `json` (when given) and the plot to `plot`, or next to the JSON
@@ -131,8 +179,92 @@ pub fn write(
     {
         write_file(&path, &plot_svg(report, k, budget))?;
         println!("wrote {}", path.display());
+        if let Some(svg) = curve_svg(report) {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let curve = path.with_file_name(format!("{}-budget.svg", stem.unwrap_or_default()));
+            write_file(&curve, &svg)?;
+            println!("wrote {}", curve.display());
+        }
     }
     Ok(())
+}
+
+/// The budget curve as a standalone SVG: the share of questions with all their evidence in the
+/// prompt, overall and on multi-hop questions, at each budget; `None` without a curve.
+pub fn curve_svg(report: &serde_json::Map<String, Value>) -> Option<String> {
+    let points = report.get("budget_curve")?.as_array()?;
+    if points.is_empty() {
+        return None;
+    }
+    let (w, h, left, top, plot_w, plot_h) = (720.0, 340.0, 60.0, 50.0, 600.0, 220.0);
+    let x = |i: usize| left + 20.0 + plot_w * i as f64 / (points.len().max(2) - 1) as f64 * 0.9;
+    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 1.0));
+    let whole = report
+        .get("full_conversation_tokens")
+        .and_then(Value::as_f64)
+        .map(|t| format!(" (a whole conversation: {t:.0} tokens)"))
+        .unwrap_or_default();
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"24\" font-size=\"15\">LoCoMo: all evidence in the prompt, by budget{whole}</text>\n"
+    );
+    for i in 0..=4 {
+        let v = f64::from(i) * 0.25;
+        s.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{3}\" text-anchor=\"end\">{4:.0}%</text>\n",
+            y(v),
+            left + plot_w,
+            left - 6.0,
+            y(v) + 4.0,
+            v * 100.0
+        ));
+    }
+    for (key, color) in [
+        ("evidence_in_context", "#4c78a8"),
+        ("multi_hop_evidence_in_context", "#f58518"),
+    ] {
+        let line: Vec<String> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some(format!("{},{}", x(i), y(p[key].as_f64()?))))
+            .collect();
+        s.push_str(&format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
+            line.join(" ")
+        ));
+        for (i, p) in points.iter().enumerate() {
+            if let Some(v) = p[key].as_f64() {
+                s.push_str(&format!(
+                    "<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{:.0}</text>\n",
+                    x(i),
+                    y(v),
+                    x(i),
+                    y(v) - 6.0,
+                    v * 100.0
+                ));
+            }
+        }
+    }
+    for (i, p) in points.iter().enumerate() {
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{} tokens</text>\n",
+            x(i),
+            top + plot_h + 16.0,
+            p["budget"]
+        ));
+    }
+    let ly = top + plot_h + 40.0;
+    s.push_str(&format!(
+        "<rect x=\"{left}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"#4c78a8\"/><text x=\"{}\" y=\"{ly}\">all questions</text>\n\
+         <rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"#f58518\"/><text x=\"{}\" y=\"{ly}\">multi-hop</text>\n</svg>\n",
+        ly - 10.0,
+        left + 16.0,
+        left + 140.0,
+        ly - 10.0,
+        left + 156.0
+    ));
+    Some(s)
 }
 
 /// Writes `text` to `path`, creating its directory.
@@ -156,10 +288,11 @@ pub fn fmt_opt(v: &Value, pct: bool) -> String {
 /// Prints the figures per category and overall, and what they mean.
 pub fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: usize) {
     println!(
-        "\n{:<12} {:>9} {:>11} {:>12} {:>11} {:>11} {:>8} {:>8}",
+        "\n{:<12} {:>9} {:>11} {:>10} {:>12} {:>11} {:>11} {:>8} {:>8}",
         "category",
         "questions",
         format!("recall@{k}"),
+        "ev in ctx",
         "ans in ctx",
         "ans in all",
         "ctx tokens",
@@ -168,9 +301,10 @@ pub fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: us
     );
     let row = |name: &str, m: &serde_json::Map<String, Value>| {
         println!(
-            "{name:<12} {:>9} {:>11} {:>12} {:>11} {:>11} {:>8} {:>8}{}",
+            "{name:<12} {:>9} {:>11} {:>10} {:>12} {:>11} {:>11} {:>8} {:>8}{}",
             m["questions"],
             fmt_opt(&m["recall_at_k"], true),
+            fmt_opt(&m["evidence_in_context"], true),
             fmt_opt(&m["answer_in_context"], true),
             fmt_opt(&m["answer_in_full_conversation"], true),
             fmt_opt(&m["mean_context_tokens"], false),
@@ -191,10 +325,32 @@ pub fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: us
     }
     row("all", report);
     println!(
-        "ans in ctx: the gold answer (normalised) is in the prompt; ans in all: in the whole conversation (its ceiling)\n\
+        "ev in ctx: every evidence turn is in the prompt; ans in ctx: the gold answer (normalised) is in the prompt; ans in all: in the whole conversation (its ceiling)\n\
          ingest {:.0} turns/s; prompts under {budget} tokens",
         report["ingest_turns_per_s"].as_f64().unwrap_or(0.0)
     );
+    let recall: Vec<String> = crate::RECALL_KS
+        .iter()
+        .map(|k| format!("@{k} {}", fmt_opt(&report[&format!("recall_at_{k}")], true)))
+        .collect();
+    println!("recall {}", recall.join(", "));
+    if let Some(curve) = report.get("budget_curve").and_then(Value::as_array) {
+        for point in curve {
+            println!(
+                "budget {:>5}: evidence in context {} (multi-hop {}), {} tokens",
+                point["budget"],
+                fmt_opt(&point["evidence_in_context"], true),
+                fmt_opt(&point["multi_hop_evidence_in_context"], true),
+                fmt_opt(&point["mean_context_tokens"], false)
+            );
+        }
+    }
+    if let Some(t) = report
+        .get("full_conversation_tokens")
+        .and_then(Value::as_f64)
+    {
+        println!("the whole conversation: {t:.0} tokens on average");
+    }
 }
 
 /// A grouped bar chart of recall@k and answer-in-context per category, as a standalone SVG.
@@ -282,6 +438,9 @@ mod tests {
             category,
             evidence: 2,
             evidence_found: found,
+            evidence_found_at: [found.min(1), found, found, 2],
+            evidence_in_context: Some(found == 2),
+            at_budget: vec![(1000, Some(false), 900), (1500, Some(found == 2), 1400)],
             answer_in_context: in_context,
             answer_in_conversation: in_context.map(|_| true),
             context_tokens: 100,
@@ -303,6 +462,16 @@ mod tests {
         let r = report(&outcomes, 10, 2.0);
         assert_eq!(r["questions"], 3);
         assert_eq!(r["recall_at_k"], 0.5);
+        assert_eq!(r["recall_at_10"], 0.5);
+        assert_eq!(r["recall_at_50"], 1.0);
+        assert!((r["recall_at_5"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9);
+        assert!((r["evidence_in_context"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        let curve = r["budget_curve"].as_array().unwrap();
+        assert_eq!(curve.len(), 2);
+        assert_eq!(curve[0]["budget"], 1000);
+        assert_eq!(curve[0]["evidence_in_context"], 0.0);
+        assert_eq!(curve[1]["mean_context_tokens"], 1400.0);
+        assert!(curve[1]["multi_hop_evidence_in_context"].is_null());
         assert_eq!(r["answer_in_context"], 0.5);
         assert_eq!(r["answer_in_full_conversation"], 1.0);
         assert_eq!(r["search_p50_ms"], 2.0);
@@ -313,6 +482,12 @@ mod tests {
         assert!(per["adversarial"]["answer_in_context"].is_null());
         assert_eq!(fmt_opt(&per["temporal"]["recall_at_k"], true), "50.0%");
         assert_eq!(fmt_opt(&Value::Null, false), "-");
+        let curve = curve_svg(&r).unwrap();
+        assert!(
+            curve.starts_with("<svg")
+                && curve.contains("1500 tokens")
+                && curve.contains("polyline")
+        );
         let svg = plot_svg(&r, 10, 1500);
         assert!(svg.starts_with("<svg") && svg.contains("recall@10") && svg.ends_with("</svg>\n"));
     }

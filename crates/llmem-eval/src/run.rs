@@ -23,6 +23,11 @@ use crate::score::{answer_f1, answer_in, gold_items, normalise};
 const ANSWER_RESERVE: usize = 64;
 /// Memories considered for the prompt (best first, while they fit), at least `--k`.
 const CANDIDATES: usize = 80;
+/// Tokens of prompt per memory considered on the budget curve: a larger budget considers more
+/// memories (`budget / 20`, at least [`CANDIDATES`]), or its room could not fill.
+const TOKENS_PER_CANDIDATE: usize = 20;
+/// The cut-offs of the `recall_at_<k>` figures.
+pub const RECALL_KS: [usize; 4] = [5, 10, 20, 50];
 const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
                       from it. Answer briefly from them; if they do not say, reply that it is not \
                       mentioned.";
@@ -62,6 +67,13 @@ pub struct Args {
     /// `cargo xtask setup wordnet` installed it, `off`, or a WordNet `dict` directory).
     #[arg(long, default_value = "auto")]
     pub taxonomy: String,
+    /// The prompt budgets of the budget curve: `evidence_in_context` and the prompt's size at
+    /// each (comma-separated; `--budget` is measured anyway).
+    #[arg(long, value_delimiter = ',', default_value = "1000,1500,3000,6000")]
+    pub curve: Vec<usize>,
+    /// No budget curve: only the prompt at `--budget`.
+    #[arg(long)]
+    pub no_curve: bool,
     /// Answer each question with the local model (llama.cpp) and score token F1 (slow).
     #[arg(long)]
     pub answer: bool,
@@ -106,6 +118,17 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         args.budget
     );
     anyhow::ensure!(args.k >= 1, "--k must be at least 1");
+    if let Some(b) = args.curve.iter().find(|b| **b < 200) {
+        anyhow::bail!("--curve {b} is too small for a prompt; use budgets of at least 200 tokens");
+    }
+    let curve: Vec<usize> = if args.no_curve {
+        Vec::new()
+    } else {
+        let mut c = args.curve.clone();
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
     let (samples, malformed) = read_samples(&args.data, &args.samples)?;
     let counters = Counters::embedded()?;
     let info = counters.catalog().require(&args.model)?;
@@ -121,7 +144,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
     } else {
         None
     };
-    let config = manager_config(&args, &info.id)?;
+    let config = manager_config(&args, &info.id, args.budget)?;
     let turns: usize = samples.iter().map(|s| s.turns.len()).sum();
     let questions: usize = samples.iter().map(|s| s.questions.len()).sum();
     println!(
@@ -177,6 +200,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         None => None,
     };
     let mut ingest_secs = 0.0;
+    let mut conversation_tokens = Vec::new();
     for sample in &samples {
         bar.set_message(format!("{} ingest", sample.id));
         let started = Instant::now();
@@ -184,14 +208,14 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
         ingest_secs += secs;
-        let everything = normalise(
-            &sample
-                .turns
-                .iter()
-                .map(memory_text)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        let whole = sample
+            .turns
+            .iter()
+            .map(memory_text)
+            .collect::<Vec<_>>()
+            .join("\n");
+        conversation_tokens.push(counter.count(&whole));
+        let everything = normalise(&whole);
         // The product's view of a question: a new session of the same user.
         let mut asker = MemoryManager::for_session(
             config.clone(),
@@ -199,6 +223,20 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             Scope::session(sample.id.as_str(), "questions"),
         )?;
         asker.add_message(Message::system(SYSTEM), None).await?;
+        // The same questions under the curve's other budgets, each a session of its own.
+        let mut curve_askers = Vec::new();
+        for &b in &curve {
+            if b == args.budget {
+                continue;
+            }
+            let mut m = MemoryManager::for_session(
+                manager_config(&args, &info.id, b)?,
+                providers.clone(),
+                Scope::session(sample.id.as_str(), format!("questions-{b}")),
+            )?;
+            m.add_message(Message::system(SYSTEM), None).await?;
+            curve_askers.push((b, m));
+        }
 
         bar.set_message(format!("{} questions", sample.id));
         for (qi, q) in sample.questions.iter().enumerate() {
@@ -206,9 +244,31 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             let hits = asker.search(&q.text, args.k).await?;
             let search_ms = started.elapsed().as_secs_f64() * 1000.0;
             let prepared = Instant::now();
-            let mut prompt = asker.prepare(Some(&q.text)).await?.messages;
+            let ready = asker.prepare(Some(&q.text)).await?;
             let prepare_ms = prepared.elapsed().as_secs_f64() * 1000.0;
+            let evidence_in_context = all_in_prompt(&q.evidence, &ready.retrieved);
+            let mut prompt = ready.messages;
             prompt.push(Message::user(q.text.clone()));
+            // Recall at each cut-off, from one wider search.
+            let wide = asker.search(&q.text, RECALL_KS[3]).await?;
+            let found_at = RECALL_KS.map(|k| found_in(&wide, k, &q.evidence));
+            // The budget curve: the evidence in the prompt, and its size, at each budget.
+            let mut at_budget = Vec::new();
+            for &b in &curve {
+                if b == args.budget {
+                    let tokens = counter.count_messages(&prompt);
+                    at_budget.push((b, evidence_in_context, tokens));
+                    continue;
+                }
+                let Some((_, m)) = curve_askers.iter_mut().find(|(x, _)| *x == b) else {
+                    continue;
+                };
+                let p = m.prepare(Some(&q.text)).await?;
+                let mut messages = p.messages;
+                messages.push(Message::user(q.text.clone()));
+                let tokens = counter.count_messages(&messages);
+                at_budget.push((b, all_in_prompt(&q.evidence, &p.retrieved), tokens));
+            }
             // A memory counts for the turn it was said in, or was derived from (a fact keeps
             // its message's `dia_id`).
             let top_ids: Vec<&str> = hits
@@ -264,6 +324,9 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
                     "evidence": q.evidence,
                     "top_k": top_ids,
                     "evidence_found": found,
+                    "evidence_found_at": RECALL_KS.iter().zip(found_at).map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                    "evidence_in_context": evidence_in_context,
+                    "budget_curve": at_budget.iter().map(|(b, e, t)| json!({"budget": b, "evidence_in_context": e, "context_tokens": t})).collect::<Vec<_>>(),
                     "answer_in_context": answer_in_context,
                     "answer_in_conversation": answer_in_conversation,
                     "context_tokens": context_tokens,
@@ -293,6 +356,9 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
                 category: q.category,
                 evidence: q.evidence.len(),
                 evidence_found: found,
+                evidence_found_at: found_at,
+                evidence_in_context,
+                at_budget,
                 answer_in_context,
                 answer_in_conversation,
                 context_tokens,
@@ -307,7 +373,14 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         out.flush().context("--details: cannot write")?;
     }
 
-    let report = report::report(&outcomes, turns, ingest_secs);
+    let mut report = report::report(&outcomes, turns, ingest_secs);
+    report.insert(
+        "full_conversation_tokens".into(),
+        json!(
+            conversation_tokens.iter().sum::<usize>() as f64
+                / conversation_tokens.len().max(1) as f64
+        ),
+    );
     report::print_table(&report, args.k, args.budget);
     report::write(
         &report,
@@ -324,13 +397,13 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
 /// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables when they are set
 /// (`LLMEM_RETRIEVAL_SESSION_WEIGHT=0`), so that each can be measured without a rebuild;
 /// `k`, the gates, the token cap, the scope and the taxonomy are the eval's own.
-pub fn manager_config(args: &Args, model: &str) -> Result<Config> {
+pub fn manager_config(args: &Args, model: &str, budget: usize) -> Result<Config> {
     let retrieval = std::env::vars().filter(|(k, _)| k.starts_with("LLMEM_RETRIEVAL_"));
     let mut c = Config::from_sources(None, retrieval).context("the LLMEM_RETRIEVAL_* variables")?;
     c.memory.model = model.to_owned();
-    c.memory.max_context_tokens = args.budget;
+    c.memory.max_context_tokens = budget;
     c.memory.answer_reserve = ANSWER_RESERVE;
-    c.memory.compression_threshold = args.budget / 2;
+    c.memory.compression_threshold = budget / 2;
     c.memory.short_term_size = 8;
     c.memory.summarizer = SummarizerMode::Extractive;
     c.memory.facts = match args.facts {
@@ -338,14 +411,49 @@ pub fn manager_config(args: &Args, model: &str) -> Result<Config> {
         FactArg::Heuristic => FactMode::Heuristic,
         FactArg::Llm => FactMode::Llm,
     };
-    c.retrieval.k = CANDIDATES.max(args.k);
+    c.retrieval.k = CANDIDATES.max(args.k).max(budget / TOKENS_PER_CANDIDATE);
     c.retrieval.min_similarity = 0.0;
     c.retrieval.min_term_overlap = 0.0;
-    c.retrieval.max_tokens = args.budget;
+    c.retrieval.max_tokens = budget;
     c.retrieval.scope = RetrievalScope::User;
     c.retrieval.taxonomy = args.taxonomy.clone();
     c.validate()?;
     Ok(c)
+}
+
+/// The `dia_id`s a memory counts for: the turn it was said in, or that it was derived from (a
+/// fact keeps its message's `dia_id`; a record may list several in `dia_ids`).
+fn dia_ids(record: &llmem::MemoryRecord) -> Vec<&str> {
+    let mut ids: Vec<&str> = record
+        .metadata
+        .get("dia_id")
+        .and_then(|v| v.as_str())
+        .into_iter()
+        .collect();
+    if let Some(list) = record.metadata.get("dia_ids").and_then(|v| v.as_array()) {
+        ids.extend(list.iter().filter_map(|v| v.as_str()));
+    }
+    ids
+}
+
+/// How many of `evidence` the first `k` hits count for.
+fn found_in(hits: &[llmem::core::ScoredRecord], k: usize, evidence: &[String]) -> usize {
+    let top: HashSet<&str> = hits
+        .iter()
+        .take(k)
+        .flat_map(|h| dia_ids(&h.record))
+        .collect();
+    evidence.iter().filter(|e| top.contains(e.as_str())).count()
+}
+
+/// Whether every evidence turn is in the prompt, traced through the memories that entered it;
+/// `None` for a question without evidence.
+fn all_in_prompt(evidence: &[String], retrieved: &[llmem::Recalled]) -> Option<bool> {
+    if evidence.is_empty() {
+        return None;
+    }
+    let inside: HashSet<&str> = retrieved.iter().flat_map(|r| dia_ids(&r.record)).collect();
+    Some(evidence.iter().all(|e| inside.contains(e.as_str())))
 }
 
 /// Feeds every turn through a `MemoryManager`, one manager per LoCoMo session (the user is the

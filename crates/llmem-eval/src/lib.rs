@@ -21,6 +21,7 @@
 //! applications: it is not published.
 
 pub mod locomo;
+pub mod loo;
 pub mod report;
 mod run;
 pub mod score;

@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Ingest LoCoMo conversations and measure retrieval recall, answers in context and latency.
     Locomo(llmem_eval::Args),
+    /// Leave-one-conversation-out: each retrieval weight value counts only if the one chosen
+    /// on the other conversations holds on the held-out one.
+    Loo(llmem_eval::loo::LooArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Locomo(args) => llmem_eval::run(args).await,
+            Command::Loo(args) => tokio::task::spawn_blocking(move || llmem_eval::loo::run(&args))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
         }
     });
     match result {

@@ -12,6 +12,8 @@ use crate::locomo::CATEGORIES;
 /// What one question measured.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The conversation it was asked of (`sample_id`).
+    pub sample: String,
     /// The question's LoCoMo category.
     pub category: u8,
     /// Its evidence turns, and how many of them were in the top k.
@@ -79,6 +81,9 @@ pub fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("questions".into(), json!(outcomes.len()));
     m.insert("recall_at_k".into(), ratio(found, evidence));
+    // The counts behind recall, so that figures of several runs or conversations pool exactly.
+    m.insert("evidence_turns".into(), json!(evidence));
+    m.insert("evidence_found".into(), json!(found));
     for (i, k) in crate::RECALL_KS.iter().enumerate() {
         let found: usize = outcomes.iter().map(|o| o.evidence_found_at[i]).sum();
         m.insert(format!("recall_at_{k}"), ratio(found, evidence));
@@ -126,6 +131,16 @@ pub fn report(
         }
     }
     report.insert("per_category".into(), json!(per));
+    let mut samples: Vec<&str> = outcomes.iter().map(|o| o.sample.as_str()).collect();
+    samples.dedup();
+    let per_sample: serde_json::Map<String, Value> = samples
+        .into_iter()
+        .map(|id| {
+            let these: Vec<&Outcome> = outcomes.iter().filter(|o| o.sample == id).collect();
+            (id.to_owned(), Value::Object(summarise(&these)))
+        })
+        .collect();
+    report.insert("per_sample".into(), Value::Object(per_sample));
     report.insert("budget_curve".into(), Value::Array(budget_curve(outcomes)));
     report
 }
@@ -435,6 +450,7 @@ mod tests {
 
     fn outcome(category: u8, found: usize, in_context: Option<bool>, ms: f64) -> Outcome {
         Outcome {
+            sample: if category == 5 { "b" } else { "a" }.to_owned(),
             category,
             evidence: 2,
             evidence_found: found,
@@ -466,6 +482,9 @@ mod tests {
         assert_eq!(r["recall_at_50"], 1.0);
         assert!((r["recall_at_5"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9);
         assert!((r["evidence_in_context"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(r["per_sample"]["a"]["questions"], 2);
+        assert_eq!(r["per_sample"]["a"]["evidence_found"], 2);
+        assert_eq!(r["per_sample"]["b"]["evidence_turns"], 2);
         let curve = r["budget_curve"].as_array().unwrap();
         assert_eq!(curve.len(), 2);
         assert_eq!(curve[0]["budget"], 1000);

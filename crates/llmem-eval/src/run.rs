@@ -353,6 +353,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
                 );
             }
             outcomes.push(Outcome {
+                sample: sample.id.clone(),
                 category: q.category,
                 evidence: q.evidence.len(),
                 evidence_found: found,

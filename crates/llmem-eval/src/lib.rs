@@ -26,7 +26,7 @@ pub mod report;
 mod run;
 pub mod score;
 
-pub use run::{Args, EmbedderMode, FactArg, RECALL_KS};
+pub use run::{Args, EmbedderMode, FactArg, RECALL_KS, Settings};
 
 /// Runs the LoCoMo benchmark as `args` say: reads the data, ingests and asks through
 /// `MemoryManager`, prints the table, and writes the JSON, the plot and the details asked for.

@@ -60,6 +60,11 @@ pub struct Args {
     /// Vectors from the local ONNX embedder (`auto`: when installed), or lexical search only.
     #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
     pub embedder: EmbedderMode,
+    /// Whose settings the managers run with: the eval's (retrieval that fills the prompt: no
+    /// relevance gate, 80 candidates, the whole budget; the last 8 turns raw; facts per
+    /// `--facts`), or the product's defaults as shipped (only the model and the budget set).
+    #[arg(long, value_enum, default_value_t = Settings::Eval)]
+    pub settings: Settings,
     /// Facts drawn from each turn (`llm`: by the local model).
     #[arg(long, value_enum, default_value_t = FactArg::Off)]
     pub facts: FactArg,
@@ -89,6 +94,15 @@ pub struct Args {
     /// its F1, to see why a question scored as it did.
     #[arg(long)]
     pub details: Option<PathBuf>,
+}
+
+/// Whose settings the managers run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Settings {
+    /// The eval's: retrieval that fills the prompt.
+    Eval,
+    /// `Config::default()` as shipped, with the model and the budget.
+    Product,
 }
 
 /// Which facts the manager draws from each turn (`memory.facts`).
@@ -154,7 +168,11 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         info.id,
         args.k,
         format_args!(
-            "MemoryManager (question weight {}, session weight {}, late interaction {}, reply share {})",
+            "MemoryManager, {} settings (question weight {}, session weight {}, late interaction {}, reply share {})",
+            match args.settings {
+                Settings::Eval => "the eval's",
+                Settings::Product => "the product's default",
+            },
             config.retrieval.question_weight,
             config.retrieval.session_weight,
             config.retrieval.late_interaction,
@@ -376,6 +394,13 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
 
     let mut report = report::report(&outcomes, turns, ingest_secs);
     report.insert(
+        "settings".into(),
+        json!(match args.settings {
+            Settings::Eval => "eval",
+            Settings::Product => "product",
+        }),
+    );
+    report.insert(
         "full_conversation_tokens".into(),
         json!(
             conversation_tokens.iter().sum::<usize>() as f64
@@ -405,6 +430,13 @@ pub fn manager_config(args: &Args, model: &str, budget: usize) -> Result<Config>
     c.memory.max_context_tokens = budget;
     c.memory.answer_reserve = ANSWER_RESERVE;
     c.memory.compression_threshold = budget / 2;
+    if args.settings == Settings::Product {
+        // The shipped defaults: the relevance gate, k, the retrieval's token cap, heuristic
+        // facts, the summariser; only what a budget of this size forces is set.
+        c.retrieval.max_tokens = c.retrieval.max_tokens.min(budget);
+        c.validate()?;
+        return Ok(c);
+    }
     c.memory.short_term_size = 8;
     c.memory.summarizer = SummarizerMode::Extractive;
     c.memory.facts = match args.facts {

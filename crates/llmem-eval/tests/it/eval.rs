@@ -196,7 +196,8 @@ fn eval_rejects_bad_input_with_the_fix() {
 }
 
 /// The retrieval weights come from the `LLMEM_RETRIEVAL_*` variables: a bad value is an error
-/// that names the key, a good one is the run's and its first line says so.
+/// that names the key, a good one is the run's and its first line says so (here over the
+/// product's default settings, `--settings product`).
 #[test]
 fn eval_takes_the_retrieval_weights_from_the_environment() {
     let data = data();
@@ -211,6 +212,8 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
             "--embedder",
             "none",
             "--no-curve",
+            "--settings",
+            "product",
         ];
         llmem_eval_env(&args, None, &[("LLMEM_RETRIEVAL_SESSION_WEIGHT", value)])
     };
@@ -222,6 +225,11 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
     );
     let (code, stdout, err) = run("0");
     assert_eq!(code, 0, "{err}");
+    // The product's defaults as shipped: the run says so.
+    assert!(
+        stdout.contains("the product's default settings"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "question weight 0.7, session weight 0, late interaction 0.5, reply share 0.6)"

@@ -131,13 +131,63 @@ fn cargo() -> Command {
 /// `cargo test` of the whole workspace with all features and the assets' variables; extra
 /// arguments follow (`cargo xtask test -- late` runs the tests whose names match). Always the
 /// whole workspace, so that features unify the same way and nothing is compiled twice.
+///
+/// Then, when the run was not narrowed by extra arguments (a name filter, `--no-run`, …), the
+/// Python client's tests: `clients/python` is pip-installed into the test venv and pytest runs
+/// `clients/python/tests` against the `llmem` binary `cargo test` just built.
 fn test(extra: &[String]) -> Result<()> {
     let env = test_env()?;
     let mut c = cargo();
     c.args(["test", "--workspace", "--all-features", "--no-fail-fast"])
         .args(extra)
-        .envs(env);
-    run(&mut c)
+        .envs(env.clone());
+    run(&mut c)?;
+    if !extra.is_empty() {
+        eprintln!("(extra arguments given: the Python client's tests are not run)");
+        return Ok(());
+    }
+    python_client_tests(&env)
+}
+
+/// The `target` directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => root().join(d),
+        None => root().join("target"),
+    }
+}
+
+/// Installs `clients/python` into the test venv and runs its pytest suite against
+/// `<target>/debug/llmem`.
+fn python_client_tests(env: &[(String, String)]) -> Result<()> {
+    let python = env
+        .iter()
+        .find(|(k, _)| k == "LLMEM_PYTHON")
+        .map(|(_, v)| PathBuf::from(v))
+        .context("test_env names no LLMEM_PYTHON")?;
+    if !python.exists() {
+        bail!(
+            "no Python at {}: run `cargo xtask setup` for the test venv (the Python client's \
+             tests run in it)",
+            python.display()
+        );
+    }
+    let bin = target_dir().join("debug/llmem");
+    if !bin.exists() {
+        bail!("`cargo test` left no {}", bin.display());
+    }
+    // pip builds in the tree; a `build/` left from an earlier build could carry stale modules.
+    let _ = std::fs::remove_dir_all(root().join("clients/python/build"));
+    run(Command::new(&python)
+        .current_dir(root())
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .arg("./clients/python")
+        .envs(env.iter().cloned()))?;
+    run(Command::new(&python)
+        .current_dir(root())
+        .args(["-m", "pytest", "-q", "clients/python/tests"])
+        .env("LLMEM_BIN", &bin)
+        .envs(env.iter().cloned()))
 }
 
 fn ci(extra: &[String]) -> Result<()> {

@@ -22,6 +22,8 @@ const PIP: &[&str] = &[
     "moto[server]",
     "gcp-storage-emulator",
     "openai",
+    "mcp",
+    "pytest",
 ];
 
 /// Python packages only the benchmarks' peer comparisons use (`setup peers`, run by

@@ -53,6 +53,11 @@ enum Command {
     Chat(cmd::chat::Args),
     /// An OpenAI-compatible proxy that gives any app memory: change only its base URL.
     Serve(cmd::serve::Args),
+    /// Serve the long-term memory to MCP clients on stdin/stdout (remember, recall, update, forget).
+    Mcp(cmd::mcp::Args),
+    /// API keys of `llmem serve`: add (prints the key once), list, revoke.
+    #[command(subcommand)]
+    Keys(cmd::keys::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +95,8 @@ fn main() -> ExitCode {
             Command::Archive(args) => cmd::store::archive(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Mcp(args) => cmd::mcp::run(args).await,
+            Command::Keys(cmd) => cmd::keys::run(cmd).await,
         }
     });
     match result {

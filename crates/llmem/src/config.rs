@@ -92,8 +92,9 @@ pub(crate) const PROVIDER_SECTIONS: [&str; 3] = ["chat", "embedder", "summarizer
 const NOT_SETTINGS: [&str; 3] = ["TIERS_CHILD_DIR", "TIERS_CHILD_TIER", "CONFIG"];
 
 /// Optional string settings (absent from the defaults, so their type is not known from them).
-const STRING_KEYS: [&str; 4] = [
+const STRING_KEYS: [&str; 5] = [
     "server.token",
+    "server.keys_file",
     "tiers.dir",
     "tiers.glacier",
     "tokens.catalog",
@@ -386,6 +387,19 @@ pub struct ServerSettings {
     /// Clients must send `Authorization: Bearer <token>`; unset accepts any client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The API keys file (`llmem keys add`); default `<tiers.dir>/keys.json`. Once it holds a
+    /// key, every call needs one and each key reaches only its own tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
+    /// Sessions kept open in memory; the least recently used beyond this are saved and closed.
+    pub max_open_sessions: usize,
+    /// How often changed sessions are written to disk (and fsynced), off the request path;
+    /// everything is also written on shutdown.
+    pub flush_interval_ms: u64,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long an upstream model may take to answer before the client gets a 503.
+    pub upstream_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -393,6 +407,11 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: "127.0.0.1:8787".into(),
             token: None,
+            keys_file: None,
+            max_open_sessions: 1024,
+            flush_interval_ms: 200,
+            max_body_bytes: 8 * 1024 * 1024,
+            upstream_timeout_secs: 300,
         }
     }
 }
@@ -402,6 +421,11 @@ impl std::fmt::Debug for ServerSettings {
         f.debug_struct("ServerSettings")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("keys_file", &self.keys_file)
+            .field("max_open_sessions", &self.max_open_sessions)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("upstream_timeout_secs", &self.upstream_timeout_secs)
             .finish()
     }
 }
@@ -514,6 +538,17 @@ impl Config {
                     m.answer_reserve, m.max_context_tokens
                 ),
             );
+        }
+        let sv = &self.server;
+        for (key, value, least) in [
+            ("server.max_open_sessions", sv.max_open_sessions as u64, 1),
+            ("server.flush_interval_ms", sv.flush_interval_ms, 1),
+            ("server.max_body_bytes", sv.max_body_bytes as u64, 1024),
+            ("server.upstream_timeout_secs", sv.upstream_timeout_secs, 1),
+        ] {
+            if value < least {
+                return bad(key, format!("{value} is too small; use at least {least}"));
+            }
         }
         let r = &self.retrieval;
         // Values in [0, 1]: the key, the value, what it is, and a hint.

@@ -172,6 +172,10 @@ pub struct MemoryManager {
     chat: Option<Arc<dyn ChatModel>>,
     state: SessionState,
     state_path: Option<PathBuf>,
+    /// Saves are left to [`MemoryManager::flush`] (write-behind) instead of made per change.
+    deferred: bool,
+    /// A change not yet written (deferred saves only).
+    dirty: bool,
 }
 
 /// The counters of the shipped catalog, or of the shipped catalog with `tokens.catalog` over
@@ -285,6 +289,8 @@ impl MemoryManager {
             archive,
             chat: providers.chat,
             state_path: None,
+            deferred: false,
+            dirty: false,
         })
     }
 
@@ -311,14 +317,51 @@ impl MemoryManager {
         Ok(self)
     }
 
-    fn save(&self) -> Result<()> {
+    /// Leaves saving to [`MemoryManager::flush`], which the caller runs on a timer and before
+    /// dropping the manager (write-behind): a change costs no disk write on the request path.
+    /// Without it (the default), every change is saved before the call that made it returns.
+    pub fn with_deferred_saves(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Whether a change is waiting for [`MemoryManager::flush`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the session if it changed since it was last written, and syncs it to disk.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.write(true)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        if self.state_path.is_none() {
+            return Ok(());
+        }
+        if self.deferred {
+            self.dirty = true;
+            return Ok(());
+        }
+        self.write(false)
+    }
+
+    fn write(&self, sync: bool) -> Result<()> {
         let Some(path) = &self.state_path else {
             return Ok(());
         };
-        write_atomic(
-            path,
-            &serde_json::to_vec(&self.state).map_err(|e| Error::serde("session state", e))?,
-        )
+        let bytes =
+            serde_json::to_vec(&self.state).map_err(|e| Error::serde("session state", e))?;
+        if sync {
+            write_synced(path, &bytes)
+        } else {
+            write_atomic(path, &bytes)
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -612,6 +655,40 @@ impl MemoryManager {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash leaves the old
 /// or the new file, never half of one.
+impl Drop for MemoryManager {
+    /// A deferred change still unwritten is written now rather than lost.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not save a session being closed");
+        }
+    }
+}
+
+/// [`write_atomic`], with the file and its directory synced to disk before it returns.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    f.write_all(bytes).map_err(|e| io("writing", e))?;
+    f.sync_all().map_err(|e| io("syncing", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+    if let Some(dir) = dir
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        // The rename is durable once the directory is; a failure here only weakens that.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)

@@ -1,6 +1,7 @@
 //! Many users' sessions in one process, each with its own [`MemoryManager`], isolated by user
-//! (tenant) and session; with `tiers.dir` set, each session is saved after every change and
-//! resumes after a restart, and long-term memory (see [`crate::storage`]) is kept there.
+//! (tenant) and session; with `tiers.dir` set, each session is saved after every change (or,
+//! with write-behind, by [`Sessions::flush`]) and resumes after a restart, and long-term memory
+//! (see [`crate::storage`]) is kept there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,13 +17,29 @@ use crate::storage::open_store;
 /// A handle on one session's manager; lock it for the duration of a turn.
 pub type SessionHandle = Arc<Mutex<MemoryManager>>;
 
-/// Sessions by (user, session), opened on first use.
+#[derive(Debug)]
+struct Open {
+    handle: SessionHandle,
+    /// The tick of its last use, for closing the least recently used.
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    open: HashMap<(String, String), Open>,
+    tick: u64,
+}
+
+/// Sessions by (user, session), opened on first use; at most `server.max_open_sessions` stay
+/// open, the least recently used idle ones beyond that are saved and closed (they resume from
+/// disk on their next use).
 #[derive(Debug)]
 pub struct Sessions {
     config: Config,
     providers: Providers,
     dir: Option<PathBuf>,
-    open: parking_lot::Mutex<HashMap<(String, String), SessionHandle>>,
+    deferred: bool,
+    table: parking_lot::Mutex<Table>,
 }
 
 /// A user or session name as a file name: letters, digits, `-` and `_` as they are, every other
@@ -62,8 +79,16 @@ impl Sessions {
             config,
             providers,
             dir,
-            open: parking_lot::Mutex::new(HashMap::new()),
+            deferred: false,
+            table: parking_lot::Mutex::new(Table::default()),
         })
+    }
+
+    /// Write-behind: sessions are saved by [`Sessions::flush`] (run it on a short timer and at
+    /// shutdown), when they are closed, and when dropped, not on every change.
+    pub fn with_write_behind(mut self) -> Self {
+        self.deferred = true;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -80,10 +105,17 @@ impl Sessions {
             return Err(Error::invalid("user and session names must not be empty"));
         }
         let key = (user.to_owned(), session.to_owned());
-        let mut open = self.open.lock();
-        if let Some(h) = open.get(&key) {
-            return Ok(h.clone());
+        let mut table = self.table.lock();
+        table.tick += 1;
+        let tick = table.tick;
+        if let Some(o) = table.open.get_mut(&key) {
+            o.used = tick;
+            return Ok(o.handle.clone());
         }
+        self.close_idle(
+            &mut table,
+            self.config.server.max_open_sessions.saturating_sub(1),
+        );
         let mut m = MemoryManager::for_session(
             self.config.clone(),
             self.providers.clone(),
@@ -95,14 +127,95 @@ impl Sessions {
                     .join(format!("{}.json", file_name(session))),
             )?;
         }
+        if self.deferred {
+            m = m.with_deferred_saves();
+        }
         let h = Arc::new(Mutex::new(m));
-        open.insert(key, h.clone());
+        table.open.insert(
+            key,
+            Open {
+                handle: h.clone(),
+                used: tick,
+            },
+        );
         Ok(h)
+    }
+
+    /// Saves and closes the least recently used sessions nobody holds until at most `keep`
+    /// are open. A session in use stays open, so the cap can be passed while all are busy.
+    fn close_idle(&self, table: &mut Table, keep: usize) {
+        if table.open.len() <= keep {
+            return;
+        }
+        let mut idle: Vec<(u64, (String, String))> = table
+            .open
+            .iter()
+            .filter(|(_, o)| Arc::strong_count(&o.handle) == 1)
+            .map(|(k, o)| (o.used, k.clone()))
+            .collect();
+        idle.sort();
+        for (_, key) in idle {
+            if table.open.len() <= keep {
+                break;
+            }
+            let Some(o) = table.open.get(&key) else {
+                continue;
+            };
+            let Ok(mut m) = o.handle.try_lock() else {
+                continue;
+            };
+            if let Err(e) = m.flush() {
+                // Kept open, so that the change is not lost; the next flush tries again.
+                tracing::error!(error = %e, "could not save a session to close it");
+                continue;
+            }
+            drop(m);
+            table.open.remove(&key);
+        }
+    }
+
+    /// Saves every session with unsaved changes (write-behind). With `wait`, waits for
+    /// sessions in use (at shutdown); without, skips them until the next call. Returns how many
+    /// were written; the first error is returned after all others were tried.
+    pub async fn flush(&self, wait: bool) -> Result<usize> {
+        let handles: Vec<SessionHandle> = self
+            .table
+            .lock()
+            .open
+            .values()
+            .map(|o| o.handle.clone())
+            .collect();
+        let mut written = 0;
+        let mut first_error = None;
+        for h in handles {
+            let mut m = if wait {
+                h.lock().await
+            } else {
+                match h.try_lock() {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            };
+            if !m.is_dirty() {
+                continue;
+            }
+            match m.flush() {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not save a session");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
     }
 
     /// Sessions open in this process.
     pub fn len(&self) -> usize {
-        self.open.lock().len()
+        self.table.lock().open.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,7 +224,7 @@ impl Sessions {
 
     /// (user, session) of every open session.
     pub fn keys(&self) -> Vec<(String, String)> {
-        let mut k: Vec<_> = self.open.lock().keys().cloned().collect();
+        let mut k: Vec<_> = self.table.lock().open.keys().cloned().collect();
         k.sort();
         k
     }

@@ -8,7 +8,11 @@ pub mod embedder;
 #[cfg(feature = "eval")]
 pub mod eval;
 pub mod input;
+pub mod keys;
+pub mod mcp;
+pub mod memapi;
 pub mod models;
 pub mod product;
+pub mod rest;
 pub mod serve;
 pub mod store;

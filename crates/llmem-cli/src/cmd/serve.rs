@@ -17,20 +17,26 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use axum::extract::{Path, State};
+use anyhow::{Context, Result, bail};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use llmem::core::{ChatModel, ChatRequest, Message, Role, ToolCallDelta, ToolCallPieces, Usage};
 use llmem::{MemoryManager, Sessions};
 use serde_json::{Value, json};
 use tokio::sync::OwnedMutexGuard;
+
+use super::keys::{KeyStore, keys_path};
+use super::memapi::{ApiError, MemApi, Principal, check_name};
+use super::rest::{Body, RestState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,6 +51,13 @@ pub struct Args {
     /// The upstream model (with --upstream).
     #[arg(long, default_value = "local")]
     pub upstream_model: String,
+    /// Listen on a non-loopback address with no API keys: anyone who reaches the port reads
+    /// and writes every user's memory. Only behind a gateway that authenticates for you.
+    #[arg(long)]
+    pub allow_no_keys: bool,
+    /// Print the OpenAPI document of the REST API and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,49 +70,76 @@ struct Metrics {
     completion_tokens: AtomicU64,
     full_history_tokens: AtomicU64,
     retrieved: AtomicU64,
+    storage_errors_after_answer: AtomicU64,
+}
+
+/// How callers prove who they are.
+#[derive(Debug)]
+struct Auth {
+    /// API keys (`llmem keys`); once one is in force, only keys are accepted.
+    keys: Option<Arc<KeyStore>>,
+    /// The older single shared token (`server.token`): one trusted client, whose `user` field
+    /// is believed. Accepted only while no key is in force.
+    token: Option<String>,
+}
+
+impl Auth {
+    fn keyed(&self) -> bool {
+        self.keys.as_ref().is_some_and(|k| k.active())
+    }
+
+    /// The caller of a request, or why it is refused.
+    fn principal(&self, headers: &HeaderMap) -> std::result::Result<Principal, ApiError> {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 7235).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
+            .map(str::trim);
+        if let Some(keys) = self.keys.as_ref().filter(|k| k.active()) {
+            let Some(given) = bearer else {
+                return Err(ApiError::unauthorized(
+                    "no API key: send `Authorization: Bearer <key>` (make one with `llmem keys add`)",
+                ));
+            };
+            return keys
+                .authenticate(given)
+                .ok_or_else(|| ApiError::unauthorized("the API key is wrong or revoked"));
+        }
+        match &self.token {
+            Some(t) if bearer != Some(t.as_str()) => Err(ApiError::unauthorized(
+                "missing or wrong bearer token: send `Authorization: Bearer <server.token>`",
+            )),
+            _ => Ok(Principal::open()),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct App {
     sessions: Sessions,
-    chat: Arc<dyn ChatModel>,
-    token: Option<String>,
+    chat: Option<Arc<dyn ChatModel>>,
+    auth: Auth,
     metrics: Metrics,
     started: Instant,
+    upstream_timeout: Duration,
 }
 
 type Shared = Arc<App>;
 
 /// An OpenAI-style error response.
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"message": message.into(), "type": kind, "code": status.as_u16()}})),
-    )
-        .into_response()
-}
-
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    match &app.token {
-        None => true,
-        Some(t) => headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| given == t),
-    }
-}
-
-fn unauthorized(app: &App) -> Response {
-    app.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-    error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_request_error",
-        "missing or wrong bearer token: send `Authorization: Bearer <server.token>`",
-    )
+fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, kind, message).into_response()
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.print_openapi {
+        println!("{}", super::rest::openapi_json());
+        return Ok(());
+    }
     let mut config = args.product.config()?;
     if let Some(l) = &args.listen {
         config.server.listen = l.clone();
@@ -112,62 +152,178 @@ pub async fn run(args: Args) -> Result<()> {
         config.chat = Some(t);
     }
     let (providers, _local) = args.product.providers(&config).await?;
-    let chat = providers.chat.clone().context(
-        "no upstream model: configure [chat] in llmem.toml, or pass --upstream URL or --llamacpp",
-    )?;
+    let chat = providers.chat.clone();
     let addr: SocketAddr =
         config.server.listen.parse().with_context(|| {
             format!("server.listen `{}` is not an address", config.server.listen)
         })?;
-    let app = Arc::new(App {
+    let keys = keys_path(&config)
+        .map(KeyStore::open)
+        .transpose()?
+        .map(Arc::new);
+    let auth = Auth {
+        keys: keys.clone(),
         token: config.server.token.clone(),
-        sessions: Sessions::new(config, providers)?,
+    };
+    if !addr.ip().is_loopback() && !auth.keyed() {
+        if !args.allow_no_keys {
+            bail!(
+                "refusing to listen on {addr} with no API keys: anyone reaching the port could \
+                 read and write every user's memory. Make a key with `llmem keys add --tenant \
+                 NAME` (keys are read from {}), listen on 127.0.0.1, or pass --allow-no-keys \
+                 if a gateway in front authenticates",
+                keys.as_ref().map_or(
+                    "server.keys_file or <tiers.dir>/keys.json".to_owned(),
+                    |k| k.path().display().to_string()
+                )
+            );
+        }
+        eprintln!(
+            "WARNING: llmem serve is listening on {addr} WITHOUT API KEYS (--allow-no-keys): \
+             every client that reaches it can read and write every user's memory"
+        );
+        tracing::warn!(%addr, "serving without API keys on a non-loopback address");
+    }
+    let store = match &providers.store {
+        Some(s) => s.clone(),
+        None => llmem::open_store(&config.tiers)?,
+    };
+    let api = Arc::new(MemApi::new(store.clone(), providers.embedder.clone()));
+    let flush_every = Duration::from_millis(config.server.flush_interval_ms);
+    let max_body = config.server.max_body_bytes;
+    let upstream_timeout = Duration::from_secs(config.server.upstream_timeout_secs);
+    let app = Arc::new(App {
+        sessions: Sessions::new(config, providers.with_store(store))?.with_write_behind(),
         chat,
+        auth,
         metrics: Metrics::default(),
         started: Instant::now(),
+        upstream_timeout,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     println!(
-        "llmem serve: listening on http://{bound}/v1 (upstream {} {})",
-        app.chat.name(),
-        app.chat.model()
+        "llmem serve: listening on http://{bound}/v1 (upstream {})",
+        app.chat
+            .as_ref()
+            .map_or("none: memory API only".to_owned(), |c| format!(
+                "{} {}",
+                c.name(),
+                c.model()
+            )),
     );
-    tracing::info!(%bound, upstream = app.chat.name(), "listening");
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    tracing::info!(%bound, keys = app.auth.keyed(), "listening");
+    // Write-behind: changed sessions reach the disk every flush interval, off the requests.
+    let flusher = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(flush_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.sessions.flush(false).await {
+                    tracing::error!(error = %e, "saving sessions failed; retrying next interval");
+                }
+            }
         })
+    };
+    let rest = RestState { api, keys };
+    axum::serve(listener, router(app.clone(), rest, max_body))
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
+    flusher.abort();
+    // In-flight turns (streams included) finish before their session is written.
+    let written = app.sessions.flush(true).await?;
+    eprintln!("llmem serve: stopped; {written} session(s) saved");
     Ok(())
 }
 
-fn router(app: Shared) -> Router {
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: finishing requests, then saving sessions");
+}
+
+/// Every route but `/health` and `/openapi.json` passes here: the caller's [`Principal`] goes
+/// into the request for the handlers, or the request ends with 401.
+async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
+    match app.auth.principal(req.headers()) {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => {
+            app.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+fn router(app: Shared, rest: RestState, max_body: usize) -> Router {
+    let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(completions))
         .route("/v1/sessions/{user}/{session}", get(session_stats))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(super::mcp::http_router(rest.api.clone()))
+        .merge(super::rest::router(rest))
+        .layer(axum::middleware::from_fn_with_state(app, authenticate));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    super::rest::openapi_json(),
+                )
+            }),
+        )
+        .merge(protected)
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "no such route: see /openapi.json for the memory API and /v1/chat/completions",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
 }
 
-async fn models(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized(&app);
-    }
-    Json(json!({
-        "object": "list",
-        "data": [{"id": app.chat.model(), "object": "model", "created": 0, "owned_by": app.chat.name()}]
-    }))
-    .into_response()
+async fn models(State(app): State<Shared>) -> Response {
+    let data: Vec<Value> = app
+        .chat
+        .iter()
+        .map(|c| json!({"id": c.model(), "object": "model", "created": 0, "owned_by": c.name()}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized(&app);
+async fn metrics(State(app): State<Shared>, Extension(p): Extension<Principal>) -> Response {
+    if !p.open && !p.admin {
+        return ApiError::forbidden("the metrics cover every tenant: use an admin key")
+            .into_response();
     }
     let m = &app.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -178,6 +334,7 @@ async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
          # TYPE llmem_streamed_total counter\nllmem_streamed_total {}\n\
          # TYPE llmem_errors_total counter\nllmem_errors_total {}\n\
          # TYPE llmem_unauthorized_total counter\nllmem_unauthorized_total {}\n\
+         # TYPE llmem_storage_errors_after_answer_total counter\nllmem_storage_errors_after_answer_total {}\n\
          # TYPE llmem_prompt_tokens_total counter\nllmem_prompt_tokens_total {sent}\n\
          # TYPE llmem_completion_tokens_total counter\nllmem_completion_tokens_total {}\n\
          # TYPE llmem_full_history_tokens_total counter\nllmem_full_history_tokens_total {full}\n\
@@ -189,6 +346,7 @@ async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
         g(&m.streamed),
         g(&m.errors),
         g(&m.unauthorized),
+        g(&m.storage_errors_after_answer),
         g(&m.completion_tokens),
         g(&m.retrieved),
         app.sessions.len(),
@@ -204,29 +362,28 @@ async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
 
 async fn session_stats(
     State(app): State<Shared>,
-    headers: HeaderMap,
-    Path((user, session)): Path<(String, String)>,
+    Extension(p): Extension<Principal>,
+    names: std::result::Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized(&app);
+    let result = async {
+        let Path((user, session)) =
+            names.map_err(|e| ApiError::bad(format!("the path: {}", e.body_text())))?;
+        check_name("session", &session)?;
+        let scope = p.user_scope(Some(&user))?;
+        let h = app.sessions.get(&scope, &session)?;
+        let m = h.lock().await;
+        Ok::<_, ApiError>(Json(json!({
+            "user": user,
+            "session": session,
+            "stats": m.stats(),
+            "context_messages": m.messages().len(),
+            "summary": m.summary(),
+        })))
     }
-    match app.sessions.get(&user, &session) {
-        Ok(h) => {
-            let m = h.lock().await;
-            Json(json!({
-                "user": user,
-                "session": session,
-                "stats": m.stats(),
-                "context_messages": m.messages().len(),
-                "summary": m.summary(),
-            }))
-            .into_response()
-        }
-        Err(e) => error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            e.to_string(),
-        ),
+    .await;
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -236,7 +393,10 @@ struct Incoming {
     stream: bool,
     /// `stream_options.include_usage`: end the stream with a usage chunk.
     include_usage: bool,
+    /// The scope whose memories the session reads and writes.
     user: String,
+    /// The `user` field as sent.
+    field_user: Option<String>,
     session: String,
     request: ChatRequest,
 }
@@ -250,7 +410,22 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn parse(headers: &HeaderMap, mut body: Value) -> std::result::Result<Incoming, String> {
+fn parse(
+    p: &Principal,
+    headers: &HeaderMap,
+    body: Value,
+) -> std::result::Result<Incoming, ApiError> {
+    let mut inc = parse_body(headers, body).map_err(ApiError::bad)?;
+    if !p.open {
+        // A key's caller names end users inside its tenant, never another tenant.
+        let named = header(headers, "x-llmem-user").or_else(|| inc.field_user.clone());
+        inc.user = p.user_scope(named.as_deref())?;
+    }
+    check_name("session", &inc.session)?;
+    Ok(inc)
+}
+
+fn parse_body(headers: &HeaderMap, mut body: Value) -> std::result::Result<Incoming, String> {
     let obj = body
         .as_object_mut()
         .ok_or("the body must be a JSON object with `messages`")?;
@@ -278,7 +453,7 @@ fn parse(headers: &HeaderMap, mut body: Value) -> std::result::Result<Incoming, 
         .or_else(|| field_user.clone())
         .unwrap_or_else(|| "anonymous".into());
     let session = header(headers, "x-llmem-session")
-        .or(field_user)
+        .or_else(|| field_user.clone())
         .unwrap_or_else(|| "default".into());
     let mut request = ChatRequest::default();
     if let Some(m) = obj
@@ -307,6 +482,7 @@ fn parse(headers: &HeaderMap, mut body: Value) -> std::result::Result<Incoming, 
         stream,
         include_usage,
         user,
+        field_user,
         session,
         request,
     })
@@ -338,52 +514,69 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn completions(State(app): State<Shared>, headers: HeaderMap, body: Json<Value>) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized(&app);
-    }
+async fn completions(
+    State(app): State<Shared>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: std::result::Result<Body<Value>, ApiError>,
+) -> Response {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let incoming = match parse(&headers, body.0) {
-        Ok(i) => i,
+    let incoming = body.and_then(|Body(b)| parse(&p, &headers, b));
+    let result = match incoming {
+        Ok(i) => turn(app.clone(), i).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => r,
         Err(e) => {
             app.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", e);
-        }
-    };
-    match turn(app.clone(), incoming).await {
-        Ok(r) => r,
-        Err((status, msg)) => {
-            app.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%status, error = %msg, "chat completion failed");
-            error(
-                status,
-                if status.is_server_error() {
-                    "upstream_error"
-                } else {
-                    "invalid_request_error"
-                },
-                msg,
-            )
+            tracing::warn!(status = %e.status, error = %e.message, "chat completion failed");
+            e.into_response()
         }
     }
 }
 
-type TurnError = (StatusCode, String);
-
-fn bad(e: impl std::fmt::Display) -> TurnError {
-    (StatusCode::BAD_REQUEST, e.to_string())
+/// Runs an upstream call under the server's time limit; a call that runs over is a temporary
+/// failure (503 with `retry-after`).
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = llmem::Result<T>>,
+) -> std::result::Result<T, ApiError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| upstream_error(&e)),
+        Err(_) => Err(ApiError::from_llmem(&llmem::Error::Timeout {
+            what: "the upstream model".into(),
+            after: limit,
+        })),
+    }
 }
 
-async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnError> {
-    let handle = app.sessions.get(&inc.user, &inc.session).map_err(bad)?;
+/// An upstream model's error: its final errors are 502 with its message, temporary ones 503.
+fn upstream_error(e: &llmem::Error) -> ApiError {
+    let mut out = ApiError::from_llmem(e);
+    if out.status == StatusCode::INTERNAL_SERVER_ERROR || out.status.is_client_error() {
+        out.status = StatusCode::BAD_GATEWAY;
+        out.kind = "upstream_error";
+    }
+    out.message = format!("upstream: {}", out.message);
+    out
+}
+
+async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, ApiError> {
+    let Some(chat) = app.chat.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_upstream",
+            "this server has no upstream model: configure [chat] in llmem.toml or start it \
+             with --upstream URL; the memory API (/v1/memories) works without one",
+        ));
+    };
+    let handle = app.sessions.get(&inc.user, &inc.session)?;
     // One turn at a time per session: the lock is held until the answer is recorded.
     let mut m: OwnedMutexGuard<MemoryManager> = handle.lock_owned().await;
-    add_turn(&mut m, &inc.messages).await.map_err(bad)?;
+    add_turn(&mut m, &inc.messages).await?;
     let before = m.state().stats.full_history_tokens;
-    let prepared = m
-        .prepare(None)
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let prepared = m.prepare(None).await?;
     let full = m.state().stats.full_history_tokens.saturating_sub(before);
     let metrics = &app.metrics;
     metrics
@@ -403,7 +596,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
     let model = request
         .model
         .clone()
-        .unwrap_or_else(|| app.chat.model().to_owned());
+        .unwrap_or_else(|| chat.model().to_owned());
     let id = format!("chatcmpl-{}", llmem::core::new_id());
     let mut extra = HeaderMap::new();
     let hv = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("?"));
@@ -416,9 +609,8 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
         "x-llmem-retrieved",
         hv(prepared.retrieved.len().to_string()),
     );
-    let upstream_err = |e: llmem::Error| (StatusCode::BAD_GATEWAY, format!("upstream: {e}"));
     if !inc.stream {
-        let r = app.chat.chat(request).await.map_err(upstream_err)?;
+        let r = bounded(app.upstream_timeout, chat.chat(request)).await?;
         // The whole message: text and any tool calls the model made.
         let answer = Message {
             role: Role::Assistant,
@@ -433,7 +625,14 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
             output_tokens: m.counter().count_message(&answer) as u64,
             cached_input_tokens: 0,
         });
-        m.add_message(answer.clone(), r.usage).await.map_err(bad)?;
+        // The upstream has answered: a failure to record it is logged, and the client still
+        // gets the answer it paid for.
+        if let Err(e) = m.add_message(answer.clone(), r.usage).await {
+            app.metrics
+                .storage_errors_after_answer
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "could not record the upstream's answer");
+        }
         app.metrics
             .completion_tokens
             .fetch_add(usage.output_tokens, Ordering::Relaxed);
@@ -456,7 +655,7 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, TurnE
         return Ok((extra, Json(body)).into_response());
     }
     app.metrics.streamed.fetch_add(1, Ordering::Relaxed);
-    let mut upstream = app.chat.chat_stream(request).await.map_err(upstream_err)?;
+    let mut upstream = bounded(app.upstream_timeout, chat.chat_stream(request)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let created = now_secs();
     let chunk = move |delta: Value, finish: Option<String>| {

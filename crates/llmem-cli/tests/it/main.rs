@@ -7,7 +7,9 @@ pub mod locomo;
 mod compress;
 mod count;
 mod demo;
+mod mcp;
 mod serve;
+mod server;
 mod store;
 
 use std::path::Path;

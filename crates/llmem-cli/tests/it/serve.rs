@@ -15,9 +15,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 /// A running `llmem serve`; killed when dropped.
-struct Proxy {
-    child: Child,
-    base: String,
+pub struct Proxy {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Proxy {
@@ -27,7 +27,7 @@ impl Drop for Proxy {
     }
 }
 
-fn serve(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+pub fn serve(args: &[&str], env: &[(&str, &str)]) -> Proxy {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmem"));
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -178,7 +178,7 @@ fn codes(messages: &Value) -> Vec<String> {
 
 /// An OpenAI-wire upstream that answers `ECHO <codes in the prompt>`, streamed or not; the
 /// summaries llmem asks it for (its summarizer prompt) are counted apart.
-async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> String {
+pub async fn echo_upstream(calls: Arc<AtomicU64>, summaries: Arc<AtomicU64>) -> String {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         post(move |Json(body): Json<Value>| {
@@ -275,7 +275,7 @@ async fn read_stream(r: reqwest::Response) -> String {
 }
 
 /// GET `url` (with the bearer `token`, if any): the body as JSON.
-async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> Value {
+pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> Value {
     let mut req = http.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -296,43 +296,102 @@ async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
 }
 
 const SESSIONS: usize = 64;
-const FILLER_TURNS: usize = 8;
+const FILLER_TURNS: usize = 18;
 
+/// Makes an API key for `tenant` in `dir` with `llmem keys add`.
+pub fn make_key(dir: &std::path::Path, tenant: &str, admin: bool) -> String {
+    let mut args = vec![
+        "keys",
+        "add",
+        "--tenant",
+        tenant,
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    if admin {
+        args.push("--admin");
+    }
+    let (code, out, err) = crate::llmem(&args);
+    assert_eq!(code, 0, "{err}");
+    let key = out.trim().to_owned();
+    assert!(key.starts_with("llmem-sk-"), "{out}");
+    key
+}
+
+/// Sends SIGTERM to the server and waits for it to exit; its exit status.
+fn terminate(proxy: &mut Proxy) -> std::process::ExitStatus {
+    let pid = proxy.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    proxy.child.wait().unwrap()
+}
+
+/// The value at the `q` quantile of `xs` (sorted in place).
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[((xs.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// 64 clients × 20 turns through the proxy with a tenant key, with fewer sessions allowed open
+/// than there are clients (the least recently used are saved and closed under load) and
+/// sessions written behind the requests; then SIGTERM, and a restart: every acknowledged turn
+/// is on disk and in its session, and no session holds another's code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
+async fn sixty_four_clients_lose_no_turn_across_sigterm_and_restart() {
     let calls = Arc::new(AtomicU64::new(0));
     let summaries = Arc::new(AtomicU64::new(0));
     let upstream = echo_upstream(calls.clone(), summaries.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &[
-            "--upstream",
-            &upstream,
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ],
-        &[
-            ("LLMEM_MEMORY_MAX_CONTEXT_TOKENS", "4000"),
-            ("LLMEM_MEMORY_COMPRESSION_THRESHOLD", "300"),
-            ("LLMEM_MEMORY_SHORT_TERM_SIZE", "4"),
-            ("LLMEM_MEMORY_ANSWER_RESERVE", "256"),
-        ],
-    );
+    let key = make_key(dir.path(), "acme", false);
+    let env = [
+        ("LLMEM_MEMORY_MAX_CONTEXT_TOKENS", "4000"),
+        ("LLMEM_MEMORY_COMPRESSION_THRESHOLD", "300"),
+        ("LLMEM_MEMORY_SHORT_TERM_SIZE", "4"),
+        ("LLMEM_MEMORY_ANSWER_RESERVE", "256"),
+        ("LLMEM_SERVER_MAX_OPEN_SESSIONS", "16"),
+    ];
+    let args = [
+        "--upstream",
+        &upstream,
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let mut proxy = serve(&args, &env);
     let filler: Vec<String> = include_str!("../../../../examples/data/conversation.jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["role"] == "user")
         .filter_map(|v| v["content"].as_str().map(str::to_owned))
+        .cycle()
         .take(FILLER_TURNS)
         .collect();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
+    // The upstream alone, for the latency the proxy adds.
+    let mut direct = Vec::new();
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        let r = http
+            .post(format!("{upstream}/chat/completions"))
+            .json(&json!({"model": "echo", "messages": [{"role": "user", "content": filler[0]}]}))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+        direct.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    calls.store(0, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..SESSIONS {
-        let (http, base, filler) = (http.clone(), proxy.base.clone(), filler.clone());
+        let (http, base, filler, key) = (
+            http.clone(),
+            proxy.base.clone(),
+            filler.clone(),
+            key.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let user = format!("user-{i}");
             let code = format!("code-{i}x{}", i * 7919 % 1000);
@@ -341,11 +400,14 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
             turns.extend(filler);
             turns.push("What is my access code?".into());
             let mut last = String::new();
+            let mut latencies = Vec::new();
             for (t, said) in turns.iter().enumerate() {
                 history.push(json!({"role": "user", "content": said}));
                 let stream = (i + t) % 2 == 0;
+                let sent = std::time::Instant::now();
                 let r = http
                     .post(format!("{base}/chat/completions"))
+                    .bearer_auth(&key)
                     .json(&json!({"model": "echo", "messages": history, "user": user, "stream": stream}))
                     .send()
                     .await
@@ -357,9 +419,10 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
                     let v: Value = r.json().await.unwrap();
                     v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
                 };
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 history.push(json!({"role": "assistant", "content": last}));
             }
-            (user, code, last, turns.len())
+            (user, code, last, turns.len(), latencies)
         }));
     }
     let mut results = Vec::new();
@@ -368,7 +431,7 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
     }
     let elapsed = started.elapsed();
     let all_codes: Vec<String> = results.iter().map(|r| r.1.clone()).collect();
-    for (user, code, last, turns) in &results {
+    for (user, code, last, _, _) in &results {
         // The final question's prompt carried this session's code, and no other's.
         assert!(
             last.split(' ').any(|w| w == code),
@@ -380,14 +443,54 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
                 "{user} sees {other}: {last}"
             );
         }
+    }
+    let metrics_forbidden = http
+        .get(format!("{}/../metrics", proxy.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics_forbidden.status(), 403, "metrics span tenants");
+    let status = terminate(&mut proxy);
+    assert!(
+        status.success(),
+        "llmem serve exited with {status} on SIGTERM"
+    );
+
+    // Every session file holds one client's turns only.
+    let mut files = 0;
+    let mut stack = vec![dir.path().join("sessions")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                files += 1;
+                let text = std::fs::read_to_string(&p).unwrap();
+                let held: Vec<&String> = all_codes
+                    .iter()
+                    .filter(|c| {
+                        text.split(|ch: char| !ch.is_alphanumeric() && ch != '-')
+                            .any(|w| w == c.as_str())
+                    })
+                    .collect();
+                assert!(held.len() <= 1, "{} holds {held:?}", p.display());
+            }
+        }
+    }
+    assert_eq!(files, SESSIONS);
+
+    // After the restart, every acknowledged message is in its session.
+    let proxy = serve(&args, &env);
+    for (user, _, _, turns, _) in &results {
         let v = get_json(
             &http,
             &format!("{}/sessions/{user}/{user}", proxy.base),
-            None,
+            Some(&key),
         )
         .await;
-        // Every message acknowledged is in the session: one system prompt, a user message and
-        // an answer per turn.
+        // One system prompt, a user message and an answer per turn.
         assert_eq!(v["stats"]["messages"], 1 + 2 * turns, "{user}: {v}");
         assert_eq!(v["stats"]["requests"], *turns, "{user}: {v}");
         assert!(
@@ -395,15 +498,35 @@ async fn sixty_four_concurrent_sessions_keep_apart_and_lose_nothing() {
             "{user}: {v}"
         );
     }
+    // The turns compressed out of a session are long-term memories the REST API finds.
+    let found: Value = http
+        .post(format!("{}/memories/search", proxy.base))
+        .bearer_auth(&key)
+        .json(&json!({"query": "my access code", "user_id": "user-0", "limit": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(found.to_string().contains("code-0x0"), "{found}");
     let requests = (SESSIONS * (FILLER_TURNS + 2)) as u64;
     assert_eq!(calls.load(Ordering::Relaxed), requests);
     // The upstream also wrote the rolling summaries (memory.summarizer = auto).
     let summaries = summaries.load(Ordering::Relaxed);
     assert!(summaries >= SESSIONS as u64, "{summaries} summaries");
+    let mut through: Vec<f64> = results.iter().flat_map(|r| r.4.clone()).collect();
+    let p50 = quantile(&mut through, 0.5);
+    let p95 = quantile(&mut through, 0.95);
+    let up95 = quantile(&mut direct, 0.95);
     eprintln!(
-        "soak: {SESSIONS} sessions, {requests} requests and {summaries} summaries in {:.1}s ({:.0} requests/s)",
+        "soak: {SESSIONS} clients x {} turns = {requests} requests (+{summaries} summaries) in \
+         {:.1} s: {:.0} requests/s; latency through the proxy p50 {p50:.1} ms, p95 {p95:.1} ms; \
+         upstream alone p95 {up95:.1} ms; added p95 {:.1} ms; turns lost 0",
+        FILLER_TURNS + 2,
         elapsed.as_secs_f64(),
-        requests as f64 / elapsed.as_secs_f64()
+        requests as f64 / elapsed.as_secs_f64(),
+        p95 - up95,
     );
 }
 

@@ -7,7 +7,9 @@ Reads N x DIM little-endian f32 vectors from $VECTORS and the query vectors from
 draws seeded random unit vectors. Row i has id `r{i}` and metadata {"even": i % 2 == 0}.
 HNSW with cosine space and ef_search $CHROMA_EF (default 100, as Chroma's own default).
 Writes OUTDIR/chroma.json: insert throughput, top-10 latency (p50/p99) unfiltered and with the
-filter {"even": true}, and recall@10 of each against brute force.
+filter {"even": true}, and recall@10 of each against brute force; and the same queries as a
+numpy brute-force scan (one BLAS thread, like llmem's one-core scan: `vecs @ q`, the filter as a
+mask, `argpartition` for the top 10), timed before Chroma is loaded.
 """
 
 import json
@@ -16,8 +18,11 @@ import sys
 import tempfile
 import time
 
+# One BLAS thread: the scan llmem is compared with runs on one core.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
 import numpy as np
-import chromadb
 
 
 def load(path, dim):
@@ -43,6 +48,22 @@ def run_queries(col, vecs, queries, where):
     return p(0.5), p(0.99), hits / (10 * len(queries))
 
 
+def numpy_scan(vecs, queries, filtered):
+    """Exact top-10 by numpy: p50 and p99 in ms."""
+    lat = []
+    for q in queries:
+        t = time.perf_counter()
+        scores = vecs @ q
+        if filtered:
+            scores[1::2] = -np.inf
+        top = np.argpartition(-scores, 10)[:10]
+        top = top[np.argsort(-scores[top])]
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    p = lambda x: lat[max(0, int(np.ceil(len(lat) * x)) - 1)] * 1000
+    return p(0.5), p(0.99)
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python benches/peers/chroma_bench.py OUTDIR")
@@ -60,6 +81,10 @@ def main() -> None:
         queries = rng.standard_normal((100, dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     n = len(vecs)
+    np_p50, np_p99 = numpy_scan(vecs, queries, False)
+    np_fp50, np_fp99 = numpy_scan(vecs, queries, True)
+    import chromadb
+
     client = chromadb.PersistentClient(path=tempfile.mkdtemp(prefix="chroma-bench-"))
     ef = int(os.environ.get("CHROMA_EF", "100"))
     col = client.create_collection(
@@ -89,6 +114,11 @@ def main() -> None:
         "query_filtered_top10_p50_ms": fp50,
         "query_filtered_top10_p99_ms": fp99,
         "recall_filtered_at_10": frec,
+        "numpy": "numpy " + np.__version__,
+        "numpy_top10_p50_ms": np_p50,
+        "numpy_top10_p99_ms": np_p99,
+        "numpy_filtered_top10_p50_ms": np_fp50,
+        "numpy_filtered_top10_p99_ms": np_fp99,
     }
     with open(os.path.join(out, "chroma.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -1,10 +1,12 @@
 //! The one-run benchmark report of llmem-tiers (`harness = false`):
 //!
-//! - warm: insert throughput; exact top-10 on N × DIM with a metadata filter (latency, recall@10);
+//! - warm: insert throughput; top-10 on N × DIM, with and without a metadata filter, by the
+//!   default int8 scan with f32 re-scoring and by the exact f32 scan (latency, recall@10);
 //! - cold (feature `lance`): insert throughput; top-10 without the index (exact) and with the
 //!   IVF-PQ index (+ refine), unfiltered and filtered (latency, recall@10 against brute force);
 //!   optionally again at `COLD_LARGE` rows;
-//! - Chroma (PyPI `chromadb`, in-process) on the same vectors and queries, through
+//! - Chroma (PyPI `chromadb`, in-process) and a one-thread numpy scan on the same vectors and
+//!   queries, through
 //!   `benches/peers/chroma_bench.py` run with `$LLMEM_PYTHON` (skipped with a note when absent).
 //!
 //! ```text
@@ -29,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use llmem_core::test_kit::unit_vec;
 use llmem_core::{Filter, MemoryRecord, MemoryStore, RecordKind, Scope, SearchRequest};
-use llmem_tiers::WarmStore;
 use llmem_tiers::vector::dot;
+use llmem_tiers::{WarmConfig, WarmStore};
 use serde_json::json;
 
 /// Clusters in the data (`CLUSTERS`, default 1000; 0: i.i.d. uniform unit vectors).
@@ -316,37 +318,47 @@ fn main() {
 
     eprintln!("warm");
     rt.block_on(async {
-        let warm = WarmStore::in_memory();
         let recs: Vec<MemoryRecord> = vecs.iter().enumerate().map(|(i, v)| record(i, v)).collect();
-        let t0 = Instant::now();
-        for chunk in recs.chunks(10_000) {
-            warm.put(chunk.to_vec()).await.unwrap();
+        // The default (int8 scan, f32 re-score) and the exact f32 scan, on the same rows.
+        for quantized in [true, false] {
+            let warm = WarmStore::open(WarmConfig::default().quantized(quantized)).unwrap();
+            let t0 = Instant::now();
+            for chunk in recs.chunks(10_000) {
+                warm.put(chunk.to_vec()).await.unwrap();
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let how = if quantized {
+                "int8 scan + f32 re-score"
+            } else {
+                "exact f32 scan"
+            };
+            if quantized {
+                inserts.push((
+                    format!("warm (RAM, batches of 10k) {n}×{dim}"),
+                    n as f64 / secs,
+                ));
+            }
+            rows.push(
+                measure(
+                    &warm,
+                    format!("warm {how} top-10, {n}×{dim}, filtered"),
+                    &queries,
+                    Some(&filter),
+                    &t_even,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    &warm,
+                    format!("warm {how} top-10, {n}×{dim}"),
+                    &queries,
+                    None,
+                    &t_all,
+                )
+                .await,
+            );
         }
-        let secs = t0.elapsed().as_secs_f64();
-        inserts.push((
-            format!("warm (RAM, batches of 10k) {n}×{dim}"),
-            n as f64 / secs,
-        ));
-        rows.push(
-            measure(
-                &warm,
-                format!("warm exact top-10, {n}×{dim}, filtered"),
-                &queries,
-                Some(&filter),
-                &t_even,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                &warm,
-                format!("warm exact top-10, {n}×{dim}"),
-                &queries,
-                None,
-                &t_all,
-            )
-            .await,
-        );
     });
 
     #[cfg(feature = "lance")]
@@ -423,6 +435,20 @@ fn main() {
                 recall: Some(f("recall_filtered_at_10")),
                 note: String::new(),
             });
+            let numpy = c
+                .get("numpy")
+                .and_then(|e| e.as_str())
+                .unwrap_or("numpy")
+                .to_owned();
+            for (what, key) in [("", "numpy_top10"), (", filtered", "numpy_filtered_top10")] {
+                rows.push(Row {
+                    what: format!("{numpy} exact scan (1 thread) top-10, {n}×{dim}{what}"),
+                    p50_ms: f(&format!("{key}_p50_ms")),
+                    p99_ms: f(&format!("{key}_p99_ms")),
+                    recall: Some(1.0),
+                    note: String::new(),
+                });
+            }
         }
         Err(e) => chroma_note = format!("Chroma not measured: {e}"),
     }

@@ -1,5 +1,6 @@
-//! Benchmarks: warm exact top-10 on 100k × 384 with a filter, warm insert throughput, and (with
-//! the `lance` feature) cold top-10 at 100k without and with the IVF-PQ index.
+//! Benchmarks: warm top-10 on 100k × 384 with a filter (int8 scan + f32 re-score, and exact),
+//! warm insert throughput, and (with the `lance` feature) cold top-10 at 100k without and with
+//! the IVF-PQ index.
 //!
 //! `cargo bench -p llmem-tiers --bench tiers [--features lance]`; N and DIM override the size.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,7 +8,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llmem_core::test_kit::unit_vec;
 use llmem_core::{Filter, MemoryRecord, MemoryStore, Scope, SearchRequest};
-use llmem_tiers::WarmStore;
+use llmem_tiers::{WarmConfig, WarmStore};
 use serde_json::json;
 
 fn records(n: usize, dim: usize) -> Vec<MemoryRecord> {
@@ -49,19 +50,22 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let warm = WarmStore::in_memory();
-    rt.block_on(warm.put(recs.clone())).unwrap();
-    let mut g = c.benchmark_group("warm");
     let mut qi = 0u64;
-    g.bench_function(format!("exact top-10 {n}x{dim} filtered"), |b| {
-        b.iter(|| {
-            qi += 1;
-            let req = SearchRequest::vector(unit_vec(dim, 10_000_000 + qi), 10)
-                .with_filter(filter.clone());
-            rt.block_on(warm.search(&scope, &req)).unwrap()
-        })
-    });
-    g.finish();
+    for quantized in [true, false] {
+        let warm = WarmStore::open(WarmConfig::default().quantized(quantized)).unwrap();
+        rt.block_on(warm.put(recs.clone())).unwrap();
+        let how = if quantized { "int8+rescore" } else { "exact" };
+        let mut g = c.benchmark_group("warm");
+        g.bench_function(format!("{how} top-10 {n}x{dim} filtered"), |b| {
+            b.iter(|| {
+                qi += 1;
+                let req = SearchRequest::vector(unit_vec(dim, 10_000_000 + qi), 10)
+                    .with_filter(filter.clone());
+                rt.block_on(warm.search(&scope, &req)).unwrap()
+            })
+        });
+        g.finish();
+    }
 
     #[cfg(feature = "lance")]
     {

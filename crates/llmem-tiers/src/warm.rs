@@ -2,8 +2,11 @@
 //! capacity limits with LRU demotion to the next tier, and an optional write-ahead log.
 //!
 //! Embeddings live in one contiguous row-major matrix (row = slot) next to the inverse of each
-//! row's norm, so a search is one pass of auto-vectorised dot products over memory in order;
-//! the filter is evaluated only for rows whose score would enter the current top k.
+//! row's norm, and again quantised to int8 (one scale a row). A search over more than
+//! [`QUANTIZED_FROM`] rows scans the int8 rows (a quarter of the bytes) for the best
+//! [`REFINE`] × k candidates, then re-scores those exactly in f32; a smaller store is scanned in
+//! f32 directly. Either way the filter is evaluated only for rows whose score would enter the
+//! current top list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,11 +22,19 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::text::{TextIndex, fuse};
 use crate::tier::Tier;
-use crate::vector::{TopK, dot, norm};
+use crate::vector::{TopK, dot, dot_i8, norm, quantize};
 use crate::wal::{Wal, WalOp};
 
 /// How many candidates each ranking contributes to a hybrid (vector + text) fusion, at least.
 pub const HYBRID_CANDIDATES: usize = 50;
+
+/// From this many rows on, vector search scans the int8 rows and re-scores candidates in f32.
+pub const QUANTIZED_FROM: usize = 4096;
+
+/// Candidates re-scored exactly per result asked for (at least [`MIN_CANDIDATES`]).
+pub const REFINE: usize = 8;
+/// The fewest candidates re-scored exactly.
+pub const MIN_CANDIDATES: usize = 100;
 
 /// Settings of a [`WarmStore`].
 #[derive(Debug, Clone)]
@@ -36,6 +47,9 @@ pub struct WarmConfig {
     pub max_bytes: Option<u64>,
     /// A directory for the write-ahead log and snapshots; `None` keeps everything in RAM only.
     pub dir: Option<PathBuf>,
+    /// Scan int8 rows and re-score candidates in f32 from [`QUANTIZED_FROM`] rows on (default);
+    /// `false` always scans the f32 rows.
+    pub quantized: bool,
 }
 
 impl Default for WarmConfig {
@@ -45,6 +59,7 @@ impl Default for WarmConfig {
             max_items: None,
             max_bytes: None,
             dir: None,
+            quantized: true,
         }
     }
 }
@@ -63,6 +78,12 @@ impl WarmConfig {
     #[must_use]
     pub fn max_bytes(mut self, n: u64) -> Self {
         self.max_bytes = Some(n);
+        self
+    }
+    /// `false`: exact f32 scans only (for comparisons; slower on large stores).
+    #[must_use]
+    pub fn quantized(mut self, on: bool) -> Self {
+        self.quantized = on;
         self
     }
     #[must_use]
@@ -89,6 +110,12 @@ struct Inner {
     by_id: HashMap<String, u32>,
     dim: usize,
     matrix: Vec<f32>,
+    /// The matrix quantised to int8, row by row.
+    qmatrix: Vec<i8>,
+    /// Per row: the inverse norm (0 for a free row or one without a vector).
+    row_inv: Vec<f32>,
+    /// Per row: the int8 scale times the inverse norm (0 likewise).
+    row_qf: Vec<f32>,
     text: TextIndex<u32>,
     lru: BTreeMap<u64, u32>,
     tick: u64,
@@ -165,7 +192,7 @@ impl Inner {
             Some(s) => s,
             None => {
                 self.slots.push(None);
-                self.matrix.resize(self.slots.len() * self.dim, 0.0);
+                self.resize_rows();
                 (self.slots.len() - 1) as u32
             }
         };
@@ -173,14 +200,22 @@ impl Inner {
             Some(e) => {
                 if self.dim == 0 {
                     self.dim = e.len();
-                    self.matrix.resize(self.slots.len() * self.dim, 0.0);
+                    self.resize_rows();
                 }
                 let at = slot as usize * self.dim;
                 self.matrix[at..at + self.dim].copy_from_slice(&e);
+                let scale = quantize(&e, &mut self.qmatrix[at..at + self.dim]);
                 let n = norm(&e);
-                (true, if n > 0.0 { 1.0 / n } else { 0.0 })
+                let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
+                self.row_inv[slot as usize] = inv;
+                self.row_qf[slot as usize] = scale * inv;
+                (true, inv)
             }
-            None => (false, 0.0),
+            None => {
+                self.row_inv[slot as usize] = 0.0;
+                self.row_qf[slot as usize] = 0.0;
+                (false, 0.0)
+            }
         };
         self.tick += 1;
         self.lru.insert(self.tick, slot);
@@ -197,8 +232,19 @@ impl Inner {
         self.next_generation();
     }
 
+    /// Grows the per-row arrays to the number of slots.
+    fn resize_rows(&mut self) {
+        let rows = self.slots.len();
+        self.matrix.resize(rows * self.dim, 0.0);
+        self.qmatrix.resize(rows * self.dim, 0);
+        self.row_inv.resize(rows, 0.0);
+        self.row_qf.resize(rows, 0.0);
+    }
+
     fn remove_slot(&mut self, slot: u32) -> Option<MemoryRecord> {
         let s = self.slots.get_mut(slot as usize)?.take()?;
+        self.row_inv[slot as usize] = 0.0;
+        self.row_qf[slot as usize] = 0.0;
         let rec = self.full(slot, &s);
         self.by_id.remove(&s.rec.id);
         self.lru.remove(&s.tick);
@@ -279,6 +325,7 @@ impl Inner {
         req: &SearchRequest,
         q: &[f32],
         k: usize,
+        quantized: bool,
     ) -> Result<Vec<(u32, f32)>> {
         if self.dim == 0 {
             return Ok(Vec::new());
@@ -286,20 +333,51 @@ impl Inner {
         self.check_query(q)?;
         let qn = norm(q);
         let qinv = if qn > 0.0 { 1.0 / qn } else { 0.0 };
-        let mut top = TopK::new(k);
-        for (i, row) in self.matrix.chunks_exact(self.dim).enumerate() {
-            let Some(Some(s)) = self.slots.get(i) else {
-                continue;
-            };
-            if !s.has_vec {
-                continue;
-            }
-            let score = dot(q, row) * s.inv_norm * qinv;
-            if score > top.threshold()
-                && self.visible(i as u32, Some(scope), &req.filter, req.include_superseded)
+        let visible =
+            |i: usize| self.visible(i as u32, Some(scope), &req.filter, req.include_superseded);
+        if !quantized || self.slots.len() < QUANTIZED_FROM {
+            let mut top = TopK::new(k);
+            for (i, (row, &inv)) in self
+                .matrix
+                .chunks_exact(self.dim)
+                .zip(&self.row_inv)
+                .enumerate()
             {
-                top.push(i as u32, score);
+                if inv == 0.0 {
+                    continue;
+                }
+                let score = dot(q, row) * inv * qinv;
+                if score > top.threshold() && visible(i) {
+                    top.push(i as u32, score);
+                }
             }
+            return Ok(top.into_sorted());
+        }
+        // The int8 pass: the best candidates by approximate score (filter checked only for
+        // those that would enter the list), then their exact f32 scores.
+        let mut qq = vec![0i8; self.dim];
+        let qf = quantize(q, &mut qq) * qinv;
+        let mut candidates = TopK::new((k * REFINE).max(MIN_CANDIDATES));
+        for (i, (row, &rf)) in self
+            .qmatrix
+            .chunks_exact(self.dim)
+            .zip(&self.row_qf)
+            .enumerate()
+        {
+            if rf == 0.0 {
+                continue;
+            }
+            let approx = dot_i8(&qq, row) as f32 * rf * qf;
+            if approx > candidates.threshold() && visible(i) {
+                candidates.push(i as u32, approx);
+            }
+        }
+        let mut top = TopK::new(k);
+        for (slot, _) in candidates.into_sorted() {
+            let at = slot as usize * self.dim;
+            let score =
+                dot(q, &self.matrix[at..at + self.dim]) * self.row_inv[slot as usize] * qinv;
+            top.push(slot, score);
         }
         Ok(top.into_sorted())
     }
@@ -316,13 +394,18 @@ impl Inner {
         })
     }
 
-    fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<(u32, f32)>> {
+    fn search(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        quantized: bool,
+    ) -> Result<Vec<(u32, f32)>> {
         match (&req.vector, &req.text) {
-            (Some(v), None) => self.vector_search(scope, req, v, req.k),
+            (Some(v), None) => self.vector_search(scope, req, v, req.k, quantized),
             (None, Some(t)) => Ok(self.text_search(scope, req, t, req.k)),
             (Some(v), Some(t)) => {
                 let n = (req.k * 4).max(HYBRID_CANDIDATES);
-                let by_vec = self.vector_search(scope, req, v, n)?;
+                let by_vec = self.vector_search(scope, req, v, n, quantized)?;
                 let by_text = self.text_search(scope, req, t, n);
                 fuse(&by_vec, &by_text, req.fusion, req.k)
             }
@@ -655,7 +738,7 @@ impl MemoryStore for WarmStore {
 
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         let inner = self.inner.lock();
-        let hits = inner.search(scope, request)?;
+        let hits = inner.search(scope, request, self.cfg.quantized)?;
         Ok(hits
             .into_iter()
             .filter_map(|(slot, score)| {
@@ -798,6 +881,70 @@ mod tests {
         MemoryRecord::new(t, format!("record number {i}"))
             .with_id(format!("r{i}"))
             .with_embedding(e)
+    }
+
+    /// The int8 scan with f32 re-scoring finds what the exact scan finds: recall@10 over
+    /// 20,000 random 384-d vectors, with and without a filter, after deletes and replacements.
+    #[tokio::test]
+    async fn quantized_search_agrees_with_the_exact_scan() {
+        use llmem_core::test_kit::unit_vec;
+        let (n, dim) = (20_000usize, 384);
+        let records = |seed: u64| -> Vec<MemoryRecord> {
+            (0..n as u64)
+                .map(|i| {
+                    MemoryRecord::new("u", format!("note {i}"))
+                        .with_id(format!("r{i}"))
+                        .with_embedding(unit_vec(dim, seed + i))
+                        .with_metadata("even", i % 2 == 0)
+                })
+                .collect()
+        };
+        let fast = WarmStore::in_memory();
+        let exact = WarmStore::open(WarmConfig::default().quantized(false)).unwrap();
+        for w in [&fast, &exact] {
+            w.put(records(0)).await.unwrap();
+            // Replace some rows and delete others, so that stale int8 rows would show.
+            w.put(records(1_000_000).into_iter().take(500).collect())
+                .await
+                .unwrap();
+            let gone: Vec<String> = (500..1000).map(|i| format!("r{i}")).collect();
+            w.delete(&Scope::tenant("u"), &gone).await.unwrap();
+        }
+        let scope = Scope::tenant("u");
+        let even = Filter::parse(&serde_json::json!({"even": true})).unwrap();
+        let (mut found, mut wanted) = (0, 0);
+        for qi in 0..40u64 {
+            let filter = if qi % 2 == 0 {
+                Filter::All
+            } else {
+                even.clone()
+            };
+            let req = SearchRequest::vector(unit_vec(dim, 7_000_000 + qi), 10).with_filter(filter);
+            let a = fast.search(&scope, &req).await.unwrap();
+            let b = exact.search(&scope, &req).await.unwrap();
+            assert_eq!(a.len(), 10);
+            let truth: Vec<&str> = b.iter().map(|h| h.record.id.as_str()).collect();
+            wanted += truth.len();
+            found += a
+                .iter()
+                .filter(|h| truth.contains(&h.record.id.as_str()))
+                .count();
+            for h in &a {
+                let i: usize = h.record.id[1..].parse().unwrap();
+                assert!(!(500..1000).contains(&i), "a deleted row came back");
+                if qi % 2 == 1 {
+                    assert_eq!(h.record.metadata["even"], true);
+                }
+            }
+            // Re-scored exactly: the scores are the exact ones.
+            for (x, y) in a.iter().zip(&b) {
+                if x.record.id == y.record.id {
+                    assert!((x.score - y.score).abs() < 1e-5);
+                }
+            }
+        }
+        let recall = found as f64 / wanted as f64;
+        assert!(recall >= 0.99, "recall@10 {recall}");
     }
 
     #[tokio::test]

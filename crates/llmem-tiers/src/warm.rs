@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::text::{TextIndex, fuse};
 use crate::tier::Tier;
-use crate::vector::{TopK, dot, dot_i8, norm, quantize};
+use crate::vector::{TopK, dot, dot_i8_kernel, norm, quantize};
 use crate::wal::{Wal, WalOp};
 
 /// How many candidates each ranking contributes to a hybrid (vector + text) fusion, at least.
@@ -357,6 +357,7 @@ impl Inner {
         // those that would enter the list), then their exact f32 scores.
         let mut qq = vec![0i8; self.dim];
         let qf = quantize(q, &mut qq) * qinv;
+        let dot_i8 = dot_i8_kernel();
         let mut candidates = TopK::new((k * REFINE).max(MIN_CANDIDATES));
         for (i, (row, &rf)) in self
             .qmatrix

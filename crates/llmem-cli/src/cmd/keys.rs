@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::memapi::{Principal, check_name};
+use super::product::ConfigArgs;
 
 /// What every key starts with, so that a leaked one is recognisable (and greppable).
 pub const KEY_PREFIX: &str = "llmem-sk-";
@@ -24,20 +25,9 @@ pub enum Cmd {
     /// Make a key for a tenant; prints it once (only its hash is kept).
     Add(AddArgs),
     /// List the keys: id, tenant, admin, made, revoked (never the keys themselves).
-    List(Where),
+    List(ConfigArgs),
     /// Revoke a key by its id; it is refused from then on.
     Revoke(RevokeArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct Where {
-    /// llmem.toml (default: $LLMEM_CONFIG, else ./llmem.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The data directory (overrides tiers.dir); the keys are in `<dir>/keys.json` unless
-    /// server.keys_file says otherwise.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +39,7 @@ pub struct AddArgs {
     #[arg(long)]
     pub admin: bool,
     #[command(flatten)]
-    pub place: Where,
+    pub place: ConfigArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,7 +47,7 @@ pub struct RevokeArgs {
     /// The key's id, as `llmem keys list` shows it.
     pub id: String,
     #[command(flatten)]
-    pub place: Where,
+    pub place: ConfigArgs,
 }
 
 /// One key as the file keeps it.
@@ -318,11 +308,8 @@ impl KeyStore {
     }
 }
 
-fn store_at(place: &Where) -> Result<KeyStore> {
-    let mut config = Config::discover(place.config.as_deref())?;
-    if let Some(d) = &place.dir {
-        config.tiers.dir = Some(d.clone());
-    }
+fn store_at(place: &ConfigArgs) -> Result<KeyStore> {
+    let config = place.config()?;
     let path = keys_path(&config).context(
         "no place for keys: pass --dir DIR, set tiers.dir, or set server.keys_file in llmem.toml",
     )?;

@@ -9,14 +9,32 @@ use anyhow::{Context, Result};
 use llmem::providers::llamacpp::LlamaCppServer;
 use llmem::{Config, Plugins, Providers};
 
+/// Where the configuration and the data are: what every command that opens them takes.
 #[derive(Debug, clap::Args)]
-pub struct ProductArgs {
+pub struct ConfigArgs {
     /// llmem.toml (default: $LLMEM_CONFIG, else ./llmem.toml when present).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where sessions and long-term memory persist (overrides tiers.dir).
+    /// Where sessions, long-term memory and API keys persist (overrides tiers.dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The configuration, with `--dir` applied.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = Config::discover(self.config.as_deref())?;
+        if let Some(d) = &self.dir {
+            config.tiers.dir = Some(d.clone());
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProductArgs {
+    #[command(flatten)]
+    pub place: ConfigArgs,
     /// Start the local SmolLM2 on llama.cpp as the chat model.
     #[arg(long)]
     pub llamacpp: bool,
@@ -25,11 +43,7 @@ pub struct ProductArgs {
 impl ProductArgs {
     /// The configuration, with `--dir` applied.
     pub fn config(&self) -> Result<Config> {
-        let mut config = Config::discover(self.config.as_deref())?;
-        if let Some(d) = &self.dir {
-            config.tiers.dir = Some(d.clone());
-        }
-        Ok(config)
+        self.place.config()
     }
 
     /// The providers `config` names; with `--llamacpp`, the local server (which the caller

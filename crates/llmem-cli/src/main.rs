@@ -49,6 +49,12 @@ enum Command {
     Stats(cmd::store::StatsArgs),
     /// Move a tenant's records matching a filter to the glacier tier (`--glacier URL`).
     Archive(cmd::store::ArchiveArgs),
+    /// Forget a user's memories for good, in every tier and saved session (`--filter JSON`).
+    Forget(cmd::store::ForgetArgs),
+    /// Replace a memory's text; the earlier version is kept as history.
+    Update(cmd::store::UpdateArgs),
+    /// Summarise old conversation memories by day or week into summaries linked to them.
+    Consolidate(cmd::store::ConsolidateArgs),
     /// Chat with a configured model through llmem's memory (interactive; /stats, /quit).
     Chat(cmd::chat::Args),
     /// An OpenAI-compatible proxy that gives any app memory: change only its base URL.
@@ -93,6 +99,9 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => cmd::store::snapshot(args).await,
             Command::Stats(args) => cmd::store::stats(args).await,
             Command::Archive(args) => cmd::store::archive(args).await,
+            Command::Forget(args) => cmd::store::forget(args).await,
+            Command::Update(args) => cmd::store::update(args).await,
+            Command::Consolidate(args) => cmd::store::consolidate(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Mcp(args) => cmd::mcp::run(args).await,

@@ -4,7 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use llmem_core::{Error, Message, Result, Role, Summarizer, SummaryRequest, TokenCounter};
+use llmem_core::{
+    ChatSummarizer, Error, Message, Result, Role, Summarizer, SummaryRequest, SummaryUsage,
+    TokenCounter, Usage,
+};
 use serde::Serialize;
 
 use crate::config::{CompressConfig, Strategy};
@@ -203,6 +206,45 @@ impl Quality {
     }
 }
 
+/// What a compression's summariser calls spent: tokens in and out, all calls together, and the
+/// model that made them. A call that failed or timed out spent what the provider says it did,
+/// which llmem does not learn: it is not counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SummarizerSpend {
+    /// The model that wrote, as the summariser named it (the last call's); `None` when no
+    /// summariser call succeeded.
+    pub model: Option<String>,
+    /// Input and output tokens of the successful calls.
+    pub usage: Usage,
+    /// Calls that returned a summary.
+    pub calls: usize,
+    /// Of those, how many did not report their tokens: the compressor counted them itself (the
+    /// prompt [`ChatSummarizer::prompt`] sends and the answer), with its own counter.
+    pub estimated_calls: usize,
+}
+
+impl SummarizerSpend {
+    /// Input plus output tokens.
+    pub fn tokens(&self) -> u64 {
+        self.usage.input_tokens + self.usage.output_tokens
+    }
+
+    fn add(&mut self, usage: &SummaryUsage, estimate: impl FnOnce() -> Usage) {
+        let u = match usage.tokens {
+            Some(u) => u,
+            None => {
+                self.estimated_calls += 1;
+                estimate()
+            }
+        };
+        self.usage.input_tokens += u.input_tokens;
+        self.usage.output_tokens += u.output_tokens;
+        self.usage.cached_input_tokens += u.cached_input_tokens;
+        self.calls += 1;
+        self.model = Some(usage.model.clone());
+    }
+}
+
 /// The result of a compression, with its statistics.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompressedMemory {
@@ -236,6 +278,8 @@ pub struct CompressedMemory {
     pub method: Method,
     /// Calls made to the LLM summarizer (map and reduce rounds).
     pub summarizer_calls: usize,
+    /// What those calls spent (tokens in and out, the model), for the caller to count and price.
+    pub summarizer_spend: SummarizerSpend,
     /// What went wrong on the way (summarizer errors, timeouts, archive failures); the
     /// compression still returned a usable context and lost nothing.
     pub errors: Vec<String>,
@@ -520,6 +564,7 @@ impl MemoryCompressor {
         lines: Vec<String>,
         target: usize,
         calls: &mut usize,
+        spend: &mut SummarizerSpend,
     ) -> Result<String> {
         // Room for the text in one call: the window minus the prompt, the previous summary and
         // the answer.
@@ -546,7 +591,7 @@ impl MemoryCompressor {
                     max_tokens: target,
                     instructions: Some("Keep every name, number and date.".into()),
                 };
-                return self.call(s, req, calls).await;
+                return self.call(s, req, calls, spend).await;
             }
             let mut next = Vec::with_capacity(chunks.len());
             for text in chunks {
@@ -556,7 +601,7 @@ impl MemoryCompressor {
                     max_tokens: partial,
                     instructions: Some("This is one part of a longer conversation. Keep every name, number and date.".into()),
                 };
-                let out = self.call(s, req, calls).await?;
+                let out = self.call(s, req, calls, spend).await?;
                 // A partial that overshoots would stop the rounds from converging: trim it.
                 let out = if self.counter.count(&out) > partial {
                     self.extractive.summarize_text(None, &out, partial)
@@ -572,15 +617,28 @@ impl MemoryCompressor {
         ))
     }
 
+    /// One summariser call; what it spent is added to `spend` (counted here when the
+    /// summariser does not say).
     async fn call(
         &self,
         s: &dyn Summarizer,
         req: SummaryRequest,
         calls: &mut usize,
+        spend: &mut SummarizerSpend,
     ) -> Result<String> {
         *calls += 1;
-        match tokio::time::timeout(self.config.timeout, s.summarize(req)).await {
-            Ok(r) => r,
+        let asked = req.clone();
+        match tokio::time::timeout(self.config.timeout, s.summarize_with_usage(req)).await {
+            Ok(Ok(summary)) => {
+                spend.add(&summary.usage, || Usage {
+                    input_tokens: self.counter.count_messages(&ChatSummarizer::prompt(&asked))
+                        as u64,
+                    output_tokens: self.counter.count(&summary.text) as u64,
+                    cached_input_tokens: 0,
+                });
+                Ok(summary.text)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Timeout {
                 what: format!("summarizer `{}`", s.name()),
                 after: self.config.timeout,
@@ -731,13 +789,14 @@ impl Compressor for MemoryCompressor {
         let p = self.plan(messages)?;
         let mut errors = Vec::new();
         let mut calls = 0;
+        let mut spend = SummarizerSpend::default();
         let removed: Vec<Message> = messages
             .iter()
             .zip(&p.actions)
             .filter(|(_, a)| !matches!(a, Action::Keep { .. } | Action::PreviousSummary))
             .map(|(m, _)| m.clone())
             .collect();
-        let originals = |errors: Vec<String>, calls| {
+        let originals = |errors: Vec<String>, calls, spend| {
             self.finish(
                 messages,
                 messages.to_vec(),
@@ -745,7 +804,7 @@ impl Compressor for MemoryCompressor {
                 &p,
                 Method::KeptOriginals,
                 0,
-                calls,
+                (calls, spend),
                 errors,
             )
         };
@@ -758,14 +817,14 @@ impl Compressor for MemoryCompressor {
                 Ok(Ok(())) => archived = removed.len(),
                 Ok(Err(e)) => {
                     errors.push(format!("archive failed, originals kept: {e}"));
-                    return Ok(originals(errors, 0));
+                    return Ok(originals(errors, 0, SummarizerSpend::default()));
                 }
                 Err(_) => {
                     errors.push(format!(
                         "archive timed out after {:?}, originals kept",
                         self.config.timeout
                     ));
-                    return Ok(originals(errors, 0));
+                    return Ok(originals(errors, 0, SummarizerSpend::default()));
                 }
             }
         }
@@ -800,6 +859,7 @@ impl Compressor for MemoryCompressor {
                         lines.clone(),
                         target,
                         &mut calls,
+                        &mut spend,
                     )
                     .await
                 {
@@ -832,7 +892,7 @@ impl Compressor for MemoryCompressor {
                         .summarize_text(previous.as_deref(), &lines.join("\n"), target);
                 if t.trim().is_empty() {
                     errors.push(format!("no summary fits {target} tokens; originals kept"));
-                    return Ok(originals(errors, calls));
+                    return Ok(originals(errors, calls, spend));
                 }
                 method = Method::Extractive;
                 text = Some(t);
@@ -857,7 +917,16 @@ impl Compressor for MemoryCompressor {
                 Action::Drop { .. } => {}
             }
         }
-        Ok(self.finish(messages, out, summary, &p, method, archived, calls, errors))
+        Ok(self.finish(
+            messages,
+            out,
+            summary,
+            &p,
+            method,
+            archived,
+            (calls, spend),
+            errors,
+        ))
     }
 }
 
@@ -871,7 +940,7 @@ impl MemoryCompressor {
         p: &Preview,
         method: Method,
         archived: usize,
-        calls: usize,
+        (calls, spend): (usize, SummarizerSpend),
         errors: Vec<String>,
     ) -> CompressedMemory {
         let original = self.counter.count_messages(before);
@@ -901,6 +970,7 @@ impl MemoryCompressor {
             archived,
             method,
             summarizer_calls: calls,
+            summarizer_spend: spend,
             errors,
             messages: after,
         }

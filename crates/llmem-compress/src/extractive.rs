@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use llmem_core::{Message, Result, Summarizer, SummaryRequest, TokenCounter};
+use llmem_core::{
+    Message, Result, Summarizer, Summary, SummaryRequest, SummaryUsage, TokenCounter,
+};
 use llmem_window::Compactor;
 
 use crate::text::{content_words, facts, jaccard, normalize, sentences, shingles, transcript_line};
@@ -222,6 +224,14 @@ impl Summarizer for ExtractiveSummarizer {
             &request.text,
             request.max_tokens,
         ))
+    }
+
+    /// Spends nothing: no model runs (usage zero, model `extractive`).
+    async fn summarize_with_usage(&self, request: SummaryRequest) -> Result<Summary> {
+        Ok(Summary {
+            text: self.summarize(request).await?,
+            usage: SummaryUsage::free("extractive"),
+        })
     }
 }
 

@@ -51,7 +51,7 @@ mod text;
 
 pub use compressor::{
     Action, ArchiveSink, CompressedMemory, Compressor, DropReason, KeepReason, MemoryCompressor,
-    Method, Preview, Quality, SUMMARY_PREFIX, VecArchive,
+    Method, Preview, Quality, SUMMARY_PREFIX, SummarizerSpend, VecArchive,
 };
 pub use config::{CompressConfig, Preset, Strategy, Trigger, TriggerReason};
 pub use extractive::ExtractiveSummarizer;

@@ -5,7 +5,8 @@
 //!  "$or": [{"timestamp": {"$gte": "2025-01-01"}}, {"pinned": true}]}
 //! ```
 //!
-//! Operators: `$eq $ne $gt $gte $lt $lte $in $nin $and $or`. Keys may be dotted (`place.city`).
+//! Operators: `$eq $ne $gt $gte $lt $lte $in $nin $contains $and $or` (`$contains`: a string
+//! field holds the text, ignoring case). Keys may be dotted (`place.city`).
 //! A bare value means `$eq`; several keys (or several operators on one key) are ANDed.
 //! Semantics follow MongoDB: on an array field `$eq`/`$in` match when any element matches;
 //! a missing field fails `$eq`, `$gt`, … and `$in` but passes `$ne` and `$nin`. Numbers compare
@@ -29,6 +30,9 @@ pub enum CmpOp {
     Gte,
     Lt,
     Lte,
+    /// The field is a string holding the value (a string), ignoring case; on an array, any
+    /// element is.
+    Contains,
 }
 
 impl CmpOp {
@@ -40,6 +44,7 @@ impl CmpOp {
             CmpOp::Gte => "$gte",
             CmpOp::Lt => "$lt",
             CmpOp::Lte => "$lte",
+            CmpOp::Contains => "$contains",
         }
     }
 
@@ -51,6 +56,7 @@ impl CmpOp {
             CmpOp::Gte => ">=",
             CmpOp::Lt => "<",
             CmpOp::Lte => "<=",
+            CmpOp::Contains => "LIKE",
         }
     }
 }
@@ -74,7 +80,7 @@ pub enum Filter {
     },
 }
 
-const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $and, $or";
+const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $contains, $and, $or";
 
 impl Filter {
     /// Parses a filter from JSON, with errors that name the offending key.
@@ -136,6 +142,7 @@ impl Filter {
                 match op {
                     CmpOp::Eq => field.is_some_and(|f| eq_or_contains(&f, value)),
                     CmpOp::Ne => !field.is_some_and(|f| eq_or_contains(&f, value)),
+                    CmpOp::Contains => field.is_some_and(|f| holds(&f, value)),
                     _ => field.is_some_and(|f| {
                         let ord = |x: &Value| compare(x, value);
                         let test = |o: Ordering| match op {
@@ -206,6 +213,10 @@ impl Filter {
                     (CmpOp::Eq, Value::Null) => format!("{c} IS NULL"),
                     (CmpOp::Ne, Value::Null) => format!("{c} IS NOT NULL"),
                     (CmpOp::Ne, v) => format!("({c} IS NULL OR {c} <> {})", sql_literal(v)?),
+                    // Filtered in Rust: LIKE would need its wildcards escaped per dialect.
+                    (CmpOp::Contains, _) => {
+                        return Err(Error::unsupported("SQL `$contains`", "filter translation"));
+                    }
                     (op, v) => format!("{c} {} {}", op.sql(), sql_literal(v)?),
                 }
             }
@@ -230,6 +241,21 @@ impl Filter {
                 }
             }
         })
+    }
+}
+
+/// Whether `field` (a string, or an array with one) holds the string `value`, ignoring case.
+fn holds(field: &Value, value: &Value) -> bool {
+    let Some(needle) = value.as_str().map(str::to_lowercase) else {
+        return false;
+    };
+    match field {
+        Value::String(s) => s.to_lowercase().contains(&needle),
+        Value::Array(items) => items.iter().any(|x| {
+            x.as_str()
+                .is_some_and(|s| s.to_lowercase().contains(&needle))
+        }),
+        _ => false,
     }
 }
 
@@ -323,6 +349,14 @@ fn parse_field(path: &str, val: &Value) -> Result<Filter> {
         let f = match op.as_str() {
             "$eq" => cmp(CmpOp::Eq),
             "$ne" => cmp(CmpOp::Ne),
+            "$contains" => {
+                if !v.as_str().is_some_and(|t| !t.is_empty()) {
+                    return Err(Error::invalid(format!(
+                        "`{path}`: `$contains` takes a non-empty string, got {v}"
+                    )));
+                }
+                cmp(CmpOp::Contains)
+            }
             "$gt" | "$gte" | "$lt" | "$lte" => {
                 if !(v.is_number() || v.is_string()) {
                     return Err(Error::invalid(format!(
@@ -411,6 +445,20 @@ mod tests {
             let Value::Object(o) = &v else { return None };
             crate::record::lookup(o, p).cloned()
         }
+    }
+
+    #[test]
+    fn contains_ignores_case_and_is_not_sql() {
+        let f = Filter::parse(&json!({"text": {"$contains": "Card NUMBER"}}))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(f.matches_with(&doc(json!({"text": "my card number is 4111"}))));
+        assert!(f.matches_with(&doc(json!({"text": ["x", "a CARD number"]}))));
+        assert!(!f.matches_with(&doc(json!({"text": "my card is blue"}))));
+        assert!(!f.matches_with(&doc(json!({"other": "card number"}))));
+        assert!(f.to_sql(&|p| Some(p.to_owned())).is_err());
+        assert_eq!(Filter::parse(&f.to_json()).ok(), Some(f));
+        let e = Filter::parse(&json!({"text": {"$contains": 3}})).unwrap_err();
+        assert!(e.to_string().contains("non-empty string"), "{e}");
     }
 
     #[test]

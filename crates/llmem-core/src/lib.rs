@@ -31,8 +31,8 @@ pub use filter::{CmpOp, Filter};
 pub use message::{ContentPart, ImageUrl, Message, Role, ToolCall};
 pub use provider::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ChatSummarizer, DynChatModel,
-    DynEmbedder, DynSummarizer, Embedded, Embedder, Summarizer, SummaryRequest, TokenVectors,
-    ToolCallDelta, ToolCallPieces, ToolSpec, Usage,
+    DynEmbedder, DynSummarizer, Embedded, Embedder, Summarizer, Summary, SummaryRequest,
+    SummaryUsage, TokenVectors, ToolCallDelta, ToolCallPieces, ToolSpec, Usage,
 };
 pub use record::{
     BROADER, BROADER_WEIGHT, KEYWORDS, MemoryRecord, RecordKind, Scope, ScoredRecord, TEXT_WEIGHT,

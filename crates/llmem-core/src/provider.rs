@@ -320,6 +320,35 @@ pub struct SummaryRequest {
     pub instructions: Option<String>,
 }
 
+/// What one summariser call spent: the tokens it read and wrote, and the model that wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SummaryUsage {
+    /// The model that wrote the summary, as its provider named it (the name the catalog prices
+    /// it under); `extractive` when no model ran.
+    pub model: String,
+    /// Input and output tokens of the call; `None` when the summariser cannot tell (the
+    /// default [`Summarizer::summarize_with_usage`]), for the caller to estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Usage>,
+}
+
+impl SummaryUsage {
+    /// A call that spent nothing (no model ran): zero tokens, known.
+    pub fn free(model: impl Into<String>) -> Self {
+        SummaryUsage {
+            model: model.into(),
+            tokens: Some(Usage::default()),
+        }
+    }
+}
+
+/// A summary and what writing it spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub text: String,
+    pub usage: SummaryUsage,
+}
+
 /// Compresses text into a shorter text.
 #[async_trait]
 pub trait Summarizer: Send + Sync + std::fmt::Debug {
@@ -329,6 +358,21 @@ pub trait Summarizer: Send + Sync + std::fmt::Debug {
     fn context_window(&self) -> usize;
 
     async fn summarize(&self, request: SummaryRequest) -> Result<String>;
+
+    /// [`Summarizer::summarize`] with what the call spent. The default calls `summarize` and
+    /// reports the tokens as unknown (`usage.tokens == None`) under the summariser's
+    /// [`name`](Summarizer::name); a summariser that knows its usage (a chat model's reported
+    /// usage, a local model's token counts) overrides it.
+    async fn summarize_with_usage(&self, request: SummaryRequest) -> Result<Summary> {
+        let text = self.summarize(request).await?;
+        Ok(Summary {
+            text,
+            usage: SummaryUsage {
+                model: self.name().to_owned(),
+                tokens: None,
+            },
+        })
+    }
 }
 
 /// Any [`ChatModel`] as a [`Summarizer`]; given a previous summary, it asks to extend it.
@@ -385,6 +429,12 @@ impl Summarizer for ChatSummarizer {
     }
 
     async fn summarize(&self, request: SummaryRequest) -> Result<String> {
+        Ok(self.summarize_with_usage(request).await?.text)
+    }
+
+    /// The usage the chat model reported for the call (unknown when it reported none), under
+    /// the model that answered (the configured one when the answer names none).
+    async fn summarize_with_usage(&self, request: SummaryRequest) -> Result<Summary> {
         let max = u32::try_from(request.max_tokens.max(16)).unwrap_or(u32::MAX);
         let req = ChatRequest::new(Self::prompt(&request))
             .with_max_tokens(max)
@@ -399,7 +449,18 @@ impl Summarizer for ChatSummarizer {
                 retry_after: None,
             });
         }
-        Ok(text)
+        let model = if resp.model.trim().is_empty() {
+            self.model.model().to_owned()
+        } else {
+            resp.model
+        };
+        Ok(Summary {
+            text,
+            usage: SummaryUsage {
+                model,
+                tokens: resp.usage,
+            },
+        })
     }
 }
 
@@ -451,6 +512,9 @@ impl<T: Summarizer + ?Sized> Summarizer for Arc<T> {
     }
     async fn summarize(&self, request: SummaryRequest) -> Result<String> {
         (**self).summarize(request).await
+    }
+    async fn summarize_with_usage(&self, request: SummaryRequest) -> Result<Summary> {
+        (**self).summarize_with_usage(request).await
     }
 }
 

@@ -175,6 +175,16 @@ pub trait MemoryStore: Send + Sync + std::fmt::Debug {
         self.delete(scope, &ids).await
     }
 
+    /// Forgets every record in `scope` that passes `filter`, for good: unlike
+    /// [`MemoryStore::delete_by_filter`], which may leave the bytes in a log, an old version
+    /// or an archive batch until a later compaction, `forget` returns only once no file or
+    /// object of this store holds the records' text any more (logs rewritten, old versions
+    /// cleaned up, archive batches rewritten). Returns how many records went. The default is
+    /// `delete_by_filter`, right for a store whose deletes leave nothing behind (in RAM).
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        self.delete_by_filter(scope, filter).await
+    }
+
     /// The best `k` records for the request, best first. Optional.
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         let _ = (scope, request);
@@ -223,6 +233,9 @@ impl<T: MemoryStore + ?Sized> MemoryStore for Arc<T> {
     }
     async fn delete_by_filter(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
         (**self).delete_by_filter(scope, filter).await
+    }
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        (**self).forget(scope, filter).await
     }
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         (**self).search(scope, request).await

@@ -76,6 +76,11 @@ pub struct Args {
     /// each (comma-separated; `--budget` is measured anyway).
     #[arg(long, value_delimiter = ',', default_value = "1000,1500,3000,6000")]
     pub curve: Vec<usize>,
+    /// Consolidate each conversation after ingesting it (`llmem::consolidate`, by day, every
+    /// memory old enough, extractive summaries): summaries join the memories searched, and
+    /// they count for no evidence turn, so this measures what they cost recall.
+    #[arg(long)]
+    pub consolidate: bool,
     /// No budget curve: only the prompt at `--budget`.
     #[arg(long)]
     pub no_curve: bool,
@@ -223,6 +228,25 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         bar.set_message(format!("{} ingest", sample.id));
         let started = Instant::now();
         ingest_manager(sample, &config, &providers, &bar).await?;
+        if args.consolidate
+            && let Some(store) = &providers.store
+        {
+            let settings = llmem::ConsolidationSettings {
+                older_than_days: 0,
+                ..llmem::ConsolidationSettings::default()
+            };
+            let out = llmem::consolidate(
+                store,
+                None,
+                providers.embedder.as_ref(),
+                counter.clone(),
+                &sample.id,
+                &settings,
+                llmem::core::Timestamp::now(),
+            )
+            .await?;
+            tracing::info!(sample = %sample.id, summaries = out.summaries.len(), sources = out.sources, "consolidated");
+        }
         let secs = started.elapsed().as_secs_f64();
         tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
         ingest_secs += secs;

@@ -17,6 +17,14 @@
 //! - [`Tier::snapshot`] returns the Lance version; [`Tier::restore`] checks it out and commits
 //!   it as the latest version.
 //! - Text search uses this crate's BM25 index, rebuilt from the `text` column on open.
+//! - Reads are counted in batches ([`Tier::record_reads`], called by `TieredStore` when its
+//!   pending reads are flushed): one merge-insert per batch moves `accessed_at` up and grows
+//!   `access_count`, never a commit per read.
+//! - Forget ([`MemoryStore::forget`], `docs/forget.md`): delete, then compaction rewrites every
+//!   fragment with a deleted row, then every older version is cleaned up at once (no
+//!   retention window), with files no manifest lists. A snapshot (Lance version) taken before
+//!   a forget cannot be restored after it; [`Tier::restore`] says so. The vector and tenant
+//!   indices hold PQ codes and tenant names, never the text.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +53,7 @@ use parking_lot::Mutex;
 use tokio::sync::RwLock;
 
 use crate::text::{TextIndex, fuse};
-use crate::tier::Tier;
+use crate::tier::{ReadMark, Tier};
 use crate::vector::{TopK, dot, norm};
 use crate::warm::HYBRID_CANDIDATES;
 
@@ -577,6 +585,91 @@ impl ColdStore {
     }
 }
 
+impl ColdStore {
+    /// The forget of the cold tier (see [`MemoryStore::forget`] and `docs/forget.md`):
+    ///
+    /// 1. The matching rows are deleted by id (a Lance commit: from then on no version that a
+    ///    reopen reads holds them, and the BM25 index in RAM drops them).
+    /// 2. Compaction rewrites every fragment with deleted rows (any share of them) into new
+    ///    data files without those rows; the IVF-PQ and tenant indices are remapped to the new
+    ///    rows. Those indices hold vectors (PQ codes) and tenant names, never the text.
+    /// 3. Every version but the current one is cleaned up at once, with files no manifest lists
+    ///    (a write a crash interrupted): old manifests, data files, deletion files, index files
+    ///    and transaction files. Snapshots of this tier (Lance versions) taken before are gone;
+    ///    [`Tier::restore`] refuses them with a message that says so.
+    ///
+    /// Steps 2 and 3 run even when nothing matched, so that a forget run again completes one
+    /// that a crash interrupted. The state lock is held throughout, so no write of this store
+    /// is in progress while unlisted files are removed.
+    async fn forget_now(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        use lance::dataset::cleanup::CleanupPolicy;
+        use lance::dataset::optimize::{CompactionMode, CompactionOptions, compact_files};
+
+        let ids: Vec<String> = self
+            .select(Some(scope), filter, true)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut n = 0;
+        for chunk in ids.chunks(1000) {
+            n += self.delete(scope, chunk).await?;
+        }
+        let mut st = self.state.write().await;
+        let Some(ds) = st.ds.as_mut() else {
+            return Ok(n);
+        };
+        let options = CompactionOptions {
+            materialize_deletions: true,
+            materialize_deletions_threshold: 0.0,
+            compaction_mode: Some(CompactionMode::Reencode),
+            ..CompactionOptions::default()
+        };
+        compact_files(ds, options, None)
+            .await
+            .map_err(|e| lance_err("forget: compacting the deleted rows away", e))?;
+        if let Some(f) = ds
+            .get_fragments()
+            .iter()
+            .find(|f| f.metadata().deletion_file.is_some())
+        {
+            return Err(lance_err(
+                "forget",
+                format!(
+                    "fragment {} still has deleted rows after compaction",
+                    f.id()
+                ),
+            ));
+        }
+        let policy = CleanupPolicy {
+            before_version: Some(ds.version().version),
+            delete_unverified: true,
+            error_if_tagged_old_versions: false,
+            ..CleanupPolicy::default()
+        };
+        let stats = ds
+            .cleanup_with_policy(policy)
+            .await
+            .map_err(|e| lance_err("forget: cleaning up old versions", e))?;
+        if stats.failed_deletes > 0 {
+            return Err(lance_err(
+                "forget: cleaning up old versions",
+                format!(
+                    "{} files could not be deleted (they may hold forgotten rows); run the forget again",
+                    stats.failed_deletes
+                ),
+            ));
+        }
+        tracing::debug!(
+            deleted = n,
+            old_versions = stats.old_versions,
+            data_files = stats.data_files_removed,
+            "cold tier: forget compacted and cleaned up"
+        );
+        Ok(n)
+    }
+}
+
 fn uri(path: &Path) -> Result<String> {
     std::fs::create_dir_all(path)
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
@@ -738,6 +831,10 @@ impl MemoryStore for ColdStore {
         Ok(res.num_deleted_rows as usize)
     }
 
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        self.forget_now(scope, filter).await
+    }
+
     async fn query(
         &self,
         scope: &Scope,
@@ -823,6 +920,62 @@ impl MemoryStore for ColdStore {
 
 #[async_trait]
 impl Tier for ColdStore {
+    /// One Lance commit for the whole batch: the rows of the marked ids, read under the write
+    /// lock, go back through a merge-insert on `id` with `accessed_at` moved up and
+    /// `access_count` grown (matched rows are updated, nothing is inserted, so a record
+    /// deleted meanwhile stays deleted).
+    async fn record_reads(&self, reads: &[ReadMark]) -> Result<()> {
+        if reads.is_empty() {
+            return Ok(());
+        }
+        let marks: std::collections::HashMap<&str, &ReadMark> =
+            reads.iter().map(|m| (m.id.as_str(), m)).collect();
+        let ids: Vec<String> = marks.keys().map(|id| (*id).to_owned()).collect();
+        let mut st = self.state.write().await;
+        let dim = st.dim;
+        let Some(ds) = st.ds.as_ref() else {
+            return Ok(());
+        };
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut scan = ds.scan();
+            scan.filter(&ids_sql(chunk))
+                .map_err(|e| lance_err("filter", e))?;
+            let b = scan
+                .try_into_batch()
+                .await
+                .map_err(|e| lance_err("reading the rows read", e))?;
+            rows.extend(from_batch(&b)?);
+        }
+        rows.retain_mut(|r| match marks.get(r.id.as_str()) {
+            Some(m) if m.tenant == r.tenant => {
+                r.accessed_at = r.accessed_at.max(m.at);
+                r.access_count += m.reads;
+                true
+            }
+            _ => false,
+        });
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = to_batch(&rows, dim)?;
+        let sch = batch.schema();
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], sch);
+        let mut b = MergeInsertBuilder::try_new(Arc::new(ds.clone()), vec!["id".into()])
+            .map_err(|e| lance_err("merge-insert of reads", e))?;
+        b.when_matched(WhenMatched::UpdateAll)
+            .when_not_matched(WhenNotMatched::DoNothing);
+        let job = b
+            .try_build()
+            .map_err(|e| lance_err("merge-insert of reads", e))?;
+        let (ds, _) = job
+            .execute_reader(reader)
+            .await
+            .map_err(|e| lance_err("merge-insert of reads", e))?;
+        st.ds = Some((*ds).clone());
+        Ok(())
+    }
+
     async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
         let st = self.state.read().await;
         let Some(ds) = &st.ds else {
@@ -872,6 +1025,22 @@ impl Tier for ColdStore {
                     what: format!("cold-tier version {v}"),
                 });
             };
+            if v < ds.version().version
+                && !ds
+                    .versions()
+                    .await
+                    .map_err(|e| lance_err("listing versions", e))?
+                    .iter()
+                    .any(|x| x.version == v)
+            {
+                return Err(Error::NotFound {
+                    what: format!(
+                        "cold-tier version {v}: a forget cleaned up the older versions (so \
+                         that no file keeps forgotten records), and a snapshot taken before a \
+                         forget cannot be restored"
+                    ),
+                });
+            }
             let mut old = ds
                 .checkout_version(v)
                 .await

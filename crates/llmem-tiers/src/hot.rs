@@ -139,6 +139,11 @@ impl MemoryStore for HotStore {
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         self.inner.search(scope, request).await
     }
+    /// The hot tier keeps nothing on disk; its forget is warm's: the records go, and so do
+    /// their copies in the snapshots it holds in RAM.
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        self.inner.forget(scope, filter).await
+    }
     async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
         self.inner.scan_all(filter, limit).await
     }
@@ -157,5 +162,16 @@ impl Tier for HotStore {
     }
     async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
         self.inner.foreign_ids(tenant, ids).await
+    }
+    async fn candidates(
+        &self,
+        scope: &Scope,
+        req: &SearchRequest,
+        n: usize,
+    ) -> Result<crate::tier::Candidates> {
+        self.inner.candidates(scope, req, n).await
+    }
+    async fn record_reads(&self, reads: &[crate::tier::ReadMark]) -> Result<()> {
+        self.inner.record_reads(reads).await
     }
 }

@@ -11,6 +11,8 @@
 pub mod cold;
 #[cfg(feature = "glacier")]
 pub mod glacier;
+#[cfg(feature = "glacier")]
+mod glacier_index;
 pub mod hot;
 pub mod text;
 pub mod tier;
@@ -24,7 +26,7 @@ pub use cold::{ColdConfig, ColdStore};
 #[cfg(feature = "glacier")]
 pub use glacier::{GlacierConfig, GlacierStore};
 pub use hot::HotStore;
-pub use tier::{DynTier, Tier, TierKind};
+pub use tier::{Candidates, DynTier, ReadMark, Tier, TierKind};
 pub use tiered::{
     MigrationPolicy, MigrationReport, RetentionPolicy, TierMetrics, TieredBuilder, TieredStore,
 };

@@ -171,6 +171,20 @@ pub fn stem(w: &str) -> String {
     w.to_owned()
 }
 
+/// The terms of weighted fields with their frequencies, and the document's length (BM25F: a
+/// word of a field of weight `w` counts `w` times, in its frequency and in the length).
+pub fn term_freqs(fields: &[(&str, f32)]) -> (Vec<(String, f32)>, f32) {
+    let mut tf: HashMap<String, f32> = HashMap::new();
+    let mut len = 0.0f32;
+    for (text, weight) in fields {
+        for t in tokenize(text) {
+            *tf.entry(t).or_default() += weight;
+            len += weight;
+        }
+    }
+    (tf.into_iter().collect(), len)
+}
+
 /// A BM25 inverted index over documents keyed by `K`.
 #[derive(Debug, Clone)]
 pub struct TextIndex<K: Hash + Eq + Clone> {
@@ -212,15 +226,14 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
     /// Indexes weighted fields under `key`, replacing what was there (BM25F: a word of a field
     /// of weight `w` counts `w` times, in its frequency and in the document's length).
     pub fn insert_fields(&mut self, key: K, fields: &[(&str, f32)]) {
+        let (tf, len) = term_freqs(fields);
+        self.insert_terms(key, tf, len);
+    }
+
+    /// Indexes a document given as its terms with their (weighted) frequencies and its length,
+    /// as [`term_freqs`] makes them, replacing what was there.
+    pub fn insert_terms(&mut self, key: K, tf: Vec<(String, f32)>, len: f32) {
         self.remove(&key);
-        let mut tf: HashMap<String, f32> = HashMap::new();
-        let mut len = 0.0f32;
-        for (text, weight) in fields {
-            for t in tokenize(text) {
-                *tf.entry(t).or_default() += weight;
-                len += weight;
-            }
-        }
         for (term, n) in &tf {
             self.postings
                 .entry(term.clone())
@@ -229,7 +242,19 @@ impl<K: Hash + Eq + Clone> TextIndex<K> {
         }
         self.total_len += f64::from(len);
         self.doc_len.insert(key.clone(), len);
-        self.doc_terms.insert(key, tf.into_keys().collect());
+        self.doc_terms
+            .insert(key, tf.into_iter().map(|(t, _)| t).collect());
+    }
+
+    /// A document's terms with their frequencies, and its length (what
+    /// [`insert_terms`](Self::insert_terms) takes back).
+    pub fn terms_of(&self, key: &K) -> Option<(Vec<(&str, f32)>, f32)> {
+        let terms = self.doc_terms.get(key)?;
+        let tf = terms
+            .iter()
+            .filter_map(|t| Some((t.as_str(), *self.postings.get(t)?.get(key)?)))
+            .collect();
+        Some((tf, self.doc_len.get(key).copied().unwrap_or(0.0)))
     }
 
     pub fn remove(&mut self, key: &K) {

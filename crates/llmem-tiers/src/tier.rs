@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use llmem_core::{Error, Filter, MemoryRecord, MemoryStore, Result};
+use llmem_core::{
+    Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// The four tiers, warmest first.
@@ -54,6 +56,26 @@ impl std::fmt::Display for TierKind {
     }
 }
 
+/// Reads of one record counted by a [`TieredStore`](crate::TieredStore) (search hits and gets),
+/// handed to its tier in a batch by [`Tier::record_reads`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadMark {
+    pub id: String,
+    pub tenant: String,
+    /// Reads since the last batch.
+    pub reads: u64,
+    /// When the last of them happened.
+    pub at: Timestamp,
+}
+
+/// What one tier offers a search that spans tiers: its best records by vector and by text,
+/// each list best first with that kind's scores (cosine, BM25).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    pub by_vector: Vec<ScoredRecord>,
+    pub by_text: Vec<ScoredRecord>,
+}
+
 /// A tier: a [`MemoryStore`] that may also take snapshots and roll back to them.
 #[async_trait]
 pub trait Tier: MemoryStore {
@@ -82,6 +104,53 @@ pub trait Tier: MemoryStore {
             .filter(|r| r.tenant != tenant)
             .map(|r| r.id)
             .collect())
+    }
+
+    /// The best `n` records for `req` by its vector and the best `n` by its text (whichever
+    /// the request has and the tier can search), without counting them as reads: a search
+    /// over several tiers ranks these, then hands the hits it keeps to
+    /// [`Tier::record_reads`]. The default runs [`MemoryStore::search`] once per kind.
+    async fn candidates(&self, scope: &Scope, req: &SearchRequest, n: usize) -> Result<Candidates> {
+        let caps = self.capabilities();
+        let mut out = Candidates::default();
+        if let Some(v) = &req.vector
+            && caps.vector_search
+        {
+            let r = SearchRequest {
+                vector: Some(v.clone()),
+                text: None,
+                k: n,
+                ..req.clone()
+            };
+            out.by_vector = self.search(scope, &r).await?;
+        }
+        if let Some(q) = &req.text
+            && caps.text_search
+        {
+            let r = SearchRequest {
+                vector: None,
+                text: Some(q.clone()),
+                k: n,
+                ..req.clone()
+            };
+            out.by_text = self.search(scope, &r).await?;
+        }
+        Ok(out)
+    }
+
+    /// Counts reads: each record still held (same id and tenant) gets `accessed_at` moved up
+    /// to the mark's time and `reads` added to its `access_count`; other marks are skipped. A
+    /// tier that writes to storage for this does it in one batch per call. The default keeps
+    /// nothing (a tier whose own reads already count, or that keeps no access times).
+    async fn record_reads(&self, reads: &[ReadMark]) -> Result<()> {
+        let _ = reads;
+        Ok(())
+    }
+
+    /// Makes the reads counted in RAM so far durable (one write), where the tier keeps them
+    /// in RAM first. The default has nothing to write.
+    async fn flush_reads(&self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -125,5 +194,14 @@ impl<T: Tier + ?Sized> Tier for Arc<T> {
     }
     async fn foreign_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
         (**self).foreign_ids(tenant, ids).await
+    }
+    async fn candidates(&self, scope: &Scope, req: &SearchRequest, n: usize) -> Result<Candidates> {
+        (**self).candidates(scope, req, n).await
+    }
+    async fn record_reads(&self, reads: &[ReadMark]) -> Result<()> {
+        (**self).record_reads(reads).await
+    }
+    async fn flush_reads(&self) -> Result<()> {
+        (**self).flush_reads().await
     }
 }

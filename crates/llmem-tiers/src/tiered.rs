@@ -1,7 +1,21 @@
 //! [`TieredStore`]: one memory over the hot, warm, cold and glacier tiers, with placement,
 //! migration, promotion, retention, archiving, snapshots, hybrid search and metrics.
+//!
+//! Reads: a get and every search hit count as a read of the record, in whichever tier it is.
+//! Hot and warm count theirs in RAM (warm logs the access fields in batches); reads of cold
+//! and glacier records wait in a pending batch that [`TieredStore::flush_reads`] hands to
+//! those tiers in one write each (one Lance merge-insert for cold), when the batch reaches
+//! [`READ_FLUSH_AT`] records, before every migration, and when called. Migration ages count
+//! from `accessed_at`, so a record that is recalled stays where it is. Reads of a cold or
+//! glacier record also count toward its promotion back to warm; those counters are saved in
+//! `state_dir` (`tiered-reads.json`) on each flush, so they survive a restart.
+//!
+//! Forget: [`TieredStore::forget`] runs every tier's forget (`docs/forget.md`) while no record
+//! moves between tiers (a lock that stores, moves, updates, snapshots and restores take
+//! shared, and a move writes only what its source still holds), and drops the tiered
+//! snapshots that name a cold-tier version, which the cold tier's forget cleans up.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,17 +30,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::hot::HotStore;
 use crate::text::fuse;
-use crate::tier::{Tier, TierKind};
+use crate::tier::{ReadMark, Tier, TierKind};
 use crate::warm::{HYBRID_CANDIDATES, WarmStore};
 
 /// When records move between tiers: age thresholds for demotion, a read count for promotion.
-/// Ages count from a record's last access (`accessed_at`).
+/// Ages count from a record's last access (`accessed_at`): a get or a search hit is an access.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationPolicy {
     pub hot_to_warm: Option<Duration>,
     pub warm_to_cold: Option<Duration>,
     pub cold_to_glacier: Option<Duration>,
-    /// A record read this many times from cold or glacier moves back to warm.
+    /// A record read this many times (gets and search hits) while in cold or glacier moves
+    /// back to warm; the counts survive a restart where the store has a `state_dir`.
     pub promote_after_accesses: Option<u64>,
 }
 
@@ -206,18 +221,78 @@ impl TieredBuilder {
             }
             _ => HashMap::new(),
         };
+        let counts = match &self.state_dir {
+            Some(d) if d.join(READS_FILE).exists() => {
+                let p = d.join(READS_FILE);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+                serde_json::from_str::<SavedReads>(&text)
+                    .map_err(|e| Error::serde(format!("{}", p.display()), e))?
+                    .promotion_counts
+            }
+            _ => HashMap::new(),
+        };
         Ok(TieredStore {
             hot,
             levels,
             policy: self.policy,
-            access: Mutex::new(HashMap::new()),
+            reads: Mutex::new(Reads {
+                counts,
+                ..Reads::default()
+            }),
+            flushing: tokio::sync::Mutex::new(()),
             snapshots: Mutex::new(snapshots),
             state_dir: self.state_dir,
+            moves: tokio::sync::RwLock::new(()),
         })
     }
 }
 
 const SNAPSHOTS_FILE: &str = "tiered-snapshots.json";
+
+/// The promotion counters, in `state_dir`.
+const READS_FILE: &str = "tiered-reads.json";
+
+/// Pending reads of cold and glacier records past which a read flushes them
+/// ([`TieredStore::flush_reads`]).
+pub const READ_FLUSH_AT: usize = 1024;
+
+/// Reads counted by a [`TieredStore`].
+#[derive(Debug, Default)]
+struct Reads {
+    /// Reads of records in cold or glacier not yet handed to their tier, by id (with the tier
+    /// that held the record at the last of them).
+    pending: HashMap<String, (TierKind, ReadMark)>,
+    /// Promotion counters: reads of each record while in cold or glacier, since it got there
+    /// or since its last promotion.
+    counts: HashMap<String, u64>,
+    /// Whether `counts` changed since it was last saved.
+    dirty: bool,
+}
+
+impl Reads {
+    /// Puts marks that could not be handed to their tier back, merged with newer ones.
+    fn put_back(&mut self, marks: impl IntoIterator<Item = (TierKind, ReadMark)>) {
+        for (kind, m) in marks {
+            match self.pending.get_mut(&m.id) {
+                Some((_, p)) => {
+                    p.reads += m.reads;
+                    p.at = p.at.max(m.at);
+                }
+                None => {
+                    self.pending.insert(m.id.clone(), (kind, m));
+                }
+            }
+        }
+    }
+}
+
+/// What `tiered-reads.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedReads {
+    /// Record id → reads counted toward its promotion to warm.
+    promotion_counts: HashMap<String, u64>,
+}
 
 /// Whether two copies of a record hold the same version (what a tier may change on the way,
 /// like the access time or the embedding's precision, is not compared).
@@ -229,6 +304,17 @@ fn same_version(a: &MemoryRecord, b: &MemoryRecord) -> bool {
         && a.metadata == b.metadata
         && a.supersedes == b.supersedes
         && a.superseded_by == b.superseded_by
+}
+
+/// The ids among `ids` that `store` holds, whatever the tenant, from what the tier keeps at
+/// hand (RAM, the glacier manifest, an id-only Lance scan): [`Tier::foreign_ids`] for a tenant
+/// that no record can have (a record's tenant is never empty).
+async fn held_ids(store: &dyn Tier, ids: &[String]) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(1000) {
+        out.extend(store.foreign_ids("", chunk).await?);
+    }
+    Ok(out)
 }
 
 /// The records of several tiers as one list, oldest first, each id once (the warmest copy),
@@ -252,10 +338,17 @@ pub struct TieredStore {
     hot: Option<Arc<HotStore>>,
     levels: Vec<Level>,
     policy: MigrationPolicy,
-    /// Reads of records in cold or glacier, for promotion.
-    access: Mutex<HashMap<String, u64>>,
+    /// Pending reads and promotion counters (see the module docs).
+    reads: Mutex<Reads>,
+    /// One flush of the reads at a time (the counters file is written in order).
+    flushing: tokio::sync::Mutex<()>,
     snapshots: Mutex<HashMap<String, Vec<(TierKind, String)>>>,
     state_dir: Option<PathBuf>,
+    /// Held shared by whatever writes a record into a tier (stores, moves between tiers,
+    /// updates, snapshots and restores) and exclusively by [`TieredStore::forget`], so that a
+    /// record on its way from one tier to another cannot land behind a forget that already
+    /// passed the tier it goes to. Never taken twice by one call.
+    moves: tokio::sync::RwLock<()>,
 }
 
 impl TieredStore {
@@ -306,6 +399,12 @@ impl TieredStore {
 
     /// Stores records in the given tier, removing older copies with the same ids from the others.
     pub async fn store_batch_in(&self, records: Vec<MemoryRecord>, tier: TierKind) -> Result<()> {
+        let _moving = self.moves.read().await;
+        self.store_batch_unlocked(records, tier).await
+    }
+
+    /// [`TieredStore::store_batch_in`] for a caller that holds `moves` already.
+    async fn store_batch_unlocked(&self, records: Vec<MemoryRecord>, tier: TierKind) -> Result<()> {
         let target = self.level_or_err(tier)?;
         // Ids are unique across tenants: never take over another tenant's record in any tier
         // (the target tier checks its own records in `put`).
@@ -430,38 +529,157 @@ impl TieredStore {
             }
         }
         let mut out = Vec::with_capacity(found.len());
+        let mut reads = Vec::new();
         for id in ids {
             if let Some((kind, rec)) = found.remove(id) {
-                self.count_read(kind, &rec).await?;
+                if matches!(kind, TierKind::Cold | TierKind::Glacier) {
+                    reads.push((kind, rec.clone()));
+                }
                 out.push(rec);
             }
         }
+        self.count_reads(reads).await?;
         Ok(out)
     }
 
-    /// Counts a read of `rec` found in `kind`; past the policy's count, moves it to warm.
-    async fn count_read(&self, kind: TierKind, rec: &MemoryRecord) -> Result<()> {
-        let (TierKind::Cold | TierKind::Glacier, Some(limit)) =
-            (kind, self.policy.promote_after_accesses)
-        else {
+    /// Counts reads of records found in cold or glacier (hot and warm count their own): each
+    /// joins the pending batch and grows its promotion counter; the records whose counter
+    /// reaches the policy's count move to warm (one move per tier). Flushes the pending batch
+    /// once it holds [`READ_FLUSH_AT`] records.
+    async fn count_reads(&self, found: Vec<(TierKind, MemoryRecord)>) -> Result<()> {
+        if found.is_empty() {
             return Ok(());
+        }
+        let now = Timestamp::now();
+        let limit = self.policy.promote_after_accesses;
+        let mut promote: BTreeMap<TierKind, Vec<MemoryRecord>> = BTreeMap::new();
+        let mut promoting = HashSet::new();
+        let flush = {
+            let mut guard = self.reads.lock();
+            let r = &mut *guard;
+            for (kind, rec) in found {
+                if !matches!(kind, TierKind::Cold | TierKind::Glacier) {
+                    continue;
+                }
+                let (k, mark) = r.pending.entry(rec.id.clone()).or_insert_with(|| {
+                    (
+                        kind,
+                        ReadMark {
+                            id: rec.id.clone(),
+                            tenant: rec.tenant.clone(),
+                            reads: 0,
+                            at: now,
+                        },
+                    )
+                });
+                *k = kind;
+                mark.reads += 1;
+                mark.at = now;
+                let unapplied = mark.reads;
+                let n = r.counts.entry(rec.id.clone()).or_default();
+                *n += 1;
+                let n = *n;
+                r.dirty = true;
+                if limit.is_some_and(|l| n >= l) && promoting.insert(rec.id.clone()) {
+                    let mut p = rec;
+                    // Cold has the reads flushed before in its count; glacier keeps none.
+                    p.access_count += if kind == TierKind::Glacier {
+                        n
+                    } else {
+                        unapplied
+                    };
+                    p.accessed_at = now;
+                    promote.entry(kind).or_default().push(p);
+                }
+            }
+            r.pending.len() >= READ_FLUSH_AT
         };
-        let n = {
-            let mut a = self.access.lock();
-            let n = a.entry(rec.id.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        if n >= limit {
-            let mut promoted = rec.clone();
-            promoted.access_count += n;
-            promoted.accessed_at = Timestamp::now();
-            self.move_records(kind, TierKind::Warm, vec![promoted])
-                .await?;
-            self.access.lock().remove(&rec.id);
-            tracing::debug!(id = %rec.id, from = %kind, "promoted to warm after {n} reads");
+        for (kind, recs) in promote {
+            let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+            self.move_records(kind, TierKind::Warm, recs).await?;
+            let mut r = self.reads.lock();
+            for id in &ids {
+                r.pending.remove(id);
+                r.counts.remove(id);
+            }
+            tracing::debug!(n = ids.len(), from = %kind, "promoted to warm after reads");
+        }
+        if flush {
+            self.flush_reads().await?;
         }
         Ok(())
+    }
+
+    /// Hands the reads counted since the last flush to their tiers, one write each: cold moves
+    /// `accessed_at` up and grows `access_count` in one Lance merge-insert, warm appends one
+    /// `touch` entry to its write-ahead log (glacier keeps no access times: its records are
+    /// not rewritten for a read). Then saves the promotion counters in `state_dir`. Runs by
+    /// itself once [`READ_FLUSH_AT`] cold or glacier records are pending and before every
+    /// migration; call it before shutting down so that the latest reads are kept (a crash
+    /// loses at most the reads since the last flush, never a record).
+    pub async fn flush_reads(&self) -> Result<()> {
+        let _one = self.flushing.lock().await;
+        let pending = std::mem::take(&mut self.reads.lock().pending);
+        let mut by_kind: BTreeMap<TierKind, Vec<ReadMark>> = BTreeMap::new();
+        for (_, (kind, mark)) in pending {
+            by_kind.entry(kind).or_default().push(mark);
+        }
+        for l in &self.levels {
+            let marks = by_kind.remove(&l.kind).unwrap_or_default();
+            let done = if marks.is_empty() {
+                Ok(())
+            } else {
+                l.store.record_reads(&marks).await
+            };
+            if let Err(e) = done {
+                let mut r = self.reads.lock();
+                r.put_back(marks.into_iter().map(|m| (l.kind, m)));
+                r.put_back(
+                    std::mem::take(&mut by_kind)
+                        .into_iter()
+                        .flat_map(|(k, v)| v.into_iter().map(move |m| (k, m))),
+                );
+                return Err(e);
+            }
+            l.store.flush_reads().await?;
+        }
+        self.save_counts()
+    }
+
+    /// Writes the promotion counters to `state_dir` when they changed (a new file, fsynced,
+    /// renamed over the old one).
+    fn save_counts(&self) -> Result<()> {
+        let Some(d) = &self.state_dir else {
+            return Ok(());
+        };
+        let saved = {
+            let mut r = self.reads.lock();
+            if !r.dirty {
+                return Ok(());
+            }
+            r.dirty = false;
+            SavedReads {
+                promotion_counts: r.counts.clone(),
+            }
+        };
+        let p = d.join(READS_FILE);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            std::fs::create_dir_all(d)?;
+            let tmp = p.with_extension("json.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&saved)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            if let Ok(dir) = std::fs::File::open(d) {
+                dir.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            self.reads.lock().dirty = true;
+            Error::io(format!("writing {}", p.display()), e)
+        })
     }
 
     pub async fn exists(&self, scope: &Scope, id: &str) -> Result<bool> {
@@ -477,6 +695,8 @@ impl TieredStore {
         old_id: &str,
         mut new: MemoryRecord,
     ) -> Result<String> {
+        // Held until the old version is written back, so that a forget cannot pass between.
+        let _moving = self.moves.read().await;
         let (kind, mut old) = self
             .locate(scope, old_id)
             .await?
@@ -492,7 +712,7 @@ impl TieredStore {
         }
         new.supersedes = Some(old.id.clone());
         let id = new.id.clone();
-        self.store(new).await?;
+        self.store_batch_unlocked(vec![new], TierKind::Warm).await?;
         old.superseded_by = Some(id.clone());
         let l = self.level_or_err(kind)?;
         l.store.put(vec![old]).await?;
@@ -501,6 +721,15 @@ impl TieredStore {
 
     /// Deletes records by id from every tier; returns how many went.
     pub async fn delete(&self, scope: &Scope, ids: &[String]) -> Result<usize> {
+        {
+            let mut r = self.reads.lock();
+            for id in ids {
+                r.pending.remove(id);
+                if r.counts.remove(id).is_some() {
+                    r.dirty = true;
+                }
+            }
+        }
         let mut n = 0;
         for l in &self.levels {
             let t = Instant::now();
@@ -542,9 +771,13 @@ impl TieredStore {
         Ok(oldest_first(parts, limit))
     }
 
-    /// Vector, text or hybrid search over the searchable tiers (not glacier, which is an
-    /// archive). Vector scores (cosine) and BM25 scores are merged per kind across tiers; a
-    /// hybrid request fuses the two global rankings as `req.fusion` says.
+    /// Vector, text or hybrid search over every tier, glacier included. Each tier offers its
+    /// best candidates per ranking ([`Tier::candidates`]; glacier its best `k`, from its index,
+    /// reading back only the batches that hold them); vector scores (cosine) and BM25 scores
+    /// are merged per kind across tiers, and a hybrid request fuses the two global rankings as
+    /// `req.fusion` says. Each hit returned counts as a read of the record in its tier (see
+    /// the module docs): a recalled record is not demoted for age, and a cold or glacier
+    /// record read `promote_after_accesses` times moves back to warm.
     pub async fn search(&self, scope: &Scope, req: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         let hybrid = req.vector.is_some() && req.text.is_some();
         let n = if hybrid {
@@ -554,70 +787,92 @@ impl TieredStore {
         };
         let mut by_vec = Vec::new();
         let mut by_text = Vec::new();
-        for l in self.levels.iter().filter(|l| l.kind != TierKind::Glacier) {
-            let caps = l.store.capabilities();
+        for l in &self.levels {
+            // Glacier reads its records back from object storage: its best k per ranking.
+            let want = if l.kind == TierKind::Glacier {
+                req.k
+            } else {
+                n
+            };
             let t = Instant::now();
-            if let Some(v) = &req.vector
-                && caps.vector_search
-            {
-                let r = SearchRequest {
-                    vector: Some(v.clone()),
-                    text: None,
-                    k: n,
-                    ..req.clone()
-                };
-                by_vec.extend(l.store.search(scope, &r).await?);
-            }
-            if let Some(q) = &req.text
-                && caps.text_search
-            {
-                let r = SearchRequest {
-                    vector: None,
-                    text: Some(q.clone()),
-                    k: n,
-                    ..req.clone()
-                };
-                by_text.extend(l.store.search(scope, &r).await?);
-            }
+            let c = l.store.candidates(scope, req, want).await?;
             l.counters.record(t);
+            by_vec.extend(c.by_vector.into_iter().map(|h| (l.kind, h)));
+            by_text.extend(c.by_text.into_iter().map(|h| (l.kind, h)));
         }
-        let rank = |mut v: Vec<ScoredRecord>| {
-            v.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // Best first; an id in two tiers (a move a crash interrupted) once, the warmer copy.
+        let rank = |mut v: Vec<(TierKind, ScoredRecord)>| {
+            v.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
             let mut seen = HashSet::new();
-            v.retain(|h| seen.insert(h.record.id.clone()));
+            v.retain(|h| seen.insert(h.1.record.id.clone()));
             v
         };
         let (by_vec, by_text) = (rank(by_vec), rank(by_text));
-        if !hybrid {
+        let hits: Vec<(TierKind, ScoredRecord)> = if !hybrid {
             let mut hits = if req.vector.is_some() {
                 by_vec
             } else {
                 by_text
             };
             hits.truncate(req.k);
-            return Ok(hits);
-        }
-        let mut recs: HashMap<String, MemoryRecord> = HashMap::new();
-        let mut lists = Vec::new();
-        for list in [by_vec, by_text] {
-            lists.push(
-                list.iter()
-                    .map(|h| (h.record.id.clone(), h.score))
-                    .collect::<Vec<_>>(),
-            );
-            for h in list {
-                recs.entry(h.record.id.clone()).or_insert(h.record);
+            hits
+        } else {
+            let mut recs: HashMap<String, (TierKind, MemoryRecord)> = HashMap::new();
+            let mut lists = Vec::new();
+            for list in [by_vec, by_text] {
+                lists.push(
+                    list.iter()
+                        .map(|h| (h.1.record.id.clone(), h.1.score))
+                        .collect::<Vec<_>>(),
+                );
+                for (kind, h) in list {
+                    let e = recs
+                        .entry(h.record.id.clone())
+                        .or_insert((kind, h.record.clone()));
+                    if kind < e.0 {
+                        *e = (kind, h.record);
+                    }
+                }
+            }
+            fuse(&lists[0], &lists[1], req.fusion, req.k)?
+                .into_iter()
+                .filter_map(|(id, score)| {
+                    let (kind, record) = recs.remove(&id)?;
+                    Some((kind, ScoredRecord { record, score }))
+                })
+                .collect()
+        };
+        self.count_hits(&hits).await?;
+        Ok(hits.into_iter().map(|h| h.1).collect())
+    }
+
+    /// Counts search hits as reads: hot and warm touch theirs in RAM, cold and glacier ones
+    /// join the pending batch ([`TieredStore::count_reads`]).
+    async fn count_hits(&self, hits: &[(TierKind, ScoredRecord)]) -> Result<()> {
+        let now = Timestamp::now();
+        let mut cold = Vec::new();
+        for l in &self.levels {
+            let mine = hits.iter().filter(|h| h.0 == l.kind);
+            match l.kind {
+                TierKind::Hot | TierKind::Warm => {
+                    let marks: Vec<ReadMark> = mine
+                        .map(|h| ReadMark {
+                            id: h.1.record.id.clone(),
+                            tenant: h.1.record.tenant.clone(),
+                            reads: 1,
+                            at: now,
+                        })
+                        .collect();
+                    if !marks.is_empty() {
+                        l.store.record_reads(&marks).await?;
+                    }
+                }
+                TierKind::Cold | TierKind::Glacier => {
+                    cold.extend(mine.map(|h| (l.kind, h.1.record.clone())));
+                }
             }
         }
-        Ok(fuse(&lists[0], &lists[1], req.fusion, req.k)?
-            .into_iter()
-            .filter_map(|(id, score)| {
-                Some(ScoredRecord {
-                    record: recs.remove(&id)?,
-                    score,
-                })
-            })
-            .collect())
+        self.count_reads(cold).await
     }
 
     /// Moves records between tiers: written to `to`, then removed from `from`.
@@ -630,7 +885,17 @@ impl TieredStore {
         if records.is_empty() || from == to {
             return Ok(0);
         }
+        let _moving = self.moves.read().await;
         let (src, dst) = (self.level_or_err(from)?, self.level_or_err(to)?);
+        // Only what the source still holds: the caller read these copies before the lock, and
+        // a forget (or a delete) may have passed since; its records must not land in `to`.
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let held = held_ids(&*src.store, &ids).await?;
+        let mut records = records;
+        records.retain(|r| held.contains(&r.id));
+        if records.is_empty() {
+            return Ok(0);
+        }
         let n = records.len();
         let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
         for r in &records {
@@ -652,8 +917,11 @@ impl TieredStore {
     }
 
     /// Runs the age thresholds as of `now`: records not accessed for longer than a tier's
-    /// threshold move to the next configured tier.
+    /// threshold move to the next configured tier. The pending reads are flushed first
+    /// ([`TieredStore::flush_reads`]), so a search hit or a get counts as an access.
     pub async fn migrate_at(&self, now: Timestamp) -> Result<MigrationReport> {
+        // Reads first, so that no record read since its last access time was written moves.
+        self.flush_reads().await?;
         let mut report = MigrationReport::default();
         let steps = [
             (TierKind::Hot, TierKind::Warm, self.policy.hot_to_warm),
@@ -740,6 +1008,7 @@ impl TieredStore {
 
     /// Snapshots every tier that supports it; returns an id for [`TieredStore::restore`].
     pub async fn snapshot(&self) -> Result<String> {
+        let _moving = self.moves.read().await;
         let mut parts = Vec::new();
         for l in &self.levels {
             if l.store.capabilities().snapshots {
@@ -763,18 +1032,84 @@ impl TieredStore {
 
     /// Rolls every snapshotted tier back to snapshot `id`.
     pub async fn restore(&self, id: &str) -> Result<()> {
+        let _moving = self.moves.read().await;
         let parts = self
             .snapshots
             .lock()
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound {
-                what: format!("snapshot `{id}`"),
+                what: format!(
+                    "snapshot `{id}` (unknown, or taken before a forget, which drops the \
+                     snapshots holding a cold-tier version)"
+                ),
             })?;
         for (kind, sid) in parts {
             self.level_or_err(kind)?.store.restore(&sid).await?;
         }
         Ok(())
+    }
+
+    /// Forgets the records of `scope` passing `filter` in every tier, warmest first, for good:
+    /// each tier's [`MemoryStore::forget`] (write-ahead log rewritten, Lance versions cleaned
+    /// up, archive batches rewritten; see `docs/forget.md`). Returns how many records went (a
+    /// record caught in two tiers mid-move counts twice). No store, move, update, snapshot or
+    /// restore runs meanwhile, so a record in transit cannot land in a tier after its forget.
+    ///
+    /// Snapshots: warm's and glacier's lose the forgotten records; the cold tier keeps only its
+    /// current Lance version, so the tiered snapshots that name a cold version are dropped
+    /// (when a cold tier is configured; first, even if the forget then fails) and
+    /// [`TieredStore::restore`] answers not found for them. A forget that fails part-way may
+    /// have forgotten some tiers already; running it again completes it.
+    pub async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        let _exclusive = self.moves.write().await;
+        // First, so that no snapshot listed after a crash names a version the cold tier's
+        // forget has cleaned up.
+        if self.level(TierKind::Cold).is_some() {
+            self.drop_snapshots_with(TierKind::Cold)?;
+        }
+        let mut n = 0;
+        for l in &self.levels {
+            let t = Instant::now();
+            n += l.store.forget(scope, filter).await?;
+            l.counters.record(t);
+        }
+        Ok(n)
+    }
+
+    /// Drops the tiered snapshots that have a part in tier `kind`; saves the list (atomically:
+    /// a new file renamed over the old one).
+    fn drop_snapshots_with(&self, kind: TierKind) -> Result<()> {
+        let mut snaps = self.snapshots.lock();
+        let before = snaps.len();
+        snaps.retain(|_, parts| parts.iter().all(|(k, _)| *k != kind));
+        if snaps.len() == before {
+            return Ok(());
+        }
+        tracing::info!(
+            dropped = before - snaps.len(),
+            "forget: dropped the snapshots holding a cold-tier version"
+        );
+        let Some(d) = &self.state_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        let p = d.join(SNAPSHOTS_FILE);
+        let tmp = p.with_extension("json.tmp");
+        let text = serde_json::to_string(&*snaps).map_err(|e| Error::serde("snapshot list", e))?;
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            if let Ok(dir) = std::fs::File::open(d) {
+                dir.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| Error::io(format!("forget: rewriting {}", p.display()), e))
     }
 
     /// Items, bytes, usage, hits/misses and latency percentiles of each tier.
@@ -806,7 +1141,7 @@ impl TieredStore {
 
 /// The tiered store is itself a [`MemoryStore`], so whatever takes one (the facade's long-term
 /// memory, a plugin) can run over every tier: writes go to warm, reads and searches span the
-/// tiers (search skips glacier, an archive), deletes reach every tier.
+/// tiers (glacier included, through its index), deletes reach every tier.
 #[async_trait::async_trait]
 impl MemoryStore for TieredStore {
     fn name(&self) -> &str {
@@ -817,10 +1152,8 @@ impl MemoryStore for TieredStore {
         let mut caps = StoreCapabilities::default();
         for l in &self.levels {
             let c = l.store.capabilities();
-            if l.kind != TierKind::Glacier {
-                caps.vector_search |= c.vector_search;
-                caps.text_search |= c.text_search;
-            }
+            caps.vector_search |= c.vector_search;
+            caps.text_search |= c.text_search;
             caps.persistent |= c.persistent;
             caps.snapshots |= c.snapshots;
         }
@@ -854,6 +1187,10 @@ impl MemoryStore for TieredStore {
 
     async fn delete_by_filter(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
         TieredStore::delete_by_filter(self, scope, filter).await
+    }
+
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        TieredStore::forget(self, scope, filter).await
     }
 
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {

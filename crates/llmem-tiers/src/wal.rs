@@ -20,6 +20,18 @@ pub enum WalOp {
     },
     /// Everything before is void (a restore).
     Clear,
+    /// Reads: the access time and count of records held (ids no longer held are skipped).
+    Touch {
+        touches: Vec<Touch>,
+    },
+}
+
+/// The access fields of one record after some reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Touch {
+    pub id: String,
+    pub accessed_at: llmem_core::Timestamp,
+    pub access_count: u64,
 }
 
 /// An append-only, fsynced JSONL log.

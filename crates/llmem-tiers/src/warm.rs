@@ -7,8 +7,20 @@
 //! [`REFINE`] × k candidates, then re-scores those exactly in f32; a smaller store is scanned in
 //! f32 directly. Either way the filter is evaluated only for rows whose score would enter the
 //! current top list.
+//!
+//! A get and each search hit count as a read: the record becomes the most recently used and
+//! its `accessed_at` / `access_count` change in RAM. Those access fields reach the write-ahead
+//! log in batches (one `touch` entry per [`TOUCH_FLUSH_AT`] records read, or on
+//! [`WarmStore::flush_touches`]), never as a write per read; a crash loses at most the reads
+//! since the last entry, never a record.
+//!
+//! Forget ([`MemoryStore::forget`], `docs/forget.md`): the matching records are deleted with a
+//! `delete` entry fsynced to the log first, then the log is rewritten with the live records
+//! only (new file, fsync, rename, directory fsync) and every snapshot of the tier (in RAM and
+//! under `snapshots/`) is rewritten without them. Once it returns `Ok`, no file of the tier
+//! holds their text, and no replay or restore brings them back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +33,9 @@ use llmem_core::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::text::{TextIndex, fuse};
-use crate::tier::Tier;
+use crate::tier::{Candidates, ReadMark, Tier};
 use crate::vector::{TopK, dot, dot_i8_kernel, norm, quantize};
-use crate::wal::{Wal, WalOp};
+use crate::wal::{Touch, Wal, WalOp};
 
 /// How many candidates each ranking contributes to a hybrid (vector + text) fusion, at least.
 pub const HYBRID_CANDIDATES: usize = 50;
@@ -35,6 +47,10 @@ pub const QUANTIZED_FROM: usize = 4096;
 pub const REFINE: usize = 8;
 /// The fewest candidates re-scored exactly.
 pub const MIN_CANDIDATES: usize = 100;
+
+/// Records read since the last `touch` entry of the write-ahead log past which a read appends
+/// one (so a read costs no write, and a crash loses at most this many access times).
+pub const TOUCH_FLUSH_AT: usize = 1024;
 
 /// Settings of a [`WarmStore`].
 #[derive(Debug, Clone)]
@@ -124,6 +140,8 @@ struct Inner {
     /// Changes whenever a row of the matrix does (unique across stores and clears), so an
     /// engine that holds a copy of the matrix knows when to reload it.
     generation: u64,
+    /// Slots read (their access time and count changed) since the last `touch` log entry.
+    touched: HashSet<u32>,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -270,14 +288,49 @@ impl Inner {
     }
 
     fn touch(&mut self, slot: u32) {
+        self.touch_at(slot, Timestamp::now(), 1);
+    }
+
+    /// Counts `reads` reads of `slot`, the last at `at`: the record becomes the most recently
+    /// used, its access time moves up to `at` and its count grows.
+    fn touch_at(&mut self, slot: u32, at: Timestamp, reads: u64) {
         self.tick += 1;
         let tick = self.tick;
         if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
             self.lru.remove(&s.tick);
             s.tick = tick;
-            s.rec.access_count += 1;
-            s.rec.accessed_at = Timestamp::now();
+            s.rec.access_count += reads;
+            s.rec.accessed_at = s.rec.accessed_at.max(at);
             self.lru.insert(tick, slot);
+            self.touched.insert(slot);
+        }
+    }
+
+    /// The access fields of the slots read since the last call (slots freed since skipped).
+    fn take_touches(&mut self) -> Vec<Touch> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .filter_map(|slot| {
+                let s = self.slots.get(slot as usize)?.as_ref()?;
+                Some(Touch {
+                    id: s.rec.id.clone(),
+                    accessed_at: s.rec.accessed_at,
+                    access_count: s.rec.access_count,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts logged access fields back (replay).
+    fn apply_touches(&mut self, touches: Vec<Touch>) {
+        for t in touches {
+            if let Some(slot) = self.by_id.get(&t.id).copied()
+                && let Some(Some(s)) = self.slots.get_mut(slot as usize)
+            {
+                s.rec.accessed_at = t.accessed_at;
+                s.rec.access_count = t.access_count;
+            }
         }
     }
 
@@ -476,6 +529,7 @@ impl WarmStore {
                             }
                         }
                         WalOp::Clear => inner.clear(),
+                        WalOp::Touch { touches } => inner.apply_touches(touches),
                     }
                 }
                 let all = inner.all_records();
@@ -499,6 +553,38 @@ impl WarmStore {
     /// that would exceed the capacity fails instead of dropping anything.
     pub fn set_demotion_sink(&self, sink: Arc<dyn MemoryStore>) {
         *self.sink.write() = Some(sink);
+    }
+
+    /// Appends the access times and counts of the records read since the last call to the
+    /// write-ahead log, as one entry (fsynced), so that a restart keeps them; without a log
+    /// there is nothing to keep. Reads append one by themselves every [`TOUCH_FLUSH_AT`]
+    /// records; a record's access fields are also written whenever the log is compacted.
+    pub fn flush_touches(&self) -> Result<()> {
+        let mut wal = self.wal.lock();
+        let touches = self.inner.lock().take_touches();
+        let Some(w) = wal.as_mut() else {
+            return Ok(());
+        };
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = touches.iter().map(|t| t.id.clone()).collect();
+        w.append(&WalOp::Touch { touches }).inspect_err(|_| {
+            // Not written: keep them for the next try.
+            let mut inner = self.inner.lock();
+            for id in ids {
+                if let Some(slot) = inner.by_id.get(&id).copied() {
+                    inner.touched.insert(slot);
+                }
+            }
+        })
+    }
+
+    fn maybe_flush_touches(&self) -> Result<()> {
+        if self.inner.lock().touched.len() >= TOUCH_FLUSH_AT {
+            self.flush_touches()?;
+        }
+        Ok(())
     }
 
     /// The dimension of the stored embeddings (0 before the first one).
@@ -562,6 +648,93 @@ impl WarmStore {
             }
         }
         Ok(())
+    }
+
+    /// The forget of this tier (see [`MemoryStore::forget`] and `docs/forget.md`): the matching
+    /// records are deleted with a `delete` entry appended to the write-ahead log and fsynced
+    /// first (so a replay of any older log never brings them back), then the log is rewritten
+    /// with the live records only (new file, fsync, rename, directory fsync), and every
+    /// snapshot of this tier (in RAM, and the files under `snapshots/`) loses the records in
+    /// `scope` that pass `filter` and the ids deleted now, each file replaced the same atomic
+    /// way. The log is rewritten and the snapshots scrubbed even when nothing matched, so that
+    /// running a forget again completes one that a crash interrupted.
+    fn forget_now(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        let fail =
+            |what: &str, e: Error| Error::storage(&self.cfg.name, format!("forget: {what}: {e}"));
+        // The log lock also keeps `snapshot` and `restore` out until the snapshots are scrubbed.
+        let mut wal = self.wal.lock();
+        let gone: Vec<String> = {
+            let mut inner = self.inner.lock();
+            let mine: Vec<(String, u32)> = (0..inner.slots.len() as u32)
+                .filter(|s| inner.visible(*s, Some(scope), filter, true))
+                .filter_map(|s| Some((inner.slots[s as usize].as_ref()?.rec.id.clone(), s)))
+                .collect();
+            let gone: Vec<String> = mine.iter().map(|m| m.0.clone()).collect();
+            if let Some(w) = wal.as_mut()
+                && !gone.is_empty()
+            {
+                w.append(&WalOp::Delete { ids: gone.clone() })
+                    .map_err(|e| fail("logging the delete", e))?;
+            }
+            for (_, slot) in &mine {
+                inner.remove_slot(*slot);
+            }
+            let ids: HashSet<&str> = gone.iter().map(String::as_str).collect();
+            let forgotten = |r: &MemoryRecord| {
+                (r.in_scope(scope) && filter.matches(r)) || ids.contains(r.id.as_str())
+            };
+            for snap in inner.snapshots.values_mut() {
+                snap.retain(|r| !forgotten(r));
+            }
+            if let Some(w) = wal.as_mut() {
+                let all = inner.all_records();
+                w.compact(all.iter())
+                    .map_err(|e| fail("rewriting the write-ahead log", e))?;
+            }
+            gone
+        };
+        self.scrub_snapshot_files(scope, filter, &gone)
+            .map_err(|e| fail("rewriting the snapshots", e))?;
+        drop(wal);
+        Ok(gone.len())
+    }
+
+    /// Rewrites each snapshot file of this store without the records in `scope` passing
+    /// `filter` and without the ids `gone`; removes temporary files an interrupted rewrite left.
+    fn scrub_snapshot_files(&self, scope: &Scope, filter: &Filter, gone: &[String]) -> Result<()> {
+        let Some(dir) = self.cfg.dir.as_ref().map(|d| d.join("snapshots")) else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let prefix = format!("{}-", self.cfg.name);
+        let gone: HashSet<&str> = gone.iter().map(String::as_str).collect();
+        for e in entries {
+            let e = e.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let path = e.path();
+            if name.ends_with(".jsonl.tmp") {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                continue;
+            }
+            if !name.ends_with(".jsonl") {
+                continue;
+            }
+            let mut records = read_jsonl(&path)?;
+            let before = records.len();
+            records.retain(|r| {
+                !((r.in_scope(scope) && filter.matches(r)) || gone.contains(r.id.as_str()))
+            });
+            if records.len() != before {
+                replace_jsonl(&path, &records)?;
+            }
+        }
+        sync_dir(&dir)
     }
 
     fn snapshot_path(&self, id: &str) -> Option<PathBuf> {
@@ -681,17 +854,20 @@ impl MemoryStore for WarmStore {
     }
 
     async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
-        let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(slot) = inner.by_id.get(id).copied() else {
-                continue;
-            };
-            if inner.visible(slot, Some(scope), &Filter::All, true) {
-                inner.touch(slot);
-                out.extend(inner.get_full(slot));
+        {
+            let mut inner = self.inner.lock();
+            for id in ids {
+                let Some(slot) = inner.by_id.get(id).copied() else {
+                    continue;
+                };
+                if inner.visible(slot, Some(scope), &Filter::All, true) {
+                    inner.touch(slot);
+                    out.extend(inner.get_full(slot));
+                }
             }
         }
+        self.maybe_flush_touches()?;
         Ok(out)
     }
 
@@ -737,18 +913,26 @@ impl MemoryStore for WarmStore {
             .count())
     }
 
+    /// A search; each hit counts as a read, like a get.
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
-        let inner = self.inner.lock();
-        let hits = inner.search(scope, request, self.cfg.quantized)?;
-        Ok(hits
-            .into_iter()
-            .filter_map(|(slot, score)| {
-                Some(ScoredRecord {
-                    record: inner.get_full(slot)?,
-                    score,
-                })
-            })
-            .collect())
+        let mut out = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            let hits = inner.search(scope, request, self.cfg.quantized)?;
+            let now = Timestamp::now();
+            for (slot, score) in hits {
+                inner.touch_at(slot, now, 1);
+                if let Some(record) = inner.get_full(slot) {
+                    out.push(ScoredRecord { record, score });
+                }
+            }
+        }
+        self.maybe_flush_touches()?;
+        Ok(out)
+    }
+
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        self.forget_now(scope, filter)
     }
 
     async fn scan_all(&self, filter: &Filter, limit: Option<usize>) -> Result<Vec<MemoryRecord>> {
@@ -802,8 +986,52 @@ impl Tier for WarmStore {
             .collect())
     }
 
+    /// Both rankings from one lock, and no hit touched (the caller counts the ones it keeps).
+    async fn candidates(&self, scope: &Scope, req: &SearchRequest, n: usize) -> Result<Candidates> {
+        let inner = self.inner.lock();
+        let full = |hits: Vec<(u32, f32)>| -> Vec<ScoredRecord> {
+            hits.into_iter()
+                .filter_map(|(slot, score)| {
+                    Some(ScoredRecord {
+                        record: inner.get_full(slot)?,
+                        score,
+                    })
+                })
+                .collect()
+        };
+        let mut out = Candidates::default();
+        if let Some(v) = &req.vector {
+            out.by_vector = full(inner.vector_search(scope, req, v, n, self.cfg.quantized)?);
+        }
+        if let Some(t) = &req.text {
+            out.by_text = full(inner.text_search(scope, req, t, n));
+        }
+        Ok(out)
+    }
+
+    /// Touches the records in RAM (no write; see [`WarmStore::flush_touches`]).
+    async fn record_reads(&self, reads: &[ReadMark]) -> Result<()> {
+        {
+            let mut inner = self.inner.lock();
+            for m in reads {
+                if let Some(slot) = inner.by_id.get(&m.id).copied()
+                    && inner.owner(&m.id) == Some(m.tenant.as_str())
+                {
+                    inner.touch_at(slot, m.at, m.reads);
+                }
+            }
+        }
+        self.maybe_flush_touches()
+    }
+
+    async fn flush_reads(&self) -> Result<()> {
+        self.flush_touches()
+    }
+
     async fn snapshot(&self) -> Result<String> {
         let id = new_id();
+        // Under the log lock, so that a forget never runs between reading and writing.
+        let _wal = self.wal.lock();
         let all = self.inner.lock().all_records();
         match self.snapshot_path(&id) {
             Some(path) => write_jsonl(&path, &all)?,
@@ -815,6 +1043,9 @@ impl Tier for WarmStore {
     }
 
     async fn restore(&self, id: &str) -> Result<()> {
+        // The snapshot is read under the log lock: a forget running meanwhile has either
+        // scrubbed it already or waits until the restore is done (and then forgets again).
+        let mut wal = self.wal.lock();
         let records = match self.snapshot_path(id) {
             Some(path) if path.exists() => read_jsonl(&path)?,
             _ => self
@@ -827,7 +1058,6 @@ impl Tier for WarmStore {
                     what: format!("snapshot `{id}` of tier {}", self.cfg.name),
                 })?,
         };
-        let mut wal = self.wal.lock();
         let mut inner = self.inner.lock();
         inner.clear();
         for r in records {
@@ -858,6 +1088,30 @@ fn write_jsonl(path: &Path, records: &[MemoryRecord]) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     f.sync_all()
         .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))
+}
+
+/// Replaces the file at `path` with `records` atomically: a temporary file next to it,
+/// fsynced, renamed over it (a crash leaves the old file or the new one, never a mix).
+fn replace_jsonl(path: &Path, records: &[MemoryRecord]) -> Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    write_jsonl(&tmp, records)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        Error::io(
+            format!("renaming {} over {}", tmp.display(), path.display()),
+            e,
+        )
+    })
+}
+
+/// fsyncs a directory, so that renames and removals in it survive a crash (where directories
+/// can be opened; elsewhere a no-op).
+fn sync_dir(dir: &Path) -> Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(d) => d
+            .sync_all()
+            .map_err(|e| Error::io(format!("fsync of {}", dir.display()), e)),
+        Err(_) => Ok(()),
+    }
 }
 
 fn read_jsonl(path: &Path) -> Result<Vec<MemoryRecord>> {

@@ -59,9 +59,14 @@ pub struct CostTotals {
     pub saved_tokens: u64,
     /// Dollars not spent thanks to compression.
     pub saved_usd: f64,
-    /// Tokens and dollars spent on summarisation itself.
+    /// Tokens and dollars spent on summarisation itself (and on llmem's other model calls,
+    /// such as fact extraction).
     pub summarizer_tokens: u64,
     pub summarizer_cost_usd: f64,
+    /// Tokens spent before this tracker started, carried over by [`CostTracker::restore`]
+    /// (their dollars are in `cost_usd`).
+    #[serde(default)]
+    pub carried_tokens: u64,
     /// `saved_tokens - summarizer_tokens` (may be negative).
     pub net_saved_tokens: i64,
     /// `saved_usd - summarizer_cost_usd`.
@@ -157,6 +162,23 @@ pub struct BudgetAlarm {
     pub limit: f64,
 }
 
+/// What recording one call did: its price and the budget alarms it fired.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    /// USD at the catalog's prices.
+    pub cost_usd: f64,
+    /// Thresholds this call crossed (each fires once per budget).
+    pub alarms: Vec<BudgetAlarm>,
+}
+
+impl CostTotals {
+    /// Every token counted against a token budget: requests' input and output, summarisers',
+    /// and those carried over.
+    pub fn used_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.summarizer_tokens + self.carried_tokens
+    }
+}
+
 type AlarmFn = Arc<dyn Fn(&BudgetAlarm) + Send + Sync>;
 
 #[derive(Default)]
@@ -173,6 +195,8 @@ pub struct CostTracker {
     catalog: Arc<Catalog>,
     state: Arc<Mutex<State>>,
     listeners: Arc<Mutex<Vec<AlarmFn>>>,
+    /// Whose budget this is, in warnings and errors ("user `alice` (budget.per = user)").
+    label: Arc<str>,
 }
 
 impl std::fmt::Debug for CostTracker {
@@ -189,6 +213,27 @@ impl CostTracker {
             catalog,
             state: Arc::default(),
             listeners: Arc::default(),
+            label: Arc::from(""),
+        }
+    }
+
+    /// Names whose budget this is in its warnings and errors (`session alice/chat`).
+    #[must_use]
+    pub fn with_label(mut self, label: impl AsRef<str>) -> Self {
+        self.label = Arc::from(label.as_ref());
+        self
+    }
+
+    /// The label given by [`CostTracker::with_label`] (empty by default).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn labelled(&self, message: String) -> String {
+        if self.label.is_empty() {
+            message
+        } else {
+            format!("{}: {message}", self.label)
         }
     }
 
@@ -211,8 +256,18 @@ impl CostTracker {
         self.state.lock().alarms.clone()
     }
 
+    /// The budget, if one is set.
+    pub fn budget(&self) -> Option<Budget> {
+        self.state.lock().budget.clone()
+    }
+
     /// Prices and records a request; returns its cost in USD.
     pub fn record(&self, r: &RequestRecord) -> f64 {
+        self.record_request(r).cost_usd
+    }
+
+    /// Prices and records a request; its cost and the alarms it fired.
+    pub fn record_request(&self, r: &RequestRecord) -> Recorded {
         let info = self.catalog.lookup(&r.model).info;
         let u = r.usage;
         let cost = info.cost(u.input_tokens, u.output_tokens, u.cached_input_tokens);
@@ -243,17 +298,22 @@ impl CostTracker {
             Self::check_thresholds(&mut s)
         };
         self.notify(&fired);
-        cost
+        Recorded {
+            cost_usd: cost,
+            alarms: fired,
+        }
     }
 
-    /// Records the tokens a summariser spent (they count against the budget and the savings).
+    /// Records the tokens a summariser spent (they count against the budget and the savings);
+    /// returns their cost in USD: at `model`'s catalog prices, or 0 when the catalog does not
+    /// know `model` (a local model, say), whose tokens still count.
     pub fn record_summarizer(&self, model: &str, usage: Usage) -> f64 {
-        let info = self.catalog.lookup(model).info;
-        let cost = info.cost(
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cached_input_tokens,
-        );
+        self.record_summarizer_call(model, usage).cost_usd
+    }
+
+    /// [`CostTracker::record_summarizer`], with the alarms it fired.
+    pub fn record_summarizer_call(&self, model: &str, usage: Usage) -> Recorded {
+        let cost = self.upkeep_cost(model, usage);
         let fired = {
             let mut s = self.state.lock();
             let t = &mut s.totals;
@@ -264,7 +324,36 @@ impl CostTracker {
             Self::check_thresholds(&mut s)
         };
         self.notify(&fired);
-        cost
+        Recorded {
+            cost_usd: cost,
+            alarms: fired,
+        }
+    }
+
+    /// The price of a summariser's (or another of llmem's own) call at `model`'s catalog
+    /// prices; 0 when the catalog does not know `model`.
+    pub fn upkeep_cost(&self, model: &str, usage: Usage) -> f64 {
+        let l = self.catalog.lookup(model);
+        if !l.known {
+            return 0.0;
+        }
+        l.info.cost(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+        )
+    }
+
+    /// Carries over what was spent before this tracker started (a resumed session's figures):
+    /// it counts against the budget, and the thresholds it already passed are marked fired
+    /// without firing again.
+    pub fn restore(&self, cost_usd: f64, tokens: u64) {
+        let mut s = self.state.lock();
+        s.totals.cost_usd += cost_usd.max(0.0);
+        s.totals.carried_tokens += tokens;
+        let before = s.alarms.len();
+        Self::check_thresholds(&mut s);
+        s.alarms.truncate(before);
     }
 
     /// `Err(BudgetExceeded)` when a hard-stop budget is used up; call before sending.
@@ -279,19 +368,22 @@ impl CostTracker {
             && t.cost_usd >= max
         {
             return Err(Error::BudgetExceeded {
-                message: format!(
-                    "spent ${:.4} of a ${max:.4} budget; raise budget.max_cost_usd to continue",
+                message: self.labelled(format!(
+                    "spent ${:.4} of a ${max:.4} budget (budget.max_cost_usd); raise \
+                     budget.max_cost_usd to continue",
                     t.cost_usd
-                ),
+                )),
             });
         }
         if let Some(max) = b.max_tokens
-            && t.input_tokens + t.output_tokens + t.summarizer_tokens >= max
+            && t.used_tokens() >= max
         {
             return Err(Error::BudgetExceeded {
-                message: format!(
-                    "used {max} tokens of the budget; raise budget.max_tokens to continue"
-                ),
+                message: self.labelled(format!(
+                    "used {} of a {max}-token budget (budget.max_tokens); raise \
+                     budget.max_tokens to continue",
+                    t.used_tokens()
+                )),
             });
         }
         Ok(())
@@ -316,7 +408,7 @@ impl CostTracker {
             return Vec::new();
         };
         let t = &s.totals;
-        let used_tokens = (t.input_tokens + t.output_tokens + t.summarizer_tokens) as f64;
+        let used_tokens = t.used_tokens() as f64;
         let mut out = Vec::new();
         let limits = [
             (BudgetKind::Cost, b.max_cost_usd, t.cost_usd),
@@ -351,7 +443,19 @@ impl CostTracker {
         }
         let listeners = self.listeners.lock().clone();
         for a in alarms {
-            tracing::warn!(kind = ?a.kind, threshold = a.threshold, used = a.used, limit = a.limit, "budget threshold crossed");
+            tracing::warn!(
+                budget = %self.label,
+                kind = ?a.kind,
+                threshold = a.threshold,
+                used = a.used,
+                limit = a.limit,
+                "budget threshold crossed: {:.0}% of the {} limit used",
+                a.threshold * 100.0,
+                match a.kind {
+                    BudgetKind::Cost => "budget.max_cost_usd",
+                    BudgetKind::Tokens => "budget.max_tokens",
+                },
+            );
             for l in &listeners {
                 l(a);
             }
@@ -432,6 +536,52 @@ mod tests {
         );
         let err = t.check().unwrap_err();
         assert!(err.to_string().contains("max_tokens"), "{err}");
+    }
+
+    #[test]
+    fn a_summariser_the_catalog_does_not_know_costs_nothing_but_its_tokens_count() {
+        let t = tracker();
+        let u = Usage {
+            input_tokens: 900,
+            output_tokens: 100,
+            cached_input_tokens: 0,
+        };
+        assert_eq!(t.record_summarizer("my-local-gguf-model", u), 0.0);
+        let priced = t.record_summarizer("gpt-4o-mini", u);
+        assert!((priced - (900.0 * 0.15 + 100.0 * 0.60) / 1e6).abs() < 1e-12);
+        let tot = t.totals();
+        assert_eq!(tot.summarizer_tokens, 2_000);
+        assert!((tot.summarizer_cost_usd - priced).abs() < 1e-15);
+    }
+
+    #[test]
+    fn restored_spending_counts_and_its_alarms_do_not_fire_again() {
+        let t = tracker();
+        t.set_budget(Budget {
+            thresholds: vec![0.5, 1.0],
+            hard_stop: true,
+            ..Budget::usd(1.0)
+        })
+        .unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        t.on_alarm(move |_| {
+            s2.fetch_add(1, Ordering::SeqCst);
+        });
+        t.restore(0.6, 1_000);
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+        assert!(t.alarms().is_empty());
+        assert_eq!(t.totals().used_tokens(), 1_000);
+        assert!(t.check().is_ok());
+        // $0.5 more of gpt-4o input: 200k tokens at $2.50/M.
+        let r = t.record_request(&req("gpt-4o", 200_000, 0, None));
+        assert_eq!(
+            r.alarms.iter().map(|a| a.threshold).collect::<Vec<_>>(),
+            vec![1.0]
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        let err = t.check().unwrap_err().to_string();
+        assert!(err.contains("budget.max_cost_usd"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod ledger;
 
 pub use catalog::{Catalog, ChatFormat, Lookup, ModelInfo, Provider, TokenizerSpec};
 pub use cost::{
-    Budget, BudgetAlarm, BudgetKind, CostTotals, CostTracker, ModelTotals, RequestRecord,
+    Budget, BudgetAlarm, BudgetKind, CostTotals, CostTracker, ModelTotals, Recorded, RequestRecord,
     UsageSource,
 };
 pub use counter::{Counters, ModelCounter, cache_dir, estimate, tokenizer_dir};

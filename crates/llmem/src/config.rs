@@ -46,6 +46,20 @@
 //! [tokens]
 //! catalog = "models.toml"          # your models' windows, prices, tokenizers, over the shipped ones
 //!
+//! [budget]                         # spending limits: prompts, answers, summaries, fact extraction
+//! max_cost_usd = 5.0               # USD at catalog prices (unset: no limit)
+//! max_tokens = 2000000             # input + output tokens of every call (unset: no limit)
+//! alarm_at = [0.5, 0.8]            # a warning once at each share of a limit (and at 100 %)
+//! per = "session"                  # user | total: whose spending a limit caps
+//! hard_stop = true                 # past a limit, requests are refused (HTTP 429 in serve)
+//!
+//! [consolidation]                  # summaries of old conversation memories, by window
+//! older_than_days = 7              # memories said longer ago than this
+//! window = "day"                   # week: one summary per session and day (or week)
+//! min_memories = 4                 # a window needs this many not yet summarised
+//! max_tokens = 200                 # the most tokens of one summary
+//! every_secs = 0                   # llmem serve runs it this often over every user (0: never)
+//!
 //! [providers.local]                # named provider tables: built-in kinds or linked plugins'
 //! kind = "openai-compatible"
 //! base_url = "http://127.0.0.1:8080/v1"
@@ -73,12 +87,14 @@ use llmem_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Sections whose keys `LLMEM_<SECTION>_<KEY>` overrides.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
     "memory",
     "retrieval",
     "tiers",
     "server",
     "tokens",
+    "budget",
+    "consolidation",
     "chat",
     "embedder",
     "summarizer",
@@ -125,6 +141,10 @@ pub struct Config {
     pub tiers: TierSettings,
     pub server: ServerSettings,
     pub tokens: TokenSettings,
+    /// Spending limits, their alarms and what happens past them.
+    pub budget: BudgetSettings,
+    /// Summaries of old conversation memories by time window ([`crate::consolidate()`]).
+    pub consolidation: crate::consolidate::ConsolidationSettings,
     /// Named provider tables (`[providers.<name>]`, each with its `kind`), which `[chat]`,
     /// `[embedder]` and `[summarizer]` can name with `provider = "<name>"`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -171,6 +191,8 @@ impl std::fmt::Debug for Config {
             .field("tiers", &self.tiers)
             .field("server", &self.server)
             .field("tokens", &self.tokens)
+            .field("budget", &self.budget)
+            .field("consolidation", &self.consolidation)
             .field(
                 "providers",
                 &self
@@ -183,6 +205,70 @@ impl std::fmt::Debug for Config {
             .field("embedder", &kind(&self.embedder))
             .field("summarizer", &kind(&self.summarizer))
             .finish()
+    }
+}
+
+/// Spending limits (`[budget]`): what a session, a user or the whole process may spend on
+/// model calls (prompts and answers at `memory.model`'s prices, summaries and fact extraction
+/// at their models' prices), warnings on the way, and a hard stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetSettings {
+    /// The limit in USD, at the catalog's prices; unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// The limit in tokens (input and output of every call, summaries and fact extraction
+    /// included); unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Shares of a limit, in (0, 1], at which a warning is logged, once each (100 % always
+    /// warns too).
+    pub alarm_at: Vec<f64>,
+    /// Whose spending a limit caps.
+    pub per: BudgetScope,
+    /// Past a limit, requests are refused ([`llmem_core::Error::BudgetExceeded`], HTTP 429 in
+    /// `llmem serve`); false: the warnings only.
+    pub hard_stop: bool,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            max_cost_usd: None,
+            max_tokens: None,
+            alarm_at: vec![0.5, 0.8],
+            per: BudgetScope::Session,
+            hard_stop: true,
+        }
+    }
+}
+
+impl BudgetSettings {
+    /// Whether a limit is set.
+    pub fn limited(&self) -> bool {
+        self.max_cost_usd.is_some() || self.max_tokens.is_some()
+    }
+}
+
+/// Whose spending a `[budget]` limit caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// Each session on its own; saved with the session, so it holds across restarts.
+    Session,
+    /// Each user's sessions together, in this process (since it started).
+    User,
+    /// Every session of the process together (since it started).
+    Total,
+}
+
+impl BudgetScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Session => "session",
+            BudgetScope::User => "user",
+            BudgetScope::Total => "total",
+        }
     }
 }
 
@@ -636,6 +722,28 @@ impl Config {
         if m.facts == FactMode::Llm && self.chat.is_none() {
             return bad("memory.facts", "`llm` needs a [chat] provider table".into());
         }
+        let b = &self.budget;
+        if let Some(max) = b.max_cost_usd
+            && !(max.is_finite() && max > 0.0)
+        {
+            return bad(
+                "budget.max_cost_usd",
+                format!("{max} is not a positive number of dollars; leave it unset for no limit"),
+            );
+        }
+        if b.max_tokens == Some(0) {
+            return bad(
+                "budget.max_tokens",
+                "0 allows nothing; leave it unset for no limit".into(),
+            );
+        }
+        if let Some(a) = b.alarm_at.iter().find(|a| !(**a > 0.0 && **a <= 1.0)) {
+            return bad(
+                "budget.alarm_at",
+                format!("{a} is not a share of the limit in (0, 1]; 0.8 warns at 80 %"),
+            );
+        }
+        self.consolidation.validate()?;
         let t = &self.tiers;
         if t.cold && t.dir.is_none() {
             return bad(

@@ -4,7 +4,8 @@
 //! The product, for applications:
 //! - [`MemoryManager`]: for an application that owns a conversation: add each message, get a
 //!   context under the token budget with the long-term memories the question needs, read the
-//!   savings.
+//!   savings (net of what its own summaries and fact extraction cost) and keep spending under
+//!   a `[budget]` ([`BudgetSettings`], [`BudgetScope`]; [`Budgets`] is what managers share).
 //! - [`Sessions`]: for a server: many users' [`MemoryManager`]s in one process, isolated and
 //!   resumable.
 //! - [`Memory`]: for a program that lays out one prompt by hand: named blocks under a budget
@@ -38,7 +39,9 @@ pub use llmem_tokens as tokens;
 pub use llmem_window as window;
 
 mod config;
+mod consolidate;
 mod facts;
+mod forget;
 mod late;
 mod longterm;
 mod manager;
@@ -50,13 +53,18 @@ mod taxonomy;
 pub mod when;
 
 pub use config::{
-    Config, FactMode, MemorySettings, RetrievalScope, RetrievalSettings, ServerSettings,
-    SummarizerMode, TierSettings, TokenSettings,
+    BudgetScope, BudgetSettings, Config, FactMode, MemorySettings, RetrievalScope,
+    RetrievalSettings, ServerSettings, SummarizerMode, TierSettings, TokenSettings,
 };
+pub use consolidate::{
+    Consolidated, ConsolidationSettings, ConsolidationWindow, SOURCES, WINDOW, consolidate,
+    consolidation_users,
+};
+pub use forget::{Forgotten, UPDATED_AT, UPDATED_BY, forget_user, update_memory};
 pub use llmem_core::{Error, MemoryRecord, Message, Result, Role, Usage};
 pub use llmem_window::{Block, Load};
 pub use longterm::Recalled;
-pub use manager::{MemoryManager, Prepared, Providers, SessionState, Stats};
+pub use manager::{Budgets, MemoryManager, Prepared, Providers, SessionState, Stats};
 pub use memory::{BlockScope, Loaded, Memory};
 pub use plugins::{Plugins, local_embedder};
 pub use sessions::{SessionHandle, Sessions};
@@ -67,6 +75,10 @@ pub use storage::{open_store, open_tiered};
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::facts::{
+        DecidedBy, Decision, Fact, FactOutcome, heuristic_decision, heuristic_facts,
+        parse_judgement,
+    };
     pub use crate::late::{LateIndex, LateQuery, TokenMatches};
     pub use crate::longterm::{Archive, LongTerm, REPLY_TO, fit_timeline, timeline};
     pub use crate::storage::policy;

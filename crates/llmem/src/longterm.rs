@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 
 use llmem_compress::ArchiveSink;
 use llmem_core::{
-    BROADER, Embedded, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message, RecordKind,
-    Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenCounter, TokenVectors,
-    async_trait,
+    BROADER, ChatModel, Embedded, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message,
+    RecordKind, Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenCounter,
+    TokenVectors, async_trait,
 };
 use llmem_tiers::text::tokenize;
 
 use crate::config::RetrievalSettings;
-use crate::facts::Fact;
+use crate::facts::{self, DecidedBy, Decision, Fact, FactOutcome};
 use crate::late::{LateIndex, LateQuery, TokenMatches};
 use crate::taxonomy::Taxonomy;
 use crate::when::{CivilDate, resolve_times};
@@ -221,6 +221,10 @@ impl LongTerm {
         &self.store
     }
 
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
     /// The query's embedding (none without an embedder); the last one is remembered.
     pub async fn embed_query(&self, query: &str) -> Result<Option<Vec<f32>>> {
         Ok(self.embed_query_tokens(query).await?.map(|e| e.vector))
@@ -297,49 +301,182 @@ impl LongTerm {
     }
 
     /// Stores facts said at `at` in `scope`, with `source`, the metadata of the message they
-    /// come from (its ids); a fact whose key matches a live fact of the same tenant supersedes
-    /// it (the old one keeps its id and gains `superseded_by`). Returns the new ids.
+    /// come from (its ids), each decided against the live facts of the same tenant closest to
+    /// it ([`facts::FACT_CANDIDATES`] found by the store's text search for its words and those
+    /// its cues look for, and the facts of this batch before it):
+    /// - by its words ([`facts::heuristic_decision`]): a repeat of a live fact is not stored
+    ///   again (NOOP, unless it has relative times: the same words on another day are another
+    ///   event); a correction supersedes the fact it corrects, a negation or an ending the facts
+    ///   it negates; else it is added;
+    /// - with `judge` (`memory.facts = "llm"`), by the model, shown the
+    ///   [`facts::JUDGE_CANDIDATES`] closest store facts ([`facts::llm_judgement`]); an answer
+    ///   that is not a decision, or not a plausible one ([`facts::plausible`]), or a failed call,
+    ///   leaves it to the words: a fact is never dropped for the model's sake;
+    /// - in both, a fact whose key matches live facts' (see [`crate::facts`]) supersedes them,
+    ///   unless it is a NOOP.
+    ///
+    /// A superseded fact is kept, with `superseded_by`; the new one names the first it
+    /// supersedes (`supersedes`), has their texts in its lexical key (so that "dentist" finds
+    /// "Actually it's Tuesday, not Monday"), and its decision under [`facts::FACT_CHANGE`] and
+    /// [`facts::FACT_DECIDED_BY`]. Returns what became of each fact, in order.
     pub async fn remember_facts(
         &self,
         scope: &Scope,
         facts: Vec<Fact>,
         at: Timestamp,
         source: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<String>> {
-        let mut records = Vec::new();
-        let mut old = Vec::new();
+        judge: Option<&dyn ChatModel>,
+    ) -> Result<Vec<FactOutcome>> {
+        let tenant = Scope::tenant(scope.tenant.clone());
+        let mut records: Vec<MemoryRecord> = Vec::new();
+        let mut old: Vec<MemoryRecord> = Vec::new();
+        let mut outcomes = Vec::new();
         for f in facts {
-            let mut r = record(scope, f.text, RecordKind::Knowledge, at);
-            let text = r.text.clone();
-            stamp(&mut r, source, &text, at, &[]);
+            let mut r = record(scope, f.text.clone(), RecordKind::Knowledge, at);
+            stamp(&mut r, source, &f.text, at, &[]);
             r = r.with_metadata("role", "user");
-            if let Some(key) = f.key {
-                let tenant = Scope::tenant(scope.tenant.clone());
-                let live = self
-                    .store
-                    .query(
-                        &tenant,
-                        &Filter::eq(format!("metadata.{FACT_KEY}"), key.clone()),
-                        None,
-                    )
-                    .await?;
-                for mut prev in live.into_iter().filter(|p| !p.is_superseded()) {
-                    prev.superseded_by = Some(r.id.clone());
-                    r.supersedes = Some(prev.id.clone());
-                    old.push(prev);
+            let found = self.close_facts(&tenant, &f.text, &old).await;
+            // The words see this batch's facts too, newest first.
+            let mut close: Vec<MemoryRecord> = records
+                .iter()
+                .filter(|b| !b.is_superseded())
+                .cloned()
+                .chain(found.iter().cloned())
+                .collect();
+            close.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            let texts: Vec<&str> = close.iter().map(|c| c.text.as_str()).collect();
+            let repeat_ok = times_of(&f.text, at).is_none();
+            let (mut decision, picked) = facts::heuristic_decision(&f.text, &texts, repeat_ok);
+            let mut chosen: Vec<MemoryRecord> = picked.iter().map(|&i| close[i].clone()).collect();
+            let mut by = DecidedBy::Words;
+            let mut model_answer = None;
+            let shown: Vec<&str> = found
+                .iter()
+                .take(facts::JUDGE_CANDIDATES)
+                .map(|c| c.text.as_str())
+                .collect();
+            if let Some(model) = judge.filter(|_| !shown.is_empty()) {
+                match facts::llm_judgement(model, &f.text, &shown).await {
+                    Ok((answer, Some(d))) if facts::plausible(d, &f.text, &shown) => {
+                        decision = d.0;
+                        chosen =
+                            d.1.and_then(|i| found.get(i).cloned())
+                                .into_iter()
+                                .collect();
+                        by = DecidedBy::Model;
+                        model_answer = Some(answer);
+                    }
+                    Ok((answer, _)) => {
+                        tracing::debug!(%answer, fact = %f.text, "the chat model's answer is not a decision; the words decide");
+                        model_answer = Some(answer);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the chat model could not decide on a fact; the words decide")
+                    }
                 }
-                r = r.with_metadata(FACT_KEY, key);
             }
+            if decision != Decision::Noop
+                && let Some(key) = &f.key
+            {
+                for k in self.keyed_facts(&tenant, key, &records, &old).await? {
+                    if !chosen.iter().any(|c| c.id == k.id) {
+                        chosen.push(k);
+                    }
+                }
+                if decision == Decision::Add && !chosen.is_empty() {
+                    decision = Decision::Update;
+                }
+                r = r.with_metadata(FACT_KEY, key.clone());
+            }
+            let mut outcome = FactOutcome {
+                text: f.text,
+                decision,
+                decided_by: by,
+                id: None,
+                superseded: Vec::new(),
+                model_answer,
+            };
+            if decision == Decision::Noop {
+                outcomes.push(outcome);
+                continue;
+            }
+            for mut prev in chosen {
+                if let Some(b) = records.iter_mut().find(|b| b.id == prev.id) {
+                    b.superseded_by = Some(r.id.clone());
+                } else {
+                    prev.superseded_by = Some(r.id.clone());
+                    old.push(prev.clone());
+                }
+                r.supersedes.get_or_insert_with(|| prev.id.clone());
+                add_to_key(&mut r, &prev.text);
+                outcome.superseded.push(prev.id);
+            }
+            r = r
+                .with_metadata(facts::FACT_CHANGE, decision.as_str())
+                .with_metadata(facts::FACT_DECIDED_BY, by.as_str());
+            outcome.id = Some(r.id.clone());
+            outcomes.push(outcome);
             records.push(r);
         }
-        let ids = records.iter().map(|r| r.id.clone()).collect();
         // The new facts first: if the process dies between the two writes, both versions are
         // live (nothing lost), never neither.
         self.remember(records).await?;
         if !old.is_empty() {
             self.store.put(old).await?;
         }
-        Ok(ids)
+        Ok(outcomes)
+    }
+
+    /// The live facts (knowledge records) of `tenant` closest to a new fact `text`, best first,
+    /// less those superseded in this batch (`old`): the store's text search for its words and
+    /// the words its cues look for. A store that cannot search, or fails to, gives none (the
+    /// fact is then compared with nothing, and kept).
+    async fn close_facts(
+        &self,
+        tenant: &Scope,
+        text: &str,
+        old: &[MemoryRecord],
+    ) -> Vec<MemoryRecord> {
+        let req = SearchRequest::text(facts::change_query(text), facts::FACT_CANDIDATES)
+            .with_filter(Filter::eq("kind", RecordKind::Knowledge.as_str()));
+        match self.store.search(tenant, &req).await {
+            Ok(hits) => hits
+                .into_iter()
+                .map(|h| h.record)
+                .filter(|r| !r.is_superseded() && !old.iter().any(|o| o.id == r.id))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no facts to compare a new fact with");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The live facts of `tenant` with the attribute key `key`: the store's and this batch's
+    /// (`batch`), less those superseded in this batch (`old`).
+    async fn keyed_facts(
+        &self,
+        tenant: &Scope,
+        key: &str,
+        batch: &[MemoryRecord],
+        old: &[MemoryRecord],
+    ) -> Result<Vec<MemoryRecord>> {
+        let live = |r: &MemoryRecord| !r.is_superseded() && !old.iter().any(|o| o.id == r.id);
+        let mut out: Vec<MemoryRecord> = batch
+            .iter()
+            .filter(|b| live(b) && b.metadata.get(FACT_KEY).and_then(|v| v.as_str()) == Some(key))
+            .cloned()
+            .collect();
+        let stored = self
+            .store
+            .query(
+                tenant,
+                &Filter::eq(format!("metadata.{FACT_KEY}"), key.to_owned()),
+                None,
+            )
+            .await?;
+        out.extend(stored.into_iter().filter(|r| live(r)));
+        Ok(out)
     }
 
     /// The `k` memories of `scope` that best match `query`: the store's hybrid ranking (lexical,
@@ -357,6 +494,10 @@ impl LongTerm {
     ///   A question is usually about one conversation, and the turn that answers it often
     ///   shares fewer of its words than a turn of another session does.
     ///
+    /// - A consolidation summary ([`crate::consolidate()`]) gives way to its own sources: it
+    ///   is dropped when one of them is among the candidates, so it is recalled only for what
+    ///   its sources no longer answer themselves.
+    ///
     /// No relevance gate (see [`LongTerm::recall`]).
     pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
         let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(CANDIDATES));
@@ -365,6 +506,7 @@ impl LongTerm {
             req = req.with_vector(e.vector.clone());
         }
         let mut hits = self.store.search(scope, &req).await?;
+        crate::consolidate::drop_covered_summaries(&mut hits);
         if let Some(q) = embedded.as_ref().and_then(|e| e.tokens.as_ref())
             && self.late_on()
         {

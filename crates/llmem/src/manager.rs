@@ -17,10 +17,12 @@ use llmem_core::{
     ChatModel, ChatSummarizer, Embedder, Error, MemoryStore, Message, Result, Role, Scope,
     ScoredRecord, Summarizer, Timestamp, TokenCounter, Usage,
 };
+use llmem_core::{Filter, MemoryRecord};
+use llmem_tokens::{Budget, BudgetAlarm, CostTracker, RequestRecord, UsageSource};
 use llmem_tokens::{CachedCounter, Catalog, Counters, ModelInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, FactMode, RetrievalScope, SummarizerMode};
+use crate::config::{BudgetScope, Config, FactMode, RetrievalScope, SummarizerMode};
 use crate::facts;
 use crate::late::LateIndex;
 use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, fit_timeline, to_archive};
@@ -45,6 +47,49 @@ pub struct Providers {
     /// Memories' token vectors for late interaction ([`crate::late`]): the managers built from
     /// clones of these providers share it, as they share the store.
     pub late: Arc<parking_lot::Mutex<LateIndex>>,
+    /// The spending of `budget.per = "user"` and `"total"` budgets, which the managers built
+    /// from clones of these providers share, and the alarms and refusals of every budget.
+    pub budgets: Budgets,
+}
+
+/// Budgets shared by managers (`budget.per = "user"` or `"total"`: one [`CostTracker`] per
+/// user, or one for all), and counters of the alarms fired and the requests refused by every
+/// manager built from the same [`Providers`] (for metrics). Cheap to clone; clones share.
+#[derive(Debug, Clone, Default)]
+pub struct Budgets {
+    inner: Arc<BudgetsInner>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetsInner {
+    trackers: parking_lot::Mutex<std::collections::HashMap<String, CostTracker>>,
+    alarms: std::sync::atomic::AtomicU64,
+    refusals: std::sync::atomic::AtomicU64,
+}
+
+impl Budgets {
+    /// Budget alarms fired so far (each threshold of each budget fires once).
+    pub fn alarms(&self) -> u64 {
+        self.inner.alarms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests refused because a budget was used up.
+    pub fn refusals(&self) -> u64 {
+        self.inner
+            .refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The tracker of `key`, made by `make` on first use.
+    fn shared(&self, key: &str, make: impl FnOnce() -> Result<CostTracker>) -> Result<CostTracker> {
+        let mut t = self.inner.trackers.lock();
+        if let Some(c) = t.get(key) {
+            return Ok(c.clone());
+        }
+        let c = make()?;
+        t.insert(key.to_owned(), c.clone());
+        Ok(c)
+    }
 }
 
 impl Providers {
@@ -108,17 +153,49 @@ pub struct Stats {
     /// Prompt tokens the whole history would have taken each time.
     pub full_history_tokens: u64,
     pub compression_count: u64,
-    /// Tokens spent by LLM summaries (input + output).
+    /// Tokens llmem's own model calls spent keeping the memory, input + output:
+    /// `summary_tokens + fact_tokens` (summariser calls and, with `memory.facts = "llm"`,
+    /// fact extraction), as the providers reported them (else llmem's count). Sessions saved
+    /// by earlier builds hold here the context's tokens before and after each LLM
+    /// compression instead, from those compressions.
     pub compression_tokens: u64,
-    /// `full_history_tokens - sent_tokens - compression_tokens`.
+    /// Of `compression_tokens`, those of summariser calls (all map-reduce rounds).
+    #[serde(default)]
+    pub summary_tokens: u64,
+    /// Of `compression_tokens`, those of fact extraction by the chat model.
+    #[serde(default)]
+    pub fact_tokens: u64,
+    /// Summariser calls that returned (an extractive summary makes none).
+    #[serde(default)]
+    pub summary_calls: u64,
+    /// Fact-extraction calls to the chat model that returned.
+    #[serde(default)]
+    pub fact_calls: u64,
+    /// Of those calls, how many reported no usage: their tokens are llmem's count.
+    #[serde(default)]
+    pub estimated_calls: u64,
+    /// USD of those calls, each at its model's catalog prices (the model the answer names); a
+    /// model the catalog does not know costs 0 here, its tokens are in `unpriced_tokens`.
+    #[serde(default)]
+    pub compression_cost: f64,
+    /// Of `compression_tokens`, those of models the catalog does not know (priced at 0).
+    #[serde(default)]
+    pub unpriced_tokens: u64,
+    /// Answer tokens (the provider's count where reported, else llmem's).
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// `full_history_tokens - sent_tokens - compression_tokens`: tokens saved, net of what
+    /// keeping the memory spent.
     pub net_savings: i64,
     /// `net_savings` as a share of `full_history_tokens`, in percent.
     pub savings_percentage: f64,
-    /// USD: prompts and answers at the model's prices (actual usage where reported).
+    /// USD: prompts and answers at `memory.model`'s prices (actual usage where reported),
+    /// plus `compression_cost`.
     pub total_cost: f64,
     /// USD the whole history would have cost in prompts.
     pub full_history_cost: f64,
-    /// `full_history_cost` minus the prompt cost actually paid.
+    /// `full_history_cost` minus the prompt cost actually paid and minus `compression_cost`:
+    /// the dollars saved, net of what keeping the memory cost.
     pub net_cost: f64,
     /// Facts extracted into long-term memory.
     pub facts: u64,
@@ -128,6 +205,12 @@ pub struct Stats {
     pub retrieved: u64,
     /// Summaries that fell back to extractive (the originals were kept).
     pub summarizer_errors: u64,
+    /// Budget alarms this session's spending fired (`[budget] alarm_at`, and 100 %).
+    #[serde(default)]
+    pub budget_alarms: u64,
+    /// Requests refused here because the budget was used up (`budget.hard_stop`).
+    #[serde(default)]
+    pub budget_refusals: u64,
 }
 
 /// What a session keeps across restarts.
@@ -170,6 +253,13 @@ pub struct MemoryManager {
     longterm: Arc<LongTerm>,
     archive: Arc<Archive>,
     chat: Option<Arc<dyn ChatModel>>,
+    /// The compressor without its LLM summariser, for when the budget is used up.
+    extractive: MemoryCompressor,
+    /// Prices llmem's own calls (summaries, facts) at their models.
+    catalog: Arc<Catalog>,
+    /// The spending this session counts against (its own, its user's or the process's).
+    budget: CostTracker,
+    budgets: Budgets,
     state: SessionState,
     state_path: Option<PathBuf>,
     /// Saves are left to [`MemoryManager::flush`] (write-behind) instead of made per change.
@@ -246,6 +336,11 @@ impl MemoryManager {
         let archive = Arc::new(Archive::new(longterm.clone(), scope.clone()));
         let mut compressor =
             MemoryCompressor::new(compress, counter.clone())?.with_archive(archive.clone());
+        let extractive = compressor.clone();
+        let catalog = counters(config.tokens.catalog.as_deref())?
+            .catalog()
+            .clone();
+        let budget = session_budget(&config, &scope, &catalog, &providers.budgets)?;
         let summarizer = match (&providers.summarizer, m.summarizer, &providers.chat) {
             (Some(s), _, _) => Some(s.clone()),
             (None, SummarizerMode::Extractive, _) => None,
@@ -288,6 +383,10 @@ impl MemoryManager {
             longterm,
             archive,
             chat: providers.chat,
+            extractive,
+            catalog,
+            budget,
+            budgets: providers.budgets,
             state_path: None,
             deferred: false,
             dirty: false,
@@ -312,6 +411,16 @@ impl MemoryManager {
                 )));
             }
             self.state = state;
+            if self.config.budget.per == BudgetScope::Session {
+                // The session's spending before this process counts against its budget.
+                let s = &self.state.stats;
+                let pending = self.state.pending_prompt.unwrap_or(0);
+                let tokens = s.sent_tokens.saturating_sub(pending)
+                    + s.output_tokens
+                    + s.summary_tokens
+                    + s.fact_tokens;
+                self.budget.restore(s.total_cost, tokens);
+            }
         }
         self.state_path = Some(path);
         Ok(self)
@@ -411,10 +520,20 @@ impl MemoryManager {
                     .cost(u.input_tokens, u.output_tokens, u.cached_input_tokens);
                 self.state.prompt_cost += self.model.cost(u.input_tokens, 0, u.cached_input_tokens);
                 s.total_cost += cost;
+                s.output_tokens += u.output_tokens;
+                self.track(u, UsageSource::Actual);
             }
             (None, Role::Assistant) => {
                 self.settle();
                 self.state.stats.total_cost += self.model.cost(0, tokens, 0);
+                self.state.stats.output_tokens += tokens;
+                self.track(
+                    Usage {
+                        output_tokens: tokens,
+                        ..Usage::default()
+                    },
+                    UsageSource::Estimated,
+                );
             }
             (None, _) => self.settle(),
         }
@@ -445,14 +564,109 @@ impl MemoryManager {
             let c = self.model.cost(p, 0, 0);
             self.state.stats.total_cost += c;
             self.state.prompt_cost += c;
+            self.track(
+                Usage {
+                    input_tokens: p,
+                    ..Usage::default()
+                },
+                UsageSource::Estimated,
+            );
         }
     }
 
+    /// Counts a prompt or an answer at `memory.model` against the budget.
+    fn track(&mut self, usage: Usage, source: UsageSource) {
+        let r = self.budget.record_request(&RequestRecord {
+            model: self.config.memory.model.clone(),
+            usage,
+            source,
+            uncompressed_input_tokens: None,
+        });
+        self.alarmed(&r.alarms);
+    }
+
+    fn alarmed(&mut self, alarms: &[BudgetAlarm]) {
+        if alarms.is_empty() {
+            return;
+        }
+        let n = alarms.len() as u64;
+        self.state.stats.budget_alarms += n;
+        self.budgets
+            .inner
+            .alarms
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one of llmem's own calls (a summary, a fact extraction): its tokens in
+    /// `compression_tokens`, its price at `model` in `compression_cost` and the total, and
+    /// both against the budget. Returns the cost.
+    fn charge_upkeep(&mut self, model: &str, usage: Usage, estimated: bool) -> f64 {
+        let tokens = usage.input_tokens + usage.output_tokens;
+        let r = self.budget.record_summarizer_call(model, usage);
+        let s = &mut self.state.stats;
+        s.compression_tokens += tokens;
+        s.compression_cost += r.cost_usd;
+        s.total_cost += r.cost_usd;
+        s.estimated_calls += u64::from(estimated);
+        if !self.catalog.lookup(model).known {
+            s.unpriced_tokens += tokens;
+        }
+        self.alarmed(&r.alarms);
+        r.cost_usd
+    }
+
+    /// Whether a hard budget is used up: llmem's own model calls then stop (extractive
+    /// summaries, heuristic facts) and requests are refused.
+    fn over_budget(&self) -> bool {
+        self.budget.check().is_err()
+    }
+
+    /// `Err(`[`Error::BudgetExceeded`]`)` when this session's budget (`[budget]`) is used up and
+    /// its policy is to refuse (`budget.hard_stop`): the error says which budget and which key
+    /// raises it. [`MemoryManager::prepare`] checks it; a server checks it before it adds a
+    /// turn, so that a refused turn is not kept. A refusal is counted in the statistics.
+    pub fn check_budget(&mut self) -> Result<()> {
+        self.settle();
+        let Err(e) = self.budget.check() else {
+            return Ok(());
+        };
+        self.state.stats.budget_refusals += 1;
+        self.budgets
+            .inner
+            .refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, "request refused: budget used up");
+        self.save()?;
+        Err(e)
+    }
+
+    /// Facts from a user message; with `memory.facts = "llm"` through the chat model, metered
+    /// so that what those calls spend is counted (past a hard budget: the heuristic).
     async fn extract_facts(&mut self, message: &Message) -> Result<()> {
+        let metered = match (self.config.memory.facts, &self.chat) {
+            (FactMode::Llm, Some(chat)) if !self.over_budget() => {
+                Some(Metered::new(chat.clone(), self.counter.clone()))
+            }
+            _ => None,
+        };
+        let out = self.extract_facts_with(message, metered.as_ref()).await;
+        for call in metered.map(Metered::into_calls).unwrap_or_default() {
+            self.state.stats.fact_calls += 1;
+            self.state.stats.fact_tokens += call.usage.input_tokens + call.usage.output_tokens;
+            self.charge_upkeep(&call.model, call.usage, call.estimated);
+        }
+        out
+    }
+
+    async fn extract_facts_with(
+        &mut self,
+        message: &Message,
+        chat: Option<&Metered>,
+    ) -> Result<()> {
         let text = message.text();
-        let found = match (self.config.memory.facts, &self.chat) {
+        let found = match (self.config.memory.facts, chat) {
             (FactMode::Off, _) => return Ok(()),
-            (FactMode::Llm, Some(chat)) => match facts::llm_facts(&**chat, &text).await {
+            (FactMode::Llm, Some(chat)) => match facts::llm_facts(chat, &text).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(error = %e, "fact extraction by the chat model failed; using the heuristic");
@@ -465,22 +679,43 @@ impl MemoryManager {
             return Ok(());
         }
         let at = message.created_at.unwrap_or_else(Timestamp::now);
-        let ids = self
+        // With `facts = "llm"` the model decides what each fact changes (the words when it fails).
+        let judge = match (self.config.memory.facts, chat) {
+            (FactMode::Llm, Some(chat)) => Some(chat as &dyn ChatModel),
+            _ => None,
+        };
+        let outcomes = self
             .longterm
-            .remember_facts(&self.scope, found, at, &message.metadata)
+            .remember_facts(&self.scope, found, at, &message.metadata, judge)
             .await?;
-        self.state.stats.facts += ids.len() as u64;
+        self.state.stats.facts += outcomes.iter().filter(|o| o.id.is_some()).count() as u64;
         Ok(())
     }
 
     /// Compresses the context now, whatever the trigger says.
+    /// What the summariser spent (every call that returned, the summary kept or not) is
+    /// counted in `compression_tokens` and `compression_cost`; past a hard budget the summary
+    /// is extractive (no model call).
     pub async fn compress(&mut self) -> Result<()> {
-        let out = self.compressor.compress(&self.state.context).await?;
+        let compressor = if self.over_budget() {
+            &self.extractive
+        } else {
+            &self.compressor
+        };
+        let out = compressor.compress(&self.state.context).await?;
+        let spend = &out.summarizer_spend;
+        if spend.calls > 0 {
+            let model = spend.model.clone().unwrap_or_default();
+            self.state.stats.summary_calls += spend.calls as u64;
+            self.state.stats.summary_tokens += spend.tokens();
+            self.charge_upkeep(&model, spend.usage, false);
+            self.state.stats.estimated_calls += spend.estimated_calls as u64;
+        }
         let s = &mut self.state.stats;
         s.compression_count += 1;
         s.summarizer_errors += out.errors.len() as u64;
-        if out.summarizer_calls > 0 && out.errors.is_empty() {
-            s.compression_tokens += (out.original_tokens + out.compressed_tokens) as u64;
+        for e in &out.errors {
+            tracing::warn!(error = %e, "compression fell back");
         }
         self.state.last_compression_savings = out.saved_tokens;
         self.state.was_compressed_last_iteration = true;
@@ -552,8 +787,11 @@ impl MemoryManager {
     /// [`MemoryManager::context_for_llm`] for an explicit question, with what was
     /// retrieved and the token count. A question that is not in the context is not added to
     /// the returned messages (the caller sends it after them), but room is kept for it.
+    ///
+    /// Refused with [`Error::BudgetExceeded`] when the budget is used up (`[budget]`,
+    /// [`MemoryManager::check_budget`]).
     pub async fn prepare(&mut self, question: Option<&str>) -> Result<Prepared> {
-        self.settle();
+        self.check_budget()?;
         let mut messages = self.state.context.clone();
         let query = match question {
             Some(q) => q.to_owned(),
@@ -625,6 +863,59 @@ impl MemoryManager {
         self.longterm.search(&self.recall_scope, query, k).await
     }
 
+    /// Replaces the text of this user's memory `id`, keeping its earlier version as history
+    /// ([`crate::update_memory`]); the memory keeps its id. Returns the memory as stored.
+    pub async fn update(&mut self, id: &str, text: &str) -> Result<MemoryRecord> {
+        crate::forget::update_memory(
+            self.longterm.store(),
+            self.longterm.embedder(),
+            &self.scope.tenant,
+            id,
+            text,
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Forgets this user's long-term memories that pass `filter`, in every tier and for good
+    /// ([`crate::forget_user`]), and removes what quotes them from this session's context and
+    /// summary (with [`Filter::All`], the whole session is cleared). The user's other saved
+    /// sessions are reached through [`crate::Sessions::forget`] or `llmem forget`.
+    pub async fn forget(&mut self, filter: &Filter) -> Result<crate::Forgotten> {
+        let store = self.longterm.store().clone();
+        let everything = matches!(filter, Filter::All);
+        let (scope, records, secrets) =
+            crate::forget::prepare(&*store, &self.scope.tenant, filter).await?;
+        let mut out = crate::Forgotten::default();
+        if self.forget_here(&secrets, everything)? {
+            out.sessions = 1;
+        }
+        crate::forget::finish(&*store, &scope, records, &secrets, everything, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Scrubs this session of `secrets` (or clears it, with `everything`) and saves it at once;
+    /// returns whether it changed.
+    pub(crate) fn forget_here(&mut self, secrets: &[String], everything: bool) -> Result<bool> {
+        let changed = if everything {
+            let cleared = !self.state.context.is_empty() || self.state.summary.is_some();
+            self.state = SessionState {
+                tenant: self.state.tenant.clone(),
+                session: self.state.session.clone(),
+                ..SessionState::default()
+            };
+            cleared
+        } else {
+            crate::forget::scrub(&mut self.state, secrets)
+        };
+        if changed {
+            self.write(true)?;
+            self.dirty = false;
+        }
+        Ok(changed)
+    }
+
     /// The name the product's first API used for [`MemoryManager::stats`].
     #[deprecated(since = "0.1.0", note = "use `stats`")]
     pub fn get_stats(&self) -> Stats {
@@ -648,8 +939,14 @@ impl MemoryManager {
             .pending_prompt
             .map_or(0.0, |p| self.model.cost(p, 0, 0));
         s.total_cost += pending;
-        s.net_cost = s.full_history_cost - (self.state.prompt_cost + pending);
+        s.net_cost = s.full_history_cost - (self.state.prompt_cost + pending) - s.compression_cost;
         s
+    }
+
+    /// The spending this session counts against its budget (its own, its user's or the
+    /// process's, per `budget.per`): totals and the alarms fired.
+    pub fn budget(&self) -> &CostTracker {
+        &self.budget
     }
 }
 
@@ -697,4 +994,135 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
+
+/// The tracker a session's spending counts against: its own (`budget.per = "session"`, or no
+/// limit), else its user's or the process's, shared through `budgets`.
+fn session_budget(
+    config: &Config,
+    scope: &Scope,
+    catalog: &Arc<Catalog>,
+    budgets: &Budgets,
+) -> Result<CostTracker> {
+    let b = &config.budget;
+    let session = scope.session.as_deref().unwrap_or("-");
+    let (key, label) = match b.per {
+        BudgetScope::Session => (
+            None,
+            format!(
+                "the budget of session `{}/{session}` (budget.per = \"session\")",
+                scope.tenant
+            ),
+        ),
+        BudgetScope::User => (
+            Some(format!("user:{}", scope.tenant)),
+            format!(
+                "the budget of user `{}` (budget.per = \"user\", spending since the process \
+                 started)",
+                scope.tenant
+            ),
+        ),
+        BudgetScope::Total => (
+            Some("total".to_owned()),
+            "the budget of every session together (budget.per = \"total\", spending since the \
+             process started)"
+                .to_owned(),
+        ),
+    };
+    let make = || -> Result<CostTracker> {
+        let t = CostTracker::new(catalog.clone()).with_label(label.clone());
+        if b.limited() {
+            let mut thresholds = b.alarm_at.clone();
+            if !thresholds.iter().any(|x| *x >= 1.0) {
+                thresholds.push(1.0);
+            }
+            t.set_budget(Budget {
+                max_cost_usd: b.max_cost_usd,
+                max_tokens: b.max_tokens,
+                thresholds,
+                hard_stop: b.hard_stop,
+            })?;
+        }
+        Ok(t)
+    };
+    match key {
+        Some(k) if b.limited() => budgets.shared(&k, make),
+        _ => make(),
+    }
+}
+
+/// One call [`Metered`] saw: the model that answered and the tokens.
+#[derive(Debug, Clone)]
+struct MeteredCall {
+    model: String,
+    usage: Usage,
+    /// The provider reported no usage: the tokens are `counter`'s count.
+    estimated: bool,
+}
+
+/// A chat model that notes what each call spends, for the calls llmem makes on its own behalf
+/// (fact extraction): the usage the provider reported, else the counter's count of the prompt
+/// and the answer.
+#[derive(Debug)]
+struct Metered {
+    inner: Arc<dyn ChatModel>,
+    counter: Arc<dyn TokenCounter>,
+    calls: parking_lot::Mutex<Vec<MeteredCall>>,
+}
+
+impl Metered {
+    fn new(inner: Arc<dyn ChatModel>, counter: Arc<dyn TokenCounter>) -> Self {
+        Metered {
+            inner,
+            counter,
+            calls: parking_lot::Mutex::default(),
+        }
+    }
+
+    fn into_calls(self) -> Vec<MeteredCall> {
+        self.calls.into_inner()
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for Metered {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn capabilities(&self) -> llmem_core::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn chat(&self, request: llmem_core::ChatRequest) -> Result<llmem_core::ChatResponse> {
+        let asked = request.messages.clone();
+        let named = request.model.clone();
+        let r = self.inner.chat(request).await?;
+        let (usage, estimated) = match r.usage {
+            Some(u) => (u, false),
+            None => (
+                Usage {
+                    input_tokens: self.counter.count_messages(&asked) as u64,
+                    output_tokens: self.counter.count(&r.message.text()) as u64,
+                    cached_input_tokens: 0,
+                },
+                true,
+            ),
+        };
+        let model = if r.model.trim().is_empty() {
+            named.unwrap_or_else(|| self.inner.model().to_owned())
+        } else {
+            r.model.clone()
+        };
+        self.calls.lock().push(MeteredCall {
+            model,
+            usage,
+            estimated,
+        });
+        Ok(r)
+    }
+    async fn count_tokens(&self, request: &llmem_core::ChatRequest) -> Result<usize> {
+        self.inner.count_tokens(request).await
+    }
 }

@@ -321,6 +321,60 @@ impl Memory {
         Ok(n)
     }
 
+    /// Forgets the memories of `scope`'s user in `store` that pass `filter`, in every tier and
+    /// for good ([`crate::forget_user`]), and drops from this prompt's blocks the messages
+    /// that quote them.
+    pub async fn forget(
+        &mut self,
+        store: &Arc<dyn MemoryStore>,
+        scope: &Scope,
+        filter: &Filter,
+    ) -> Result<crate::Forgotten> {
+        let everything = matches!(filter, Filter::All);
+        let (user, records, secrets) =
+            crate::forget::prepare(&**store, &scope.tenant, filter).await?;
+        let mut out = crate::Forgotten::default();
+        for name in self.layout.leaf_names() {
+            let quoting = self
+                .layout
+                .block(&name)?
+                .messages()
+                .iter()
+                .any(|m| crate::forget::quoted(&m.text(), &secrets));
+            if !quoting {
+                continue;
+            }
+            for m in self.layout.clear(&name)? {
+                if !crate::forget::quoted(&m.text(), &secrets) {
+                    self.layout.push(&name, m)?;
+                }
+            }
+        }
+        crate::forget::finish(&**store, &user, records, &secrets, everything, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Replaces the text of memory `id` of `scope`'s user in `store`, keeping the earlier
+    /// version ([`crate::update_memory`]); embedded again with this prompt's embedder.
+    pub async fn update(
+        &self,
+        store: &Arc<dyn MemoryStore>,
+        scope: &Scope,
+        id: &str,
+        text: &str,
+    ) -> Result<MemoryRecord> {
+        crate::update_memory(
+            store,
+            self.embedder.as_ref(),
+            &scope.tenant,
+            id,
+            text,
+            None,
+            None,
+        )
+        .await
+    }
+
     fn longterm(&self, store: &Arc<dyn MemoryStore>) -> LongTerm {
         LongTerm::new(store.clone(), self.embedder.clone(), self.relevance.clone())
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use llmem_core::{Error, Result, Scope};
+use llmem_core::{Error, Filter, Result, Scope};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
@@ -44,7 +44,7 @@ pub struct Sessions {
 
 /// A user or session name as a file name: letters, digits, `-` and `_` as they are, every other
 /// byte as `%XX`, so that no name can reach outside the sessions directory.
-fn file_name(s: &str) -> String {
+pub(crate) fn file_name(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -211,6 +211,50 @@ impl Sessions {
             Some(e) => Err(e),
             None => Ok(written),
         }
+    }
+
+    /// Forgets, for `user`, the long-term memories that pass `filter` in every tier, for good,
+    /// with their earlier versions and the quotes of their text in the user's sessions (open
+    /// ones and saved ones) and in other memories' lexical keys ([`crate::forget_user`]). With
+    /// [`Filter::All`] every session of the user is cleared and its files deleted. Other users
+    /// are not touched.
+    pub async fn forget(&self, user: &str, filter: &Filter) -> Result<crate::Forgotten> {
+        let store = self
+            .providers
+            .store
+            .clone()
+            .ok_or_else(|| Error::config("tiers", "the sessions have no store"))?;
+        let everything = matches!(filter, Filter::All);
+        let (scope, records, secrets) = crate::forget::prepare(&*store, user, filter).await?;
+        let mut out = crate::Forgotten::default();
+        let open: Vec<SessionHandle> = self
+            .table
+            .lock()
+            .open
+            .iter()
+            .filter(|((u, _), _)| u == user)
+            .map(|(_, o)| o.handle.clone())
+            .collect();
+        for h in open {
+            // Saved ones are counted below, as files, when everything goes.
+            if h.lock().await.forget_here(&secrets, everything)?
+                && !(everything && self.dir.is_some())
+            {
+                out.sessions += 1;
+            }
+        }
+        if everything {
+            self.table.lock().open.retain(|(u, _), _| u != user);
+        }
+        if let Some(dir) = &self.dir {
+            out.sessions += crate::forget::forget_in_saved_sessions(
+                dir,
+                user,
+                (!everything).then_some(&secrets[..]),
+            )?;
+        }
+        crate::forget::finish(&*store, &scope, records, &secrets, everything, &mut out).await?;
+        Ok(out)
     }
 
     /// Sessions open in this process.

@@ -235,6 +235,10 @@ impl MemoryStore for ConfiguredTiers {
         MemoryStore::delete_by_filter(self.tiers().await?, scope, filter).await
     }
 
+    async fn forget(&self, scope: &Scope, filter: &Filter) -> Result<usize> {
+        MemoryStore::forget(self.tiers().await?, scope, filter).await
+    }
+
     async fn search(&self, scope: &Scope, request: &SearchRequest) -> Result<Vec<ScoredRecord>> {
         MemoryStore::search(self.tiers().await?, scope, request).await
     }

@@ -8,7 +8,8 @@
 //! when installed; facts drawn from the user's turns too). Then each question gets the prompt
 //! the manager assembles under the budget: system prompt, summary, the memories recalled for
 //! it, recent history and room for the question. The demo reports whether the gold answer made
-//! it into that prompt, and the local model answers from it.
+//! it into that prompt, and the local model answers from it. The savings are reported gross
+//! and net of what keeping the memory cost (the summariser's tokens and dollars).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -230,18 +231,41 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let stats = m.stats();
     let price = |t: u64| info.cost(t, 0, 0);
+    let gross = if stats.full_history_tokens == 0 {
+        0.0
+    } else {
+        100.0 * (stats.full_history_tokens as f64 - stats.sent_tokens as f64)
+            / stats.full_history_tokens as f64
+    };
     println!(
-        "\n{} requests: llmem sent {} prompt tokens (${:.4}) instead of {} (${:.4}): {:.1}% saved; {} compressions; {} memories in the long-term store",
+        "\n{} requests: llmem sent {} prompt tokens (${:.4}) instead of {} (${:.4}): {gross:.1}% fewer; {} compressions; {} memories in the long-term store",
         stats.requests,
         stats.sent_tokens,
         price(stats.sent_tokens),
         stats.full_history_tokens,
         price(stats.full_history_tokens),
-        stats.savings_percentage,
         stats.compression_count,
         store
             .count(&Scope::tenant(TENANT), &llmem::core::Filter::All)
             .await?
+    );
+    println!(
+        "net of what keeping the memory cost ({} tokens in {} summariser and {} fact-extraction calls, ${:.4}{}): {} tokens ({:.1}%) and ${:.4} saved",
+        stats.compression_tokens,
+        stats.summary_calls,
+        stats.fact_calls,
+        stats.compression_cost,
+        if stats.unpriced_tokens > 0 {
+            format!(
+                "; {} tokens of a model the catalog does not price, counted at $0",
+                stats.unpriced_tokens
+            )
+        } else {
+            String::new()
+        },
+        stats.net_savings,
+        stats.savings_percentage,
+        stats.net_cost,
     );
 
     // Answer the questions from the prompts the manager assembles for them.
@@ -316,6 +340,14 @@ pub async fn run(args: Args) -> Result<()> {
                 "sent_tokens": stats.sent_tokens,
                 "full_history_tokens": stats.full_history_tokens,
                 "savings": stats.savings_percentage / 100.0,
+                "gross_savings": gross / 100.0,
+                "compression_tokens": stats.compression_tokens,
+                "summary_calls": stats.summary_calls,
+                "compression_cost": stats.compression_cost,
+                "unpriced_tokens": stats.unpriced_tokens,
+                "net_saved_tokens": stats.net_savings,
+                "full_history_cost": stats.full_history_cost,
+                "net_cost": stats.net_cost,
                 "questions": questions.len(),
                 "answer_in_context": in_context as f64 / n as f64,
                 "mean_prompt_tokens": prompt_tokens as f64 / n as f64,

@@ -424,7 +424,8 @@ pub async fn run(args: Args) -> Result<()> {
         Some(s) => s,
         None => llmem::open_store(&config.tiers)?,
     };
-    let api = Arc::new(MemApi::new(store, providers.embedder.clone()));
+    let api =
+        Arc::new(MemApi::new(store, providers.embedder.clone()).with_sessions_in(&config.tiers));
     let server = LlmemMcp::stdio(api, &args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     tracing::info!(user = %args.user, "llmem mcp: serving MCP on stdin/stdout");
     let running = server

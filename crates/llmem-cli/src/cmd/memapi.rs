@@ -14,7 +14,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use llmem::core::{
     Embedder, Filter, MemoryRecord, MemoryStore, RecordKind, Scope, ScoredRecord, SearchRequest,
-    Timestamp,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -284,11 +283,42 @@ pub fn parse_filter(v: Option<&Value>) -> Result<Filter, ApiError> {
 pub struct MemApi {
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
+    /// The server's open sessions, scrubbed by a forget together with their files.
+    sessions: Option<Arc<llmem::Sessions>>,
+    /// Where sessions are saved, when no [`llmem::Sessions`] is given (MCP over stdio).
+    sessions_dir: Option<std::path::PathBuf>,
 }
 
 impl MemApi {
     pub fn new(store: Arc<dyn MemoryStore>, embedder: Option<Arc<dyn Embedder>>) -> Self {
-        MemApi { store, embedder }
+        MemApi {
+            store,
+            embedder,
+            sessions: None,
+            sessions_dir: None,
+        }
+    }
+
+    /// A forget also scrubs these sessions (open and saved) of what it forgets.
+    pub fn with_sessions(mut self, sessions: Arc<llmem::Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// A forget also scrubs the sessions saved under `tiers.dir` of what it forgets.
+    pub fn with_sessions_in(mut self, tiers: &llmem::TierSettings) -> Self {
+        self.sessions_dir = tiers.dir.as_ref().map(|d| d.join("sessions"));
+        self
+    }
+
+    /// Forgets the user's memories that pass `filter`, for good (see `llmem::forget_user`).
+    async fn forget(&self, user: &str, filter: &Filter) -> Result<llmem::Forgotten, ApiError> {
+        Ok(match &self.sessions {
+            Some(s) => s.forget(user, filter).await?,
+            None => {
+                llmem::forget_user(&*self.store, self.sessions_dir.as_deref(), user, filter).await?
+            }
+        })
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Option<Vec<f32>>>, ApiError> {
@@ -377,7 +407,8 @@ impl MemApi {
         Ok(MemoryOut::of(p, self.record(p, user_id, id).await?))
     }
 
-    /// The user's memories that pass `filter`, oldest first, at most `limit` (default 100).
+    /// The user's memories that pass `filter`, oldest first, at most `limit` (default 100);
+    /// earlier versions of updated memories are left out.
     pub async fn list(
         &self,
         p: &Principal,
@@ -388,7 +419,13 @@ impl MemApi {
         let scope = Scope::tenant(p.user_scope(user_id)?);
         let filter = parse_filter(filter)?;
         let limit = limit.unwrap_or(100).clamp(1, MAX_RESULTS);
-        let records = self.store.query(&scope, &filter, Some(limit)).await?;
+        // Earlier versions of updated memories are history, not memories to list.
+        let mut records = self.store.query(&scope, &filter, Some(limit)).await?;
+        if records.iter().any(MemoryRecord::is_superseded) {
+            records = self.store.query(&scope, &filter, None).await?;
+            records.retain(|r| !r.is_superseded());
+            records.truncate(limit);
+        }
         Ok(records.into_iter().map(|r| MemoryOut::of(p, r)).collect())
     }
 
@@ -427,7 +464,8 @@ impl MemApi {
             .collect())
     }
 
-    /// Replaces a memory's text (and, when given, its metadata); its id and creation time stay.
+    /// Replaces a memory's text (and, when given, its metadata); its id and creation time stay,
+    /// and its previous version is kept as an earlier version (`llmem::update_memory`).
     pub async fn update(
         &self,
         p: &Principal,
@@ -446,17 +484,19 @@ impl MemApi {
                 text.len()
             )));
         }
-        let mut r = self.record(p, user_id, id).await?;
-        r.text = text.to_owned();
-        if let Some(m) = metadata {
-            r.metadata = m;
-        }
-        r.metadata.insert(
-            UPDATED_AT.into(),
-            Value::String(Timestamp::now().to_rfc3339()),
-        );
-        r.embedding = self.embed(&[r.text.clone()]).await?.pop().flatten();
-        self.store.put(vec![r.clone()]).await?;
+        let user = p.user_scope(user_id)?;
+        // The id must name a memory of this caller before anything is written.
+        self.record(p, user_id, id).await?;
+        let r = llmem::update_memory(
+            &self.store,
+            self.embedder.as_ref(),
+            &user,
+            id,
+            text,
+            metadata,
+            None,
+        )
+        .await?;
         Ok(MemoryOut::of(p, r).event("UPDATE"))
     }
 
@@ -466,25 +506,24 @@ impl MemApi {
         user_id: Option<&str>,
         id: &str,
     ) -> Result<(), ApiError> {
-        let scope = Scope::tenant(p.user_scope(user_id)?);
-        match self.store.delete(&scope, &[id.to_owned()]).await? {
-            0 => Err(ApiError::not_found(id)),
-            _ => Ok(()),
-        }
+        let user = p.user_scope(user_id)?;
+        self.record(p, user_id, id).await?;
+        let only = Filter::parse(&json!({ "id": id }))
+            .map_err(|e| ApiError::bad(format!("memory id `{id}`: {e}")))?;
+        self.forget(&user, &only).await?;
+        Ok(())
     }
 
-    /// Deletes the user's memories that pass `filter`; returns how many went.
+    /// Forgets the user's memories that pass `filter` in every tier, for good, with their
+    /// earlier versions and the quotes of their text in sessions; returns how many went.
     pub async fn delete_where(
         &self,
         p: &Principal,
         user_id: Option<&str>,
         filter: Option<&Value>,
     ) -> Result<usize, ApiError> {
-        let scope = Scope::tenant(p.user_scope(user_id)?);
-        Ok(self
-            .store
-            .delete_by_filter(&scope, &parse_filter(filter)?)
-            .await?)
+        let user = p.user_scope(user_id)?;
+        Ok(self.forget(&user, &parse_filter(filter)?).await?.memories)
     }
 }
 

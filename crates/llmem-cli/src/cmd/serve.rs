@@ -11,7 +11,9 @@
 //! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, `GET /metrics`
 //! (Prometheus text), `GET /v1/sessions/{user}/{session}` (the session's statistics). With
 //! `server.token` set, every call but `/health` needs `Authorization: Bearer <token>`. Upstream
-//! keys stay in the server: no response or log line carries them.
+//! keys stay in the server: no response or log line carries them. With a `[budget]` limit and
+//! its hard stop, a turn past the budget is refused with 429 `budget_exceeded`, whose message
+//! names the budget (session, user or total) and the key that raises it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -120,7 +122,7 @@ impl Auth {
 
 #[derive(Debug)]
 struct App {
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
     chat: Option<Arc<dyn ChatModel>>,
     auth: Auth,
     metrics: Metrics,
@@ -188,12 +190,18 @@ pub async fn run(args: Args) -> Result<()> {
         Some(s) => s.clone(),
         None => llmem::open_store(&config.tiers)?,
     };
-    let api = Arc::new(MemApi::new(store.clone(), providers.embedder.clone()));
+    let sessions = Arc::new(
+        Sessions::new(config.clone(), providers.clone().with_store(store.clone()))?
+            .with_write_behind(),
+    );
+    let consolidator = consolidation_task(&config, &sessions, store.clone());
+    let api =
+        Arc::new(MemApi::new(store, providers.embedder.clone()).with_sessions(sessions.clone()));
     let flush_every = Duration::from_millis(config.server.flush_interval_ms);
     let max_body = config.server.max_body_bytes;
     let upstream_timeout = Duration::from_secs(config.server.upstream_timeout_secs);
     let app = Arc::new(App {
-        sessions: Sessions::new(config, providers.with_store(store))?.with_write_behind(),
+        sessions,
         chat,
         auth,
         metrics: Metrics::default(),
@@ -234,10 +242,68 @@ pub async fn run(args: Args) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     flusher.abort();
+    if let Some(c) = consolidator {
+        c.abort();
+    }
     // In-flight turns (streams included) finish before their session is written.
     let written = app.sessions.flush(true).await?;
     eprintln!("llmem serve: stopped; {written} session(s) saved");
     Ok(())
+}
+
+/// With `consolidation.every_secs`, a task that consolidates every user's old conversation
+/// memories on that period (`llmem::consolidate`), with the configured summariser and the
+/// extractive fallback; a failure is logged and tried again next period.
+fn consolidation_task(
+    config: &llmem::Config,
+    sessions: &Sessions,
+    store: Arc<dyn llmem::core::MemoryStore>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = config.consolidation.clone();
+    if settings.every_secs == 0 {
+        return None;
+    }
+    let p = sessions.providers();
+    let counter = p.counter.clone()?;
+    let (summarizer, embedder) = (p.summarizer.clone(), p.embedder.clone());
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(settings.every_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let users = match llmem::consolidation_users(&*store).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(error = %e, "consolidation: listing users failed");
+                    continue;
+                }
+            };
+            for user in users {
+                let now = llmem::core::Timestamp::now();
+                match llmem::consolidate(
+                    &store,
+                    summarizer.as_ref(),
+                    embedder.as_ref(),
+                    counter.clone(),
+                    &user,
+                    &settings,
+                    now,
+                )
+                .await
+                {
+                    Ok(out) if !out.summaries.is_empty() => tracing::info!(
+                        %user,
+                        summaries = out.summaries.len(),
+                        sources = out.sources,
+                        "consolidated"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(%user, error = %e, "consolidation failed"),
+                }
+            }
+        }
+    }))
 }
 
 /// SIGTERM or Ctrl-C.
@@ -339,6 +405,8 @@ async fn metrics(State(app): State<Shared>, Extension(p): Extension<Principal>) 
          # TYPE llmem_completion_tokens_total counter\nllmem_completion_tokens_total {}\n\
          # TYPE llmem_full_history_tokens_total counter\nllmem_full_history_tokens_total {full}\n\
          # TYPE llmem_retrieved_memories_total counter\nllmem_retrieved_memories_total {}\n\
+         # TYPE llmem_budget_alarms_total counter\nllmem_budget_alarms_total {}\n\
+         # TYPE llmem_budget_refusals_total counter\nllmem_budget_refusals_total {}\n\
          # TYPE llmem_sessions gauge\nllmem_sessions {}\n\
          # TYPE llmem_savings_ratio gauge\nllmem_savings_ratio {:.4}\n\
          # TYPE llmem_uptime_seconds gauge\nllmem_uptime_seconds {:.0}\n",
@@ -349,6 +417,8 @@ async fn metrics(State(app): State<Shared>, Extension(p): Extension<Principal>) 
         g(&m.storage_errors_after_answer),
         g(&m.completion_tokens),
         g(&m.retrieved),
+        app.sessions.providers().budgets.alarms(),
+        app.sessions.providers().budgets.refusals(),
         app.sessions.len(),
         if full == 0 {
             0.0
@@ -574,6 +644,8 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, ApiEr
     let handle = app.sessions.get(&inc.user, &inc.session)?;
     // One turn at a time per session: the lock is held until the answer is recorded.
     let mut m: OwnedMutexGuard<MemoryManager> = handle.lock_owned().await;
+    // A used-up budget (`[budget]`, hard stop) refuses the turn before it is kept: 429.
+    m.check_budget()?;
     add_turn(&mut m, &inc.messages).await?;
     let before = m.state().stats.full_history_tokens;
     let prepared = m.prepare(None).await?;

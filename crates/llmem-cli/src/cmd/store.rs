@@ -1,6 +1,6 @@
-//! `llmem store`, `search`, `import`, `export`, `snapshot`, `archive`, `stats`: the tiered
-//! long-term memory (`llmem-tiers`) in a data directory, with an archive tier on object
-//! storage when `--glacier URL` is given.
+//! `llmem store`, `search`, `import`, `export`, `snapshot`, `archive`, `forget`, `update`,
+//! `stats`: the tiered long-term memory (`llmem-tiers`) in a data directory, with an archive
+//! tier on object storage when `--glacier URL` is given.
 //!
 //! Where the memory lives comes from the same configuration as `llmem chat` and `llmem serve`:
 //! `llmem.toml` (`--config`, else `$LLMEM_CONFIG`, else `./llmem.toml` when present), then the
@@ -30,8 +30,14 @@ pub struct Target {
     /// The data directory (overrides tiers.dir; default when neither: ./.llmem).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// The tenant (user) whose memory this is.
-    #[arg(long, short, env = "LLMEM_TENANT", default_value = "default")]
+    /// The tenant (user) whose memory this is (`--user` is the same).
+    #[arg(
+        long,
+        short,
+        visible_alias = "user",
+        env = "LLMEM_TENANT",
+        default_value = "default"
+    )]
     pub tenant: String,
     /// Restrict to one session of the tenant.
     #[arg(long)]
@@ -398,6 +404,144 @@ pub async fn archive(args: ArchiveArgs) -> Result<()> {
     let store = args.target.open().await?;
     let n = store.archive(&args.target.scope(), &filter).await?;
     eprintln!("archived {n} records");
+    Ok(())
+}
+
+/// `llmem forget`: forgets a user's memories for good.
+#[derive(Debug, clap::Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Which memories (a JSON filter, e.g. `{"text": {"$contains": "card"}}`); without it,
+    /// everything of the user: every memory in every tier and every saved session.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// Forgets the user's memories that pass the filter in every tier, with their earlier
+/// versions, the quotes of their text in other memories and in the user's saved sessions;
+/// the tiers rewrite the files and objects that held them (docs/forget.md).
+pub async fn forget(args: ForgetArgs) -> Result<()> {
+    let filter = parse_filter(args.filter.as_deref())?;
+    if args.target.session.is_some() {
+        bail!(
+            "llmem forget works on a whole user: drop --session and narrow with --filter '{{\"session\": \"…\"}}'"
+        );
+    }
+    let store = args.target.open().await?;
+    let sessions = args.target.dir()?.join("sessions");
+    let out = llmem::forget_user(&store, Some(&sessions), &args.target.tenant, &filter)
+        .await
+        .with_context(|| format!("forgetting memories of user `{}`", args.target.tenant))?;
+    if out.memories == 0 && out.sessions == 0 {
+        eprintln!(
+            "nothing to forget: no memory of user `{}` matches the filter",
+            args.target.tenant
+        );
+    } else {
+        eprintln!(
+            "forgot {} memories of user `{}` ({} other memories and {} sessions scrubbed of them)",
+            out.memories, args.target.tenant, out.rewritten, out.sessions
+        );
+    }
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// `llmem update`: replaces a memory's text, keeping the earlier version.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The memory's id (from `llmem search` or `llmem export`).
+    pub id: String,
+    /// The new text (`-` reads standard input).
+    pub text: String,
+}
+
+/// Replaces the text of a memory; it keeps its id, and its previous version stays findable
+/// by id as an earlier version (searches skip it). Prints the memory as stored.
+pub async fn update(args: UpdateArgs) -> Result<()> {
+    let text = if args.text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the text from stdin")?
+    } else {
+        args.text.clone()
+    };
+    let store: std::sync::Arc<dyn llmem::core::MemoryStore> =
+        std::sync::Arc::new(args.target.open().await?);
+    let r = llmem::update_memory(
+        &store,
+        None,
+        &args.target.tenant,
+        &args.id,
+        &text,
+        None,
+        None,
+    )
+    .await
+    .with_context(|| format!("updating memory `{}`", args.id))?;
+    println!(
+        "{}",
+        json!({"id": r.id, "text": r.text, "supersedes": r.supersedes})
+    );
+    Ok(())
+}
+
+/// `llmem consolidate`: summarises old conversation memories by window.
+#[derive(Debug, clap::Args)]
+pub struct ConsolidateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Every user with conversation memories, not only `--user`.
+    #[arg(long)]
+    pub all: bool,
+    /// Memories said more than this many days ago (overrides consolidation.older_than_days).
+    #[arg(long)]
+    pub older_than_days: Option<u64>,
+    /// `day` or `week` (overrides consolidation.window).
+    #[arg(long, value_parser = ["day", "week"])]
+    pub window: Option<String>,
+}
+
+/// Summarises the user's (or, with `--all`, every user's) old conversation memories by
+/// window into summary records linked to their sources (`llmem::consolidate`), with the
+/// extractive summariser; prints one JSON line per user.
+pub async fn consolidate(args: ConsolidateArgs) -> Result<()> {
+    let config = Config::discover(args.target.config.as_deref())?;
+    let mut settings = config.consolidation.clone();
+    if let Some(d) = args.older_than_days {
+        settings.older_than_days = d;
+    }
+    match args.window.as_deref() {
+        Some("week") => settings.window = llmem::ConsolidationWindow::Week,
+        Some(_) => settings.window = llmem::ConsolidationWindow::Day,
+        None => {}
+    }
+    settings.validate()?;
+    let counter: std::sync::Arc<dyn llmem::core::TokenCounter> =
+        llmem::tokens::Counters::embedded()?.for_model(&config.memory.model)?;
+    let store: std::sync::Arc<dyn llmem::core::MemoryStore> =
+        std::sync::Arc::new(args.target.open().await?);
+    let users = if args.all {
+        llmem::consolidation_users(&*store).await?
+    } else {
+        vec![args.target.tenant.clone()]
+    };
+    let now = llmem::core::Timestamp::now();
+    for user in users {
+        let out = llmem::consolidate(&store, None, None, counter.clone(), &user, &settings, now)
+            .await
+            .with_context(|| format!("consolidating the memories of user `{user}`"))?;
+        eprintln!(
+            "user `{user}`: {} summaries of {} memories",
+            out.summaries.len(),
+            out.sources
+        );
+        println!(
+            "{}",
+            json!({"user": user, "summaries": out.summaries, "sources": out.sources})
+        );
+    }
     Ok(())
 }
 

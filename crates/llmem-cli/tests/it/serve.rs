@@ -756,3 +756,124 @@ async fn serve_relays_to_a_plugin_provider_named_in_llmem_toml() {
     assert!(!out.status.success());
     assert!(err.contains("olama") && err.contains("ollama"), "{err}");
 }
+
+/// A `[budget]` per user through a real `llmem serve` on the local llama.cpp (SmolLM2), which
+/// answers and writes the summaries: what the summaries spend (priced by a user catalog) is in
+/// the session's compression cost and counts against the budget; each alarm fires once; past
+/// the budget the user's next turn is a 429 `budget_exceeded` that names the budget and the key
+/// that raises it, and is not kept; another user goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_budget_is_a_429_and_the_summaries_count_against_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // llama.cpp names its model by its file (`…/model.gguf`): $10 per million tokens.
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"smollm2-served\"\naliases = [\"model.gguf\"]\nprovider = \"open\"\n\
+         context_window = 8192\nmax_output = 2048\ninput = 10.0\noutput = 10.0\n\
+         tokenizer = \"estimate:generic\"\nchat_format = \"chatml\"\n",
+    )
+    .unwrap();
+    let proxy = serve(
+        &["--llamacpp", "--dir", dir.path().to_str().unwrap()],
+        &[
+            ("LLMEM_TOKENS_CATALOG", catalog.to_str().unwrap()),
+            ("LLMEM_MEMORY_MAX_CONTEXT_TOKENS", "600"),
+            ("LLMEM_MEMORY_COMPRESSION_THRESHOLD", "180"),
+            ("LLMEM_MEMORY_SHORT_TERM_SIZE", "2"),
+            ("LLMEM_MEMORY_ANSWER_RESERVE", "16"),
+            ("LLMEM_BUDGET_MAX_COST_USD", "0.008"),
+            ("LLMEM_BUDGET_ALARM_AT", "[0.5]"),
+            ("LLMEM_BUDGET_PER", "user"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", proxy.base);
+    let ask = |user: &'static str, text: String| {
+        http.post(&url)
+            .header("x-llmem-session", "s1")
+            .json(&json!({
+                "model": "smollm2",
+                "user": user,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": 16,
+            }))
+            .send()
+    };
+    let facts = [
+        "My sister Ana lives in Porto and teaches chemistry at the university there.",
+        "Our dog Biscuit is a beagle; he needs his rabies booster in March at the Alvalade vet.",
+        "I am renovating the kitchen: the new oven arrives on the 14th, the tiles a week later.",
+        "My running club meets on Saturdays at 8 by the river; I do the 10 km loop.",
+        "The locker code for room 12 at work is 4471, and the parking pass expires in June.",
+        "I started learning the violin in January with a teacher called Marta.",
+    ];
+    let mut answered = 0;
+    let mut refused = None;
+    for i in 0..24 {
+        let text = format!("Note {i}: {} Please just say OK.", facts[i % facts.len()]);
+        let r = ask("alice", text).await.unwrap();
+        if r.status() == 429 {
+            refused = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        assert!(r.status().is_success(), "{}", r.status());
+        answered += 1;
+    }
+    let refused = refused.expect("the budget ran out within 24 turns");
+    assert!(answered >= 2, "{answered} turns answered");
+    assert_eq!(refused["error"]["type"], "budget_exceeded", "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("user `alice`")
+            && msg.contains("budget.per = \"user\"")
+            && msg.contains("raise budget.max_cost_usd"),
+        "{msg}"
+    );
+    let stats = get_json(&http, &format!("{}/sessions/alice/s1", proxy.base), None).await;
+    let s = &stats["stats"];
+    assert!(s["summary_calls"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["summary_tokens"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["estimated_calls"], 0, "llama.cpp reports its usage: {s}");
+    let compression_cost = s["compression_cost"].as_f64().unwrap();
+    let t = s["summary_tokens"].as_f64().unwrap();
+    assert!(
+        (compression_cost - t * 10.0 / 1e6).abs() < 1e-9,
+        "the summaries priced at the catalog's $10/M: {s}"
+    );
+    assert!(s["total_cost"].as_f64().unwrap() >= 0.008, "{s}");
+    assert_eq!(s["budget_alarms"], 2, "50 % and 100 %, once each: {s}");
+    assert_eq!(s["budget_refusals"], 1, "{s}");
+    // The refused turn is not kept (a compression its own message set off may keep that).
+    assert!(s["messages"].as_u64().unwrap() <= 2 * answered + 1, "{s}");
+
+    // Still refused, with no new alarm; another user has a budget of their own.
+    assert_eq!(ask("alice", "Hello?".into()).await.unwrap().status(), 429);
+    assert!(
+        ask("bob", "Hello, I am Bob.".into())
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let metrics = http
+        .get(format!("{}/../metrics", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("llmem_budget_alarms_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("llmem_budget_refusals_total 2\n"),
+        "{metrics}"
+    );
+    eprintln!(
+        "budget: {answered} turns answered, then 429: {msg}; summaries {} calls, {} tokens, ${compression_cost:.5}",
+        s["summary_calls"], s["summary_tokens"]
+    );
+}

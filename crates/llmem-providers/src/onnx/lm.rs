@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use llmem_core::{ChatSummarizer, Error, Message, Result, Role, Summarizer, SummaryRequest};
+use llmem_core::{
+    ChatSummarizer, Error, Message, Result, Role, Summarizer, Summary, SummaryRequest,
+    SummaryUsage, Usage,
+};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, ValueType};
 use tokenizers::Tokenizer;
@@ -400,6 +403,11 @@ impl OnnxLmSummarizer {
 
     /// Generates text for `prompt` (blocking).
     pub fn generate_blocking(&self, prompt: &str, max_new: usize) -> Result<String> {
+        Ok(self.generate_counted(prompt, max_new)?.0)
+    }
+
+    /// [`Self::generate_blocking`] with the tokens read and written: (text, usage).
+    fn generate_counted(&self, prompt: &str, max_new: usize) -> Result<(String, Usage)> {
         let ids = self.encode(prompt)?;
         if ids.len() + max_new > self.context_window {
             return Err(Error::TokenLimit {
@@ -409,13 +417,20 @@ impl OnnxLmSummarizer {
             });
         }
         let out = self.inner.generate_ids(&ids, max_new)?;
-        self.inner
+        let text = self
+            .inner
             .tokenizer
             .decode(&out, true)
             .map_err(|e| Error::Other {
                 context: "decoding the output".into(),
                 source: e,
-            })
+            })?;
+        let usage = Usage {
+            input_tokens: ids.len() as u64,
+            output_tokens: out.len() as u64,
+            cached_input_tokens: 0,
+        };
+        Ok((text, usage))
     }
 }
 
@@ -430,15 +445,22 @@ impl Summarizer for OnnxLmSummarizer {
     }
 
     async fn summarize(&self, request: SummaryRequest) -> Result<String> {
+        Ok(self.summarize_with_usage(request).await?.text)
+    }
+
+    /// The tokens of the prompt and of the output as the model's tokenizer counts them, under
+    /// the summariser's name (a local model: the catalog prices it only if it lists the name).
+    async fn summarize_with_usage(&self, request: SummaryRequest) -> Result<Summary> {
         let prompt = self.inner.render(&ChatSummarizer::prompt(&request));
         let max_new = request.max_tokens.max(1);
         let this = self.clone();
-        let text = tokio::task::spawn_blocking(move || this.generate_blocking(&prompt, max_new))
-            .await
-            .map_err(|e| Error::Other {
-                context: "the generation task failed".into(),
-                source: Box::new(e),
-            })??;
+        let (text, usage) =
+            tokio::task::spawn_blocking(move || this.generate_counted(&prompt, max_new))
+                .await
+                .map_err(|e| Error::Other {
+                    context: "the generation task failed".into(),
+                    source: Box::new(e),
+                })??;
         let text = text.trim().to_owned();
         if text.is_empty() {
             return Err(Error::Provider {
@@ -448,6 +470,12 @@ impl Summarizer for OnnxLmSummarizer {
                 retry_after: None,
             });
         }
-        Ok(text)
+        Ok(Summary {
+            text,
+            usage: SummaryUsage {
+                model: self.name.clone(),
+                tokens: Some(usage),
+            },
+        })
     }
 }

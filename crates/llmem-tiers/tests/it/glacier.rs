@@ -20,7 +20,7 @@ use crate::common::rec;
 
 /// A local server for one test (moto, Azurite, the GCS emulator) on a free port of
 /// 127.0.0.1; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
 }
@@ -33,7 +33,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -76,7 +76,7 @@ fn python() -> PathBuf {
     }
 }
 
-fn start_moto() -> Server {
+pub(crate) fn start_moto() -> Server {
     serve("moto.server", |port| {
         let mut c = Command::new(python());
         c.args([
@@ -91,7 +91,7 @@ fn start_moto() -> Server {
     })
 }
 
-fn s3_config(moto: &Server, bucket: &str) -> GlacierConfig {
+pub(crate) fn s3_config(moto: &Server, bucket: &str) -> GlacierConfig {
     GlacierConfig::new(format!("s3://{bucket}/archive"))
         .option("aws_endpoint", moto.endpoint())
         .option("aws_allow_http", "true")
@@ -101,7 +101,7 @@ fn s3_config(moto: &Server, bucket: &str) -> GlacierConfig {
 }
 
 /// Creates a bucket with a plain S3 `PUT /bucket` (moto accepts unsigned requests).
-fn create_bucket(moto: &Server, bucket: &str) {
+pub(crate) fn create_bucket(moto: &Server, bucket: &str) {
     use std::io::{Read, Write};
     let endpoint = moto.endpoint();
     let addr = endpoint.trim_start_matches("http://");

@@ -3,7 +3,9 @@
 
 mod common;
 mod durability;
+mod forget;
 mod hybrid;
+mod recall;
 mod tiered;
 mod warm;
 

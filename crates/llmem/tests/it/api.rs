@@ -24,6 +24,8 @@ const ROOT: &[&str] = &[
     "SummarizerMode",
     "TierSettings",
     "TokenSettings",
+    "BudgetSettings",
+    "BudgetScope",
     "Plugins",
     "local_embedder",
     // the core types applications hold
@@ -39,6 +41,7 @@ const ROOT: &[&str] = &[
     "MemoryManager",
     "Prepared",
     "Providers",
+    "Budgets",
     "Recalled",
     "SessionState",
     "Stats",
@@ -49,6 +52,20 @@ const ROOT: &[&str] = &[
     "Loaded",
     "open_store",
     "open_tiered",
+    // forgetting and updating
+    "Forgotten",
+    "UPDATED_AT",
+    "UPDATED_BY",
+    "forget_user",
+    "update_memory",
+    // consolidation
+    "Consolidated",
+    "ConsolidationSettings",
+    "ConsolidationWindow",
+    "SOURCES",
+    "WINDOW",
+    "consolidate",
+    "consolidation_users",
 ];
 
 /// The public items of `llmem::when`.

@@ -85,6 +85,41 @@ fn a_preset_is_the_base_that_the_file_and_then_the_environment_refine() {
     assert_eq!(c.memory.short_term_size, 10);
 }
 
+/// `[budget]` reads from the file and the environment; bad limits name their key.
+#[test]
+fn the_budget_section_reads_from_the_file_and_the_environment() {
+    let c = Config::default();
+    assert_eq!(c.budget.max_cost_usd, None);
+    assert_eq!(c.budget.alarm_at, [0.5, 0.8]);
+    assert_eq!(c.budget.per, llmem::BudgetScope::Session);
+    assert!(c.budget.hard_stop && !c.budget.limited());
+    let c = Config::from_sources(
+        Some("[budget]\nmax_cost_usd = 5.0\nper = \"user\"\n"),
+        env(&[
+            ("LLMEM_BUDGET_MAX_TOKENS", "200000"),
+            ("LLMEM_BUDGET_ALARM_AT", "[0.25, 0.9]"),
+            ("LLMEM_BUDGET_PER", "total"),
+            ("LLMEM_BUDGET_HARD_STOP", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.budget.max_cost_usd, Some(5.0));
+    assert_eq!(c.budget.max_tokens, Some(200_000));
+    assert_eq!(c.budget.alarm_at, [0.25, 0.9]);
+    assert_eq!(c.budget.per, llmem::BudgetScope::Total);
+    assert!(!c.budget.hard_stop && c.budget.limited());
+    let e = err(Some("[budget]\nmax_cost_usd = -1.0\n"), &[]);
+    assert!(e.contains("budget.max_cost_usd"), "{e}");
+    let e = err(None, &[("LLMEM_BUDGET_MAX_TOKENS", "0")]);
+    assert!(e.contains("budget.max_tokens"), "{e}");
+    let e = err(Some("[budget]\nalarm_at = [0.5, 1.5]\n"), &[]);
+    assert!(e.contains("budget.alarm_at") && e.contains("(0, 1]"), "{e}");
+    let e = err(Some("[budget]\nper = \"team\"\n"), &[]);
+    assert!(e.contains("budget.per"), "{e}");
+    let e = err(Some("[budget]\nmax_usd = 1.0\n"), &[]);
+    assert!(e.contains("budget.max_usd"), "{e}");
+}
+
 #[test]
 fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
     let e = err(Some("[memory]\ncompresion_threshold = 10\n"), &[]);

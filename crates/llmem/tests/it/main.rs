@@ -7,8 +7,11 @@ use std::sync::Arc;
 use llmem::core::{Message, TokenCounter};
 
 mod api;
+mod changes;
 mod config;
+mod consolidate;
 mod examples;
+mod forget;
 mod late;
 mod manager;
 mod memory;

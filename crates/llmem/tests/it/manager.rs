@@ -387,7 +387,261 @@ async fn smollm2_writes_the_summaries_and_lists_the_facts() {
         s.compression_tokens > 0,
         "the summaries were written by the model: {s:?}"
     );
+    // What the model spent, as llama.cpp reported it: the summaries and the fact extraction.
+    assert!(s.summary_calls >= 1 && s.summary_tokens > 0, "{s:?}");
+    assert!(s.fact_calls >= 1 && s.fact_tokens > 0, "{s:?}");
+    assert_eq!(s.compression_tokens, s.summary_tokens + s.fact_tokens);
+    assert_eq!(s.estimated_calls, 0, "llama.cpp reports its usage: {s:?}");
+    assert_eq!(
+        s.net_savings,
+        s.full_history_tokens as i64 - s.sent_tokens as i64 - s.compression_tokens as i64
+    );
     assert!(m.summary().is_some_and(|x| !x.trim().is_empty()));
+}
+
+/// The tokens of one summary by a real [`ChatSummarizer`] over llama.cpp, as the server reported
+/// them, and the name of the model it reported.
+async fn one_summary(server: &LlamaCppServer) -> llmem::core::Summary {
+    use llmem::core::{Summarizer, SummaryRequest};
+    let summarizer = server.summarizer(2048).unwrap();
+    summarizer
+        .summarize_with_usage(SummaryRequest {
+            text: "user: My sister Ana moved to Porto in May 2024.\nassistant: Noted.".into(),
+            previous_summary: None,
+            max_tokens: 40,
+            instructions: None,
+        })
+        .await
+        .unwrap()
+}
+
+/// A real `ChatSummarizer` over llama.cpp reports what each summary spent; the manager counts
+/// it in `compression_tokens` and, priced at the summariser's model (here from a user catalog
+/// that prices it), in `compression_cost`, the total cost and the net cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_summarizers_usage_lands_in_the_stats_and_the_net_cost() {
+    let server = LlamaCppServer::builder().start().await.unwrap_or_else(|e| {
+        panic!("could not start llama.cpp with SmolLM2: {e}\n(run `cargo xtask setup` and `eval \"$(cargo xtask env)\"`)")
+    });
+    let probe = one_summary(&server).await;
+    let usage = probe.usage.tokens.expect("llama.cpp reports usage");
+    assert!(
+        usage.input_tokens > 20 && usage.output_tokens > 0,
+        "{probe:?}"
+    );
+    assert!(!probe.usage.model.is_empty(), "{probe:?}");
+
+    // Unpriced first: the summariser's model is not one the shipped catalog prices.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |catalog: Option<std::path::PathBuf>| {
+        let server = &server;
+        async move {
+            // A small summary (a few turns) keeps the model's work short.
+            let mut c = small();
+            c.memory.compression_threshold = 250;
+            c.memory.short_term_size = 2;
+            c.tokens.catalog = catalog;
+            let summarizer: Arc<dyn llmem::core::Summarizer> =
+                Arc::new(server.summarizer(2048).unwrap());
+            let mut m = MemoryManager::new(
+                c,
+                Providers::default()
+                    .with_counter(gpt4o())
+                    .with_summarizer(summarizer)
+                    .with_store(Arc::new(WarmStore::in_memory())),
+            )
+            .unwrap();
+            for msg in conversation().into_iter().take(9) {
+                let user = msg.role == Role::User;
+                m.add_message(msg, None).await.unwrap();
+                if user {
+                    m.prepare(None).await.unwrap();
+                }
+            }
+            m
+        }
+    };
+    let m = run(None).await;
+    let s = m.stats();
+    assert!(s.summary_calls >= 1 && s.summary_tokens > 0, "{s:?}");
+    assert_eq!(s.compression_tokens, s.summary_tokens);
+    let model = probe.usage.model.to_lowercase();
+    if !model.starts_with("smollm2") {
+        // Not in the catalog: counted, at $0.
+        assert_eq!(s.unpriced_tokens, s.summary_tokens, "{model}: {s:?}");
+    }
+    assert_eq!(s.compression_cost, 0.0, "{s:?}");
+
+    // Priced by a user catalog at $1,000 / $2,000 per million tokens in / out.
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[[model]]\nid = {model:?}\nprovider = \"open\"\ncontext_window = 8192\nmax_output = 2048\n\
+             input = 1000.0\noutput = 2000.0\ntokenizer = \"estimate:generic\"\nchat_format = \"chatml\"\n"
+        ),
+    )
+    .unwrap();
+    let m = run(Some(catalog)).await;
+    let s = m.stats();
+    assert!(s.summary_calls >= 1 && s.summary_tokens > 0, "{s:?}");
+    assert_eq!(s.unpriced_tokens, 0, "{s:?}");
+    let t = s.summary_tokens as f64;
+    assert!(
+        s.compression_cost >= t * 1000.0 / 1e6 && s.compression_cost <= t * 2000.0 / 1e6,
+        "{s:?}"
+    );
+    // The net cost is what the whole history would have cost, less the prompts paid and the
+    // summaries.
+    let st = m.state();
+    let pending = st.pending_prompt.map_or(0.0, |p| p as f64 * 2.5 / 1e6);
+    let expected = s.full_history_cost - (st.prompt_cost + pending) - s.compression_cost;
+    assert!((s.net_cost - expected).abs() < 1e-9, "{s:?}");
+    assert!(s.total_cost >= s.compression_cost + st.prompt_cost, "{s:?}");
+    assert!(s.net_cost < s.full_history_cost - (st.prompt_cost + pending));
+}
+
+/// A `[budget]` in dollars: the 50 % alarm fires once, 100 % once, then the next request is
+/// refused with `BudgetExceeded` naming the budget and the key that raises it; a resumed
+/// session keeps its spending and does not fire its alarms again.
+#[tokio::test]
+async fn a_budget_alarms_once_and_its_hard_stop_refuses_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let mut c = Config::default();
+    c.budget.max_cost_usd = Some(0.01);
+    c.budget.alarm_at = vec![0.5];
+    let open = |c: &Config| {
+        MemoryManager::new(
+            c.clone(),
+            Providers::default()
+                .with_counter(gpt4o())
+                .with_store(Arc::new(WarmStore::in_memory())),
+        )
+        .unwrap()
+        .persist_to(&path)
+        .unwrap()
+    };
+    let mut m = open(&c);
+    // gpt-4o: $2.50 per 1M input tokens.
+    let turn = |input: u64| Usage {
+        input_tokens: input,
+        output_tokens: 0,
+        cached_input_tokens: 0,
+    };
+    let mut alarms = Vec::new();
+    for input in [1_000, 1_200, 400, 2_000] {
+        m.add_message(Message::user("How is the garden doing?"), None)
+            .await
+            .unwrap();
+        m.prepare(None).await.unwrap();
+        m.add_message(Message::assistant("Growing well."), Some(turn(input)))
+            .await
+            .unwrap();
+        alarms.push(m.stats().budget_alarms);
+    }
+    // $0.0025, $0.0055 (50 %), $0.0065, $0.0115 (100 %).
+    assert_eq!(alarms, [0, 1, 1, 2]);
+    assert_eq!(
+        m.budget()
+            .alarms()
+            .iter()
+            .map(|a| a.threshold)
+            .collect::<Vec<_>>(),
+        [0.5, 1.0]
+    );
+    m.add_message(Message::user("And the roses?"), None)
+        .await
+        .unwrap();
+    let e = m.prepare(None).await.unwrap_err();
+    assert!(matches!(e, llmem::Error::BudgetExceeded { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("session `default/default`") && msg.contains("raise budget.max_cost_usd"),
+        "{msg}"
+    );
+    assert_eq!(m.stats().budget_refusals, 1);
+    drop(m);
+
+    // Resumed: still over, and no alarm fires again.
+    let mut m = open(&c);
+    assert!(m.prepare(None).await.is_err());
+    let s = m.stats();
+    assert_eq!((s.budget_alarms, s.budget_refusals), (2, 2), "{s:?}");
+    // A larger budget lets it go on.
+    c.budget.max_cost_usd = Some(1.0);
+    let mut m = open(&c);
+    m.prepare(None).await.unwrap();
+}
+
+/// `budget.per = "user"`: a user's sessions share one budget, other users have their own;
+/// `hard_stop = false` only warns.
+#[tokio::test]
+async fn a_users_sessions_share_a_budget() {
+    let mut c = Config::default();
+    c.budget.max_tokens = Some(1_000);
+    c.budget.per = llmem::BudgetScope::User;
+    let providers = Providers::default()
+        .with_counter(gpt4o())
+        .with_store(Arc::new(WarmStore::in_memory()));
+    let session = |c: &Config, user: &str, s: &str| {
+        MemoryManager::for_session(c.clone(), providers.clone(), Scope::session(user, s)).unwrap()
+    };
+    let mut a1 = session(&c, "ana", "one");
+    a1.add_message(Message::user("Hello!"), None).await.unwrap();
+    a1.prepare(None).await.unwrap();
+    a1.add_message(
+        Message::assistant("Hi."),
+        Some(Usage {
+            input_tokens: 900,
+            output_tokens: 200,
+            cached_input_tokens: 0,
+        }),
+    )
+    .await
+    .unwrap();
+    let mut a2 = session(&c, "ana", "two");
+    a2.add_message(Message::user("Hello again!"), None)
+        .await
+        .unwrap();
+    let e = a2.prepare(None).await.unwrap_err().to_string();
+    assert!(
+        e.contains("user `ana`") && e.contains("budget.max_tokens"),
+        "{e}"
+    );
+    let mut b = session(&c, "bo", "one");
+    b.add_message(Message::user("Hello!"), None).await.unwrap();
+    b.prepare(None).await.unwrap();
+    assert_eq!(providers.budgets.refusals(), 1);
+    assert_eq!(
+        providers.budgets.alarms(),
+        3,
+        "50 %, 80 % and 100 % of ana's"
+    );
+
+    c.budget.hard_stop = false;
+    let mut w = MemoryManager::for_session(
+        c,
+        Providers::default()
+            .with_counter(gpt4o())
+            .with_store(Arc::new(WarmStore::in_memory())),
+        Scope::session("cy", "one"),
+    )
+    .unwrap();
+    w.add_message(Message::user("Hello!"), None).await.unwrap();
+    w.prepare(None).await.unwrap();
+    w.add_message(
+        Message::assistant("Hi."),
+        Some(Usage {
+            input_tokens: 5_000,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+        }),
+    )
+    .await
+    .unwrap();
+    w.prepare(None).await.unwrap();
+    assert_eq!(w.stats().budget_alarms, 3);
 }
 
 /// Search ranks the reply to a question above the question, which repeats the words of a later

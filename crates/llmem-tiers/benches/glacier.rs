@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
             *x += 0.3 * y;
         }
         let w = |k: u64| WORDS[(k % WORDS.len() as u64) as usize];
-        SearchRequest::vector(v, 10).with_text(format!("{} {}", w(target), w(target / 40)))
+        SearchRequest::vector(v, 10).with_text(format!("note {target} {}", w(target)))
     };
 
     // Our own percentiles and bytes per hit over a fixed set of queries.

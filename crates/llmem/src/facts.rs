@@ -2,12 +2,20 @@
 //!
 //! The heuristic (no model call) keeps the sentences in which the user states something about
 //! themselves or their world: declarative sentences (not questions) of at least three words
-//! with a first-person word (`I`, `I'm`, `my`, `we`, `our`, …). A fact gets a *key* when it
+//! with a first-person word (`I`, `I'm`, `my`, `we`, `our`, …), or that correct a value with one
+//! of the same kind ("Actually it's Tuesday, not Monday"). A fact gets a *key* when it
 //! assigns an attribute (`my <thing> is/are/was …`, `I live in/moved to …`, `I work at/as/for …`):
 //! a later fact with the same key supersedes the earlier one, which stays findable by id.
 //!
 //! With [`crate::config::FactMode::Llm`] the chat model lists the facts instead (see
 //! [`llm_facts`]); the heuristic is the fallback when the model fails.
+//!
+//! What a new fact changes ([`Decision`]: add, update, delete, or nothing) is decided against
+//! the closest facts already stored: by its words ([`heuristic_decision`]: negations, endings,
+//! corrections and moves, [`cues`]), or with `facts = "llm"` by the chat model
+//! ([`llm_judgement`]), the words deciding when the model's answer is not a decision. Nothing is
+//! deleted: a changed fact is superseded. docs/eval.md ("Changes and contradictions") has the
+//! rules' score on the hand-written cases of `crates/llmem/tests/data/changes.json`.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -163,11 +171,13 @@ impl Decision {
     }
 }
 
-/// What decided: the words (the rules of [`heuristic_decision`], and facts' keys), or the chat
-/// model ([`llm_judgement`]).
+/// What decided: the words (the rules of [`heuristic_decision`]), facts' keys alone (a fact
+/// the words would add gives an attribute a new value: "my X is …"), or the chat model
+/// ([`llm_judgement`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecidedBy {
     Words,
+    Key,
     Model,
 }
 
@@ -175,6 +185,7 @@ impl DecidedBy {
     pub fn as_str(self) -> &'static str {
         match self {
             DecidedBy::Words => "words",
+            DecidedBy::Key => "key",
             DecidedBy::Model => "model",
         }
     }
@@ -202,7 +213,7 @@ pub const FACT_CANDIDATES: usize = 20;
 pub const JUDGE_CANDIDATES: usize = 5;
 /// Metadata key of a stored fact's decision: `add`, `update` or `delete` ([`Decision`]).
 pub const FACT_CHANGE: &str = "fact_change";
-/// Metadata key of what decided it: `words` or `model` ([`DecidedBy`]).
+/// Metadata key of what decided it: `words`, `key` or `model` ([`DecidedBy`]).
 pub const FACT_DECIDED_BY: &str = "fact_decided_by";
 
 /// Words that say nothing about what a fact is about.
@@ -218,7 +229,7 @@ const FILLER: &[&str] = &[
 const LIGHT: &[&str] = &[
     "know", "think", "want", "need", "mind", "remember", "understand", "believe", "feel", "see",
     "get", "got", "say", "said", "guess", "expect", "sure", "thing", "something", "anything",
-    "everything", "nothing", "way", "yet", "mean",
+    "everything", "nothing", "way", "yet", "mean", "do", "doing",
 ];
 #[rustfmt::skip]
 const NUMBERS: &[(&str, &str)] = &[
@@ -254,13 +265,12 @@ const JOB_GENERIC: &[&str] = &[
     "job", "work", "position", "role", "career", "company", "employer", "firm", "office",
     "team",
 ];
-/// Words of a job that quitting, retiring or being fired ends: the generic ones and common
-/// occupations.
+/// Words of a job that quitting, retiring or being fired ends: "job" (which a fact that holds
+/// one, "I work at Acme", has too) and common occupations.
 #[rustfmt::skip]
 const JOB: &[&str] = &[
-    "job", "position", "role", "career", "company", "employer",
-    "firm", "office", "employed", "employee", "intern", "internship", "engineer", "developer",
-    "programmer", "designer", "nurse", "teacher", "lawyer", "accountant", "chef", "waiter",
+    "job", "employer", "employed", "employee", "engineer", "developer", "programmer",
+    "designer", "nurse", "teacher", "lawyer", "accountant", "chef", "waiter",
     "waitress", "barista", "pilot", "analyst", "consultant", "scientist", "researcher",
     "professor", "lecturer", "architect", "electrician", "plumber", "mechanic", "cashier",
     "clerk", "secretary", "journalist", "editor", "pharmacist", "therapist", "firefighter",
@@ -363,9 +373,14 @@ static CLAUSES: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static NO_LONGER: LazyLock<Option<Regex>> = LazyLock::new(|| {
     re(r"\bno longer\b|\bnot\b.*\b(?:anymore|any more|any longer)\b|\bnever\b.*\bagain\b")
 });
-/// A plain negation ("I don't have a car").
-static NEGATED: LazyLock<Option<Regex>> =
-    LazyLock::new(|| re(r"\b(?:do|does|did|am|is|are|was|were|have|has|had)\s+not\b"));
+/// A plain negation of a present state ("I don't have a car", "I'm not a nurse", "I haven't
+/// got a car"), not of a past event ("I didn't grow tomatoes this year", "I haven't talked to
+/// her").
+static NEGATED: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    re(
+        r"\b(?:do|does|am|is|are)\s+not\b|\b(?:have|has)\s+not\s+(?:got\s+)?(?:a|an|any|the|my|our)\b",
+    )
+});
 /// A negated modal ("I won't give up", "I can't have dairy"): no statement of what is so.
 static MODAL_NOT: LazyLock<Option<Regex>> =
     LazyLock::new(|| re(r"\b(?:will|would|can|could|should|shall|might|must)\s+not\b"));
@@ -379,7 +394,7 @@ static CONDITIONAL: LazyLock<Option<Regex>> =
 /// A verb that ends having or doing its object ("sold my car", "quit my job at X").
 static ENDS_OBJECT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     re(
-        r"\b(?P<verb>sold|sell|selling|lost|gave away|given away|give away|giving away|gave up|given up|give up|giving up|got rid of|get rid of|gotten rid of|quit|quitting|stopped|stopping|cancelled|canceled|dumped|moved out of|left)\s+(?P<obj>.+)$",
+        r"\b(?P<verb>sold|sell|selling|lost|losing|gave away|given away|give away|giving away|gave up|given up|give up|giving up|got rid of|get rid of|gotten rid of|quit|quitting|stopped|stopping|cancelled|canceled|dumped|moved out of|left)\s+(?P<obj>.+)$",
     )
 });
 /// A subject and a verb that ends it ("my cat Luna passed away", "Tom and I broke up").
@@ -772,7 +787,7 @@ pub fn cues(text: &str) -> Vec<Cue> {
                 }
                 "stopped" | "stopping" => first != "by",
                 // "lost my camera", not "lost all my work" or "lost the game".
-                "lost" => matches!(first, "my" | "our"),
+                "lost" | "losing" => matches!(first, "my" | "our"),
                 _ => true,
             };
             if ok && let Some(cue) = object_cue(Decision::Delete, obj, false) {
@@ -834,9 +849,9 @@ struct Known {
 }
 
 /// A job held ("I work at Acme", "I'm employed"), which "work" alone does not say ("working on
-/// my studio").
+/// my studio", "I worked at a café in college").
 static HOLDS_A_JOB: LazyLock<Option<Regex>> =
-    LazyLock::new(|| re(r"(?:work|works|worked|working)\s+(?:at|for|as)|employed|my job"));
+    LazyLock::new(|| re(r"\b(?:work|works|working)\s+(?:at|for|as)\b|\bemployed\b"));
 
 impl Known {
     fn new(text: &str) -> Self {

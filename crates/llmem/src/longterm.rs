@@ -385,6 +385,7 @@ impl LongTerm {
                 }
                 if decision == Decision::Add && !chosen.is_empty() {
                     decision = Decision::Update;
+                    by = DecidedBy::Key;
                 }
                 r = r.with_metadata(FACT_KEY, key.clone());
             }

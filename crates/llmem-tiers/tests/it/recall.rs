@@ -608,7 +608,7 @@ mod archive {
 
     /// The glacier figures of `docs/benchmarks.md` where no release build can run: hybrid
     /// top-10 searches over `N` (default 100,000) archived records, 384-d random unit vectors
-    /// and short texts, in 4 batches on a local directory; p50/p95 latency and bytes of batch
+    /// and short texts, in `BATCHES` (default 4) batches on a local directory; p50/p95 latency and bytes of batch
     /// objects fetched per hit. `benches/glacier.rs` measures the same in release.
     /// `cargo xtask test -- recall::archive::glacier_recall_measured --ignored --nocapture`
     #[tokio::test(flavor = "multi_thread")]
@@ -618,7 +618,11 @@ mod archive {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000);
-        let (dim, batches) = (384usize, 4u64);
+        let batches: u64 = std::env::var("BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        let dim = 384usize;
         let words = [
             "pottery", "kayak", "lisbon", "garden", "violin", "chess", "bakery", "tennis",
         ];
@@ -666,7 +670,7 @@ mod archive {
                 *x += 0.3 * y;
             }
             let req =
-                SearchRequest::vector(v, 10).with_text(format!("{} {}", w(target), w(target / 8)));
+                SearchRequest::vector(v, 10).with_text(format!("note {target} {}", w(target)));
             let t = std::time::Instant::now();
             let h = g.search(&s, &req).await.unwrap();
             times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -20,9 +20,10 @@ use serde::Deserialize;
 /// Share of the cases written before the rules (`dev`) that must come out right: measured
 /// 1.00 (46 of 46).
 const DEV_FLOOR: f64 = 0.95;
-/// Share of the cases written after the rules (`held-out`), never tuned on: measured 0.57 (8 of
-/// 14; 7 of 14 on their first run, before a bug they showed was fixed, see docs/eval.md).
-const HELD_OUT_FLOOR: f64 = 0.5;
+/// Share of the cases written after the rules (`held-out`), never tuned on: measured 0.64 (9 of
+/// 14; 7 on their first run, 8 once a bug they showed was fixed, 9 once negations of past
+/// events were told from those of present states for everyday conversation, see docs/eval.md).
+const HELD_OUT_FLOOR: f64 = 0.55;
 
 #[derive(Debug, Deserialize)]
 struct Data {
@@ -319,7 +320,7 @@ async fn the_chat_model_decides_and_the_words_take_over_when_it_cannot() {
                         }
                     }
                 }
-                DecidedBy::Words => {
+                DecidedBy::Words | DecidedBy::Key => {
                     assert_eq!(
                         words_only(std::slice::from_ref(j)),
                         words_only(std::slice::from_ref(w)),
@@ -345,70 +346,74 @@ async fn the_chat_model_decides_and_the_words_take_over_when_it_cannot() {
         let (_, words) = run(case, None).await;
         let (_, failed) = run(case, Some(&*chat)).await;
         for f in &failed {
-            assert_eq!(f.decided_by, DecidedBy::Words);
+            assert_ne!(f.decided_by, DecidedBy::Model);
             assert_eq!(f.model_answer, None);
         }
         assert_eq!(words_only(&failed), words_only(&words), "{}", case.id);
     }
 }
 
-/// SCRATCH (not to commit): the words' decisions over LoCoMo's dev conversations, ingested as
-/// the eval does (both speakers one user), every superseding printed.
+#[path = "../../../llmem-eval/support/locomo.rs"]
+mod locomo;
+
+/// Most facts of everyday conversation change nothing. LoCoMo's dev conversations (2,809 facts
+/// by the words, each conversation one user, as the eval stores it): measured, the words
+/// supersede none (a first version of the rules superseded 44, nearly all wrongly: "I won't give
+/// up", "I haven't talked to you in a while", "I lost all my work"); keys supersede 7, as before
+/// this change ("my family is …"). Skipped without the data (`LLMEM_LOCOMO`).
 #[tokio::test]
-#[ignore]
-async fn scratch_locomo_changes() {
-    let data: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("/work/shared/data/locomo/locomo-dev.json").unwrap(),
-    )
-    .unwrap();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut facts_n = 0;
-    for (ci, sample) in data.as_array().unwrap().iter().enumerate() {
+async fn the_words_leave_everyday_conversation_alone() {
+    if !locomo::path().is_file() {
+        eprintln!(
+            "skipped: no LoCoMo data at {} (set LLMEM_LOCOMO)",
+            locomo::path().display()
+        );
+        return;
+    }
+    let turns = locomo::turns();
+    let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut by_words = Vec::new();
+    let conversations = turns.iter().map(|t| t.conversation).max().unwrap_or(0) + 1;
+    for c in 0..conversations {
         let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
         let lt = LongTerm::new(store.clone(), None, RetrievalSettings::default());
-        let scope = Scope::session(format!("conv{ci}"), "s");
-        let conv = sample["conversation"].as_object().unwrap();
-        let mut texts: HashMap<String, String> = HashMap::new();
-        for s in 1..100 {
-            let Some(turns) = conv.get(&format!("session_{s}")).and_then(|v| v.as_array()) else {
-                continue;
-            };
-            for (ti, t) in turns.iter().enumerate() {
-                let text = t["text"].as_str().unwrap_or("");
-                let who = t["speaker"].as_str().unwrap_or("");
-                let facts = heuristic_facts(text);
-                facts_n += facts.len();
-                let out = lt
-                    .remember_facts(
-                        &scope,
-                        facts,
-                        day(s * 30 + ti as i64 / 1000),
-                        &Default::default(),
-                        None,
-                    )
-                    .await
-                    .unwrap();
-                for o in out {
-                    *counts.entry(o.decision.as_str().to_owned()).or_default() += 1;
-                    if let Some(id) = &o.id {
-                        texts.insert(id.clone(), format!("{who}: {}", o.text));
-                    }
-                    if !o.superseded.is_empty() || o.decision == Decision::Noop {
-                        let olds: Vec<String> = o
-                            .superseded
-                            .iter()
-                            .map(|i| texts.get(i).cloned().unwrap_or_default())
-                            .collect();
-                        println!(
-                            "[{}] {who}: {}  ==>  {:?}",
-                            o.decision.as_str(),
-                            o.text,
-                            olds
-                        );
-                    }
+        let scope = Scope::session(format!("conversation-{c}"), "s");
+        let mut said: HashMap<String, String> = HashMap::new();
+        for (i, t) in turns.iter().filter(|t| t.conversation == c).enumerate() {
+            let out = lt
+                .remember_facts(
+                    &scope,
+                    heuristic_facts(&t.text),
+                    day(i as i64 / 20),
+                    &Default::default(),
+                    None,
+                )
+                .await
+                .unwrap();
+            for o in out {
+                *counts
+                    .entry((o.decision.as_str(), o.decided_by.as_str()))
+                    .or_default() += 1;
+                if o.decided_by == DecidedBy::Words && !o.superseded.is_empty() {
+                    let old: Vec<&str> = o
+                        .superseded
+                        .iter()
+                        .filter_map(|id| said.get(id).map(String::as_str))
+                        .collect();
+                    by_words.push(format!("{}: {} ==> {old:?}", t.speaker, o.text));
+                }
+                if let Some(id) = o.id {
+                    said.insert(id, format!("{}: {}", t.speaker, o.text));
                 }
             }
         }
     }
-    println!("{facts_n} facts; {counts:?}");
+    println!("{counts:?}\n{}", by_words.join("\n"));
+    let facts: usize = counts.values().sum();
+    assert!(facts > 2000, "{facts} facts");
+    assert!(
+        by_words.len() <= 3,
+        "{} facts superseded by the words",
+        by_words.len()
+    );
 }

@@ -350,7 +350,7 @@ fn parse_field(path: &str, val: &Value) -> Result<Filter> {
             "$eq" => cmp(CmpOp::Eq),
             "$ne" => cmp(CmpOp::Ne),
             "$contains" => {
-                if !v.as_str().is_some_and(|t| !t.is_empty()) {
+                if v.as_str().is_none_or(str::is_empty) {
                     return Err(Error::invalid(format!(
                         "`{path}`: `$contains` takes a non-empty string, got {v}"
                     )));

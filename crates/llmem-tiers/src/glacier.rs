@@ -598,7 +598,7 @@ impl GlacierStore {
             .map(|(id, _)| id.clone())
             .collect();
         let stays =
-            |id: &str, e: &Entry| !forgotten(id, e) && !(gone.contains(id) && entry_in_scope(e));
+            |id: &str, e: &Entry| !(forgotten(id, e) || (gone.contains(id) && entry_in_scope(e)));
         // 2. The new batches: what entries that stay point to in each rewritten batch.
         let mut referenced: HashSet<(String, String)> = HashSet::new();
         for (id, e) in m

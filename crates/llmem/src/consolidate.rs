@@ -143,20 +143,16 @@ pub async fn consolidate(
     settings.validate()?;
     let scope = Scope::tenant(user);
     let cutoff = now.0 - settings.older_than().as_millis() as i64;
-    let summarised: HashSet<String> = store
+    let summaries = store
         .query(&scope, &Filter::eq("kind", "summary"), None)
-        .await?
-        .iter()
-        .filter_map(|s| s.metadata.get(SOURCES)?.as_array().cloned())
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+        .await?;
+    let summarised: HashSet<&str> = summaries.iter().flat_map(sources).collect();
     let mut windows: BTreeMap<(Option<String>, String), Vec<MemoryRecord>> = BTreeMap::new();
     for r in store
         .query(&scope, &Filter::eq("kind", "conversation"), None)
         .await?
     {
-        if r.is_superseded() || r.created_at.0 >= cutoff || summarised.contains(&r.id) {
+        if r.is_superseded() || r.created_at.0 >= cutoff || summarised.contains(r.id.as_str()) {
             continue;
         }
         windows
@@ -234,6 +230,16 @@ pub async fn consolidate(
     Ok(out)
 }
 
+/// The ids a record lists in [`SOURCES`] (a consolidation summary's sources).
+pub(crate) fn sources(r: &MemoryRecord) -> impl Iterator<Item = &str> {
+    r.metadata
+        .get(SOURCES)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 /// Drops from `hits` every summary with one of its [`SOURCES`] among them: the sources say
 /// the same in their own words and count for their own turns, and a summary next to them
 /// would only take the place of another memory in the prompt.
@@ -243,16 +249,7 @@ pub(crate) fn drop_covered_summaries(hits: &mut Vec<llmem_core::ScoredRecord>) {
     }
     let ids: HashSet<String> = hits.iter().map(|h| h.record.id.clone()).collect();
     hits.retain(|h| {
-        h.record.kind != RecordKind::Summary
-            || !h
-                .record
-                .metadata
-                .get(SOURCES)
-                .and_then(Value::as_array)
-                .is_some_and(|s| {
-                    s.iter()
-                        .any(|v| v.as_str().is_some_and(|id| ids.contains(id)))
-                })
+        h.record.kind != RecordKind::Summary || !sources(&h.record).any(|id| ids.contains(id))
     });
 }
 

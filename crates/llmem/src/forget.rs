@@ -8,12 +8,11 @@
 //! - **Forget** removes for good. It takes the records the filter matches in the user's scope
 //!   with every version linked to them by `supersedes`/`superseded_by`, and what was derived
 //!   from them (a consolidation summary listing one as a source, a memory whose whole text
-//!   one of them quotes or that quotes one: a fact and the message it was drawn from); it
-//!   removes the quotes of
-//!   their text from other memories' lexical keys (a memory's key holds its neighbouring
-//!   messages), scrubs the saved sessions that hold the text (or deletes them all, when the
-//!   filter is `{}`), and then asks the store to [`forget`](MemoryStore::forget) the records:
-//!   every tier rewrites what still holds them (see docs/forget.md).
+//!   one of them quotes or that quotes one: a fact and the message it was drawn from). It
+//!   scrubs the sessions that hold their text (or deletes them all, when the filter is `{}`),
+//!   removes the quotes of their text from other memories' lexical keys (a memory's key holds
+//!   its neighbouring messages), and then asks the store to [`forget`](MemoryStore::forget)
+//!   the records: every tier rewrites what still holds them (see docs/forget.md).
 //!
 //! The order is chosen for crashes: sessions are scrubbed before the memories are forgotten,
 //! so a forget interrupted at any point leaves the memories findable by the same filter, and
@@ -199,29 +198,18 @@ pub(crate) fn forget_in_saved_sessions(
         let n = files.len();
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
-        sync_dir(sessions_dir);
+        crate::manager::sync_dir(sessions_dir);
         return Ok(n);
     };
     let mut n = 0;
     for p in files {
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| Error::io(format!("reading session {}", p.display()), e))?;
-        let mut state: SessionState = serde_json::from_str(&text)
-            .map_err(|e| Error::serde(format!("session file {}", p.display()), e))?;
+        let mut state = SessionState::read(&p)?;
         if scrub(&mut state, secrets) {
-            let bytes = serde_json::to_vec(&state).map_err(|e| Error::serde("session state", e))?;
-            crate::manager::write_synced(&p, &bytes)?;
+            state.write_to(&p, true)?;
             n += 1;
         }
     }
     Ok(n)
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        // The removal is durable once the directory is; a failure here only weakens that.
-        let _ = d.sync_all();
-    }
 }
 
 /// Forgets, for `user`, the memories that pass `filter` (see the module docs), and scrubs the
@@ -234,49 +222,88 @@ pub async fn forget_user(
     user: &str,
     filter: &Filter,
 ) -> Result<Forgotten> {
-    if user.trim().is_empty() {
-        return Err(Error::invalid(
-            "forget needs a user: name whose memories to forget",
-        ));
-    }
-    let everything = matches!(filter, Filter::All);
-    let (scope, records, secrets) = prepare(store, user, filter).await?;
-    let mut out = Forgotten::default();
-    if let Some(dir) = sessions_dir {
-        out.sessions = forget_in_saved_sessions(dir, user, (!everything).then_some(&secrets[..]))?;
-    }
-    finish(store, &scope, records, &secrets, everything, &mut out).await?;
-    Ok(out)
+    let plan = Plan::new(store, user, filter).await?;
+    let sessions = match sessions_dir {
+        Some(dir) => forget_in_saved_sessions(dir, user, plan.session_secrets())?,
+        None => 0,
+    };
+    plan.finish(store, sessions).await
 }
 
-/// The records to forget and the texts they leave elsewhere.
-pub(crate) async fn prepare(
-    store: &dyn MemoryStore,
-    user: &str,
-    filter: &Filter,
-) -> Result<(Scope, Vec<MemoryRecord>, Vec<String>)> {
-    let scope = Scope::tenant(user);
-    let records = matched(store, &scope, filter).await?;
-    let secrets = secrets_of(&records);
-    Ok((scope, records, secrets))
+/// A forget worked out before anything is written: what goes, and the texts it leaves in
+/// sessions. Each way in scrubs its own sessions with it, then calls [`Plan::finish`].
+pub(crate) struct Plan {
+    scope: Scope,
+    records: Vec<MemoryRecord>,
+    /// The texts the forgotten records leave elsewhere (sessions, other memories' keys).
+    pub(crate) secrets: Vec<String>,
+    /// The filter is `{}`: everything of the user goes, sessions included.
+    pub(crate) everything: bool,
 }
 
-/// Rewrites the neighbours' keys, then forgets the records in the store.
-pub(crate) async fn finish(
+impl Plan {
+    pub(crate) async fn new(store: &dyn MemoryStore, user: &str, filter: &Filter) -> Result<Plan> {
+        if user.trim().is_empty() {
+            return Err(Error::invalid(
+                "forget needs a user: name whose memories to forget",
+            ));
+        }
+        let scope = Scope::tenant(user);
+        let records = matched(store, &scope, filter).await?;
+        let secrets = secrets_of(&records);
+        Ok(Plan {
+            scope,
+            records,
+            secrets,
+            everything: matches!(filter, Filter::All),
+        })
+    }
+
+    /// What saved sessions lose: the secrets, or (`None`) everything.
+    pub(crate) fn session_secrets(&self) -> Option<&[String]> {
+        (!self.everything).then_some(&self.secrets[..])
+    }
+
+    /// Rewrites the neighbours' keys, then forgets the records in the store; `sessions` is
+    /// how many sessions the caller scrubbed or deleted.
+    pub(crate) async fn finish(
+        self,
+        store: &dyn MemoryStore,
+        sessions: usize,
+    ) -> Result<Forgotten> {
+        let mut out = Forgotten {
+            sessions,
+            ..Forgotten::default()
+        };
+        let Plan {
+            scope,
+            records,
+            secrets,
+            everything,
+        } = self;
+        if everything {
+            out.memories = store.forget(&scope, &Filter::All).await?;
+            return Ok(out);
+        }
+        if records.is_empty() {
+            return Ok(out);
+        }
+        let (rewritten, ids) = unlink(store, &scope, &records, &secrets).await?;
+        out.rewritten = rewritten;
+        let filter = Filter::parse(&serde_json::json!({ "id": { "$in": ids } }))?;
+        out.memories = store.forget(&scope, &filter).await?;
+        Ok(out)
+    }
+}
+
+/// Finds what derives from `records` and rewrites the other memories' keys without the
+/// quotes of `secrets`; returns how many were rewritten and every id to forget.
+async fn unlink(
     store: &dyn MemoryStore,
     scope: &Scope,
-    records: Vec<MemoryRecord>,
+    records: &[MemoryRecord],
     secrets: &[String],
-    everything: bool,
-    out: &mut Forgotten,
-) -> Result<()> {
-    if everything {
-        out.memories = store.forget(scope, &Filter::All).await?;
-        return Ok(());
-    }
-    if records.is_empty() {
-        return Ok(());
-    }
+) -> Result<(usize, Vec<String>)> {
     let mut ids: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
     let others: Vec<MemoryRecord> = store
         .query(scope, &Filter::All, None)
@@ -290,15 +317,8 @@ pub(crate) async fn finish(
     let derived: Vec<String> = others
         .iter()
         .filter(|r| {
-            let summarises = r
-                .metadata
-                .get(crate::consolidate::SOURCES)
-                .and_then(Value::as_array)
-                .is_some_and(|s| {
-                    s.iter()
-                        .any(|v| v.as_str().is_some_and(|id| ids.contains(id)))
-                });
-            summarises || derived_from(&r.text, secrets)
+            crate::consolidate::sources(r).any(|id| ids.contains(id))
+                || derived_from(&r.text, secrets)
         })
         .map(|r| r.id.clone())
         .collect();
@@ -322,14 +342,11 @@ pub(crate) async fn finish(
             rewritten.push(r);
         }
     }
-    out.rewritten = rewritten.len();
+    let n = rewritten.len();
     if !rewritten.is_empty() {
         store.put(rewritten).await?;
     }
-    let ids: Vec<String> = ids.into_iter().collect();
-    let filter = Filter::parse(&serde_json::json!({ "id": { "$in": ids } }))?;
-    out.memories = store.forget(scope, &filter).await?;
-    Ok(())
+    Ok((n, ids.into_iter().collect()))
 }
 
 /// Replaces the text of `user`'s memory `id`, keeping history (see the module docs): the

@@ -343,7 +343,7 @@ impl LongTerm {
                 .cloned()
                 .chain(found.iter().cloned())
                 .collect();
-            close.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            close.sort_by_key(|r| std::cmp::Reverse(r.created_at));
             let texts: Vec<&str> = close.iter().map(|c| c.text.as_str()).collect();
             let repeat_ok = times_of(&f.text, at).is_none();
             let (mut decision, picked) = facts::heuristic_decision(&f.text, &texts, repeat_ok);

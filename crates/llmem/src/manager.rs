@@ -229,6 +229,26 @@ pub struct SessionState {
     pub was_compressed_last_iteration: bool,
 }
 
+impl SessionState {
+    /// A session saved by [`MemoryManager::persist_to`].
+    pub(crate) fn read(path: &Path) -> Result<SessionState> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading session {}", path.display()), e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::serde(format!("session file {}", path.display()), e))
+    }
+
+    /// Saves it to `path` through a temporary file, synced to disk with `sync`.
+    pub(crate) fn write_to(&self, path: &Path, sync: bool) -> Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::serde("session state", e))?;
+        if sync {
+            write_synced(path, &bytes)
+        } else {
+            write_atomic(path, &bytes)
+        }
+    }
+}
+
 /// A context for one request.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -398,10 +418,7 @@ impl MemoryManager {
     pub fn persist_to(mut self, path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::io(format!("reading session {}", path.display()), e))?;
-            let state: SessionState = serde_json::from_str(&text)
-                .map_err(|e| Error::serde(format!("session file {}", path.display()), e))?;
+            let state = SessionState::read(&path)?;
             if state.tenant != self.scope.tenant || state.session != self.scope.session {
                 return Err(Error::invalid(format!(
                     "session file {} belongs to another session ({}/{:?})",
@@ -461,15 +478,9 @@ impl MemoryManager {
     }
 
     fn write(&self, sync: bool) -> Result<()> {
-        let Some(path) = &self.state_path else {
-            return Ok(());
-        };
-        let bytes =
-            serde_json::to_vec(&self.state).map_err(|e| Error::serde("session state", e))?;
-        if sync {
-            write_synced(path, &bytes)
-        } else {
-            write_atomic(path, &bytes)
+        match &self.state_path {
+            Some(path) => self.state.write_to(path, sync),
+            None => Ok(()),
         }
     }
 
@@ -884,21 +895,15 @@ impl MemoryManager {
     /// sessions are reached through [`crate::Sessions::forget`] or `llmem forget`.
     pub async fn forget(&mut self, filter: &Filter) -> Result<crate::Forgotten> {
         let store = self.longterm.store().clone();
-        let everything = matches!(filter, Filter::All);
-        let (scope, records, secrets) =
-            crate::forget::prepare(&*store, &self.scope.tenant, filter).await?;
-        let mut out = crate::Forgotten::default();
-        if self.forget_here(&secrets, everything)? {
-            out.sessions = 1;
-        }
-        crate::forget::finish(&*store, &scope, records, &secrets, everything, &mut out).await?;
-        Ok(out)
+        let plan = crate::forget::Plan::new(&*store, &self.scope.tenant, filter).await?;
+        let sessions = usize::from(self.forget_here(&plan)?);
+        plan.finish(&*store, sessions).await
     }
 
-    /// Scrubs this session of `secrets` (or clears it, with `everything`) and saves it at once;
-    /// returns whether it changed.
-    pub(crate) fn forget_here(&mut self, secrets: &[String], everything: bool) -> Result<bool> {
-        let changed = if everything {
+    /// Scrubs this session of what `plan` forgets (or clears it, when it forgets everything)
+    /// and saves it at once; returns whether it changed.
+    pub(crate) fn forget_here(&mut self, plan: &crate::forget::Plan) -> Result<bool> {
+        let changed = if plan.everything {
             let cleared = !self.state.context.is_empty() || self.state.summary.is_some();
             self.state = SessionState {
                 tenant: self.state.tenant.clone(),
@@ -907,7 +912,7 @@ impl MemoryManager {
             };
             cleared
         } else {
-            crate::forget::scrub(&mut self.state, secrets)
+            crate::forget::scrub(&mut self.state, &plan.secrets)
         };
         if changed {
             self.write(true)?;
@@ -977,13 +982,18 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     drop(f);
     std::fs::rename(&tmp, path)
         .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
-    if let Some(dir) = dir
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        // The rename is durable once the directory is; a failure here only weakens that.
-        let _ = d.sync_all();
+    if let Some(dir) = dir {
+        sync_dir(dir);
     }
     Ok(())
+}
+
+/// Syncs a directory, so that a rename or removal in it is durable; a failure only weakens
+/// that, and is not reported.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

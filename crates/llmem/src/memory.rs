@@ -330,28 +330,25 @@ impl Memory {
         scope: &Scope,
         filter: &Filter,
     ) -> Result<crate::Forgotten> {
-        let everything = matches!(filter, Filter::All);
-        let (user, records, secrets) =
-            crate::forget::prepare(&**store, &scope.tenant, filter).await?;
-        let mut out = crate::Forgotten::default();
+        let plan = crate::forget::Plan::new(&**store, &scope.tenant, filter).await?;
+        let secrets = &plan.secrets;
         for name in self.layout.leaf_names() {
             let quoting = self
                 .layout
                 .block(&name)?
                 .messages()
                 .iter()
-                .any(|m| crate::forget::quoted(&m.text(), &secrets));
+                .any(|m| crate::forget::quoted(&m.text(), secrets));
             if !quoting {
                 continue;
             }
             for m in self.layout.clear(&name)? {
-                if !crate::forget::quoted(&m.text(), &secrets) {
+                if !crate::forget::quoted(&m.text(), secrets) {
                     self.layout.push(&name, m)?;
                 }
             }
         }
-        crate::forget::finish(&**store, &user, records, &secrets, everything, &mut out).await?;
-        Ok(out)
+        plan.finish(&**store, 0).await
     }
 
     /// Replaces the text of memory `id` of `scope`'s user in `store`, keeping the earlier

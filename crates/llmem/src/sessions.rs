@@ -224,9 +224,7 @@ impl Sessions {
             .store
             .clone()
             .ok_or_else(|| Error::config("tiers", "the sessions have no store"))?;
-        let everything = matches!(filter, Filter::All);
-        let (scope, records, secrets) = crate::forget::prepare(&*store, user, filter).await?;
-        let mut out = crate::Forgotten::default();
+        let plan = crate::forget::Plan::new(&*store, user, filter).await?;
         let open: Vec<SessionHandle> = self
             .table
             .lock()
@@ -235,26 +233,20 @@ impl Sessions {
             .filter(|((u, _), _)| u == user)
             .map(|(_, o)| o.handle.clone())
             .collect();
+        let mut sessions = 0;
         for h in open {
             // Saved ones are counted below, as files, when everything goes.
-            if h.lock().await.forget_here(&secrets, everything)?
-                && !(everything && self.dir.is_some())
-            {
-                out.sessions += 1;
+            if h.lock().await.forget_here(&plan)? && !(plan.everything && self.dir.is_some()) {
+                sessions += 1;
             }
         }
-        if everything {
+        if plan.everything {
             self.table.lock().open.retain(|(u, _), _| u != user);
         }
         if let Some(dir) = &self.dir {
-            out.sessions += crate::forget::forget_in_saved_sessions(
-                dir,
-                user,
-                (!everything).then_some(&secrets[..]),
-            )?;
+            sessions += crate::forget::forget_in_saved_sessions(dir, user, plan.session_secrets())?;
         }
-        crate::forget::finish(&*store, &scope, records, &secrets, everything, &mut out).await?;
-        Ok(out)
+        plan.finish(&*store, sessions).await
     }
 
     /// Sessions open in this process.

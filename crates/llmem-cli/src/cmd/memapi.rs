@@ -485,8 +485,6 @@ impl MemApi {
             )));
         }
         let user = p.user_scope(user_id)?;
-        // The id must name a memory of this caller before anything is written.
-        self.record(p, user_id, id).await?;
         let r = llmem::update_memory(
             &self.store,
             self.embedder.as_ref(),
@@ -496,7 +494,11 @@ impl MemApi {
             metadata,
             None,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            llmem::Error::NotFound { .. } => ApiError::not_found(id),
+            e => e.into(),
+        })?;
         Ok(MemoryOut::of(p, r).event("UPDATE"))
     }
 
@@ -507,11 +509,12 @@ impl MemApi {
         id: &str,
     ) -> Result<(), ApiError> {
         let user = p.user_scope(user_id)?;
-        self.record(p, user_id, id).await?;
         let only = Filter::parse(&json!({ "id": id }))
             .map_err(|e| ApiError::bad(format!("memory id `{id}`: {e}")))?;
-        self.forget(&user, &only).await?;
-        Ok(())
+        match self.forget(&user, &only).await?.memories {
+            0 => Err(ApiError::not_found(id)),
+            _ => Ok(()),
+        }
     }
 
     /// Forgets the user's memories that pass `filter` in every tier, for good, with their

@@ -116,6 +116,15 @@ impl Target {
     }
 }
 
+/// A text argument: as given, or standard input for `-`.
+fn text_arg(text: &str) -> Result<String> {
+    if text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
 fn parse_filter(f: Option<&str>) -> Result<Filter> {
     match f {
         None => Ok(Filter::All),
@@ -149,11 +158,7 @@ pub struct StoreArgs {
 }
 
 pub async fn store(args: StoreArgs) -> Result<()> {
-    let text = if args.text == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-    } else {
-        args.text.clone()
-    };
+    let text = text_arg(&args.text)?;
     if text.trim().is_empty() {
         bail!("nothing to store: the text is empty");
     }
@@ -462,11 +467,7 @@ pub struct UpdateArgs {
 /// Replaces the text of a memory; it keeps its id, and its previous version stays findable
 /// by id as an earlier version (searches skip it). Prints the memory as stored.
 pub async fn update(args: UpdateArgs) -> Result<()> {
-    let text = if args.text == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the text from stdin")?
-    } else {
-        args.text.clone()
-    };
+    let text = text_arg(&args.text)?;
     let store: std::sync::Arc<dyn llmem::core::MemoryStore> =
         std::sync::Arc::new(args.target.open().await?);
     let r = llmem::update_memory(

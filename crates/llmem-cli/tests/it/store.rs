@@ -382,46 +382,39 @@ fn forget_and_update_from_the_command_line() {
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
 
-    // forget by filter: alice's secret goes from every file; bob's record stays.
-    let (out, err) = succeed(&[
-        "forget",
-        "--dir",
-        dir,
-        "--user",
-        "alice",
-        "--filter",
-        r#"{"text": {"$contains": "80417"}}"#,
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["memories"], 1, "{out} {err}");
+    // `llmem forget --user alice [--filter F]`: its exit code, its output as JSON, its errors.
+    let forget = |filter: Option<&str>| {
+        let mut args = vec!["forget", "--dir", dir, "--user", "alice"];
+        args.extend(filter.map(|f| ["--filter", f]).into_iter().flatten());
+        let (code, out, err) = llmem(&args);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        (code, v, err)
+    };
+    // The records of a user, as `llmem stats` counts them.
+    let records = |user: &str| {
+        let stats = run(&["stats", "--dir", dir, "--tenant", user, "--json"]);
+        serde_json::from_str::<serde_json::Value>(stats.trim()).unwrap()["records"].clone()
+    };
+
+    // forget by filter: alice's secret is forgotten; bob's record stays.
+    let (code, v, err) = forget(Some(r#"{"text": {"$contains": "80417"}}"#));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["memories"], 1, "{v} {err}");
     let hits = run(&["search", "--dir", dir, "--tenant", "alice", "door code"]);
     assert!(!hits.contains(&secret) && !hits.contains("80417"), "{hits}");
     let hits = run(&["search", "--dir", dir, "--tenant", "bob", "door code"]);
     assert!(hits.contains("80417"), "{hits}");
     // A filter that matches nothing says so; bad JSON names the flag.
-    let (_, err) = succeed(&[
-        "forget",
-        "--dir",
-        dir,
-        "--user",
-        "alice",
-        "--filter",
-        r#"{"text": {"$contains": "zebra"}}"#,
-    ]);
+    let (code, _, err) = forget(Some(r#"{"text": {"$contains": "zebra"}}"#));
+    assert_eq!(code, 0, "{err}");
     assert!(err.contains("nothing to forget"), "{err}");
-    let (code, _, err) = llmem(&[
-        "forget", "--dir", dir, "--user", "alice", "--filter", "{oops",
-    ]);
+    let (code, _, err) = forget(Some("{oops"));
     assert_ne!(code, 0);
     assert!(err.contains("--filter"), "{err}");
     // Everything of alice's: nothing left, bob untouched.
-    let (out, _) = succeed(&["forget", "--dir", dir, "--user", "alice"]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(v["memories"].as_u64().unwrap() >= 2, "{out}");
-    let stats = run(&["stats", "--dir", dir, "--tenant", "alice", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
-    assert_eq!(v["records"], 0, "{stats}");
-    let stats = run(&["stats", "--dir", dir, "--tenant", "bob", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
-    assert_eq!(v["records"], 1, "{stats}");
+    let (code, v, err) = forget(None);
+    assert_eq!(code, 0, "{err}");
+    assert!(v["memories"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(records("alice"), 0);
+    assert_eq!(records("bob"), 1);
 }

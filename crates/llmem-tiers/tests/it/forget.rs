@@ -378,17 +378,7 @@ mod everywhere {
         let moto = crate::glacier::start_moto();
         crate::glacier::create_bucket(&moto, "llmem-forget");
         let dir = tempfile::tempdir().unwrap();
-        let s3 = Arc::new(
-            object_store::aws::AmazonS3Builder::new()
-                .with_bucket_name("llmem-forget")
-                .with_endpoint(moto.endpoint())
-                .with_allow_http(true)
-                .with_region("us-east-1")
-                .with_access_key_id("testing")
-                .with_secret_access_key("testing")
-                .build()
-                .unwrap(),
-        );
+        let s3 = Arc::new(crate::glacier::s3_client(&moto, "llmem-forget"));
         scenario(
             dir.path(),
             || crate::glacier::s3_config(&moto, "llmem-forget"),

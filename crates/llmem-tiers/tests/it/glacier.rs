@@ -101,6 +101,19 @@ pub(crate) fn s3_config(moto: &Server, bucket: &str) -> GlacierConfig {
 }
 
 /// Creates a bucket with a plain S3 `PUT /bucket` (moto accepts unsigned requests).
+/// A client of `bucket` on moto, to read back every object the archive wrote.
+pub(crate) fn s3_client(moto: &Server, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(moto.endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap()
+}
+
 pub(crate) fn create_bucket(moto: &Server, bucket: &str) {
     use std::io::{Read, Write};
     let endpoint = moto.endpoint();

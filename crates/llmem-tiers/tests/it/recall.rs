@@ -395,15 +395,7 @@ mod archive {
         assert_eq!(g.batches_read(), 2);
 
         // Every object of the bucket, read with the archive's credentials.
-        let s3 = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name("llmem-recall")
-            .with_endpoint(moto.endpoint())
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()
-            .unwrap();
+        let s3 = crate::glacier::s3_client(&moto, "llmem-recall");
         let objects: Vec<object_store::ObjectMeta> = s3.list(None).try_collect().await.unwrap();
         let keys: Vec<String> = objects.iter().map(|o| o.location.to_string()).collect();
         assert!(

@@ -213,7 +213,7 @@ async fn an_update_keeps_the_earlier_version_and_bad_ids_get_clear_errors() {
     let old_id = updated.supersedes.clone().unwrap();
     let scope = Scope::tenant("default");
     let old = store
-        .get(&scope, &[old_id.clone()])
+        .get(&scope, std::slice::from_ref(&old_id))
         .await
         .unwrap()
         .pop()

@@ -2,7 +2,8 @@
 //! counts with Python tiktoken in the same `cargo xtask bench` run):
 //!
 //! - `o200k/large`: one document of every turn; `o200k/small`: every turn on its own;
-//!   llmem's counter (fast path) against tiktoken-rs's `encode_ordinary`.
+//!   llmem's counter (fast path; `llmem-cold` with its table of pieces emptied before each
+//!   run) against tiktoken-rs's `encode_ordinary` and the `bpe` crate's counter (`bpe-openai`).
 //! - `history/add_one`: cost of adding one message to a 1k-message history with the cached
 //!   counter, against recounting the whole history.
 //!
@@ -44,19 +45,43 @@ fn counting(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("large", "llmem"), |b| {
         b.iter(|| counter.count(&large))
     });
+    // The same with the table of pieces emptied first: the cost of text never seen before.
+    g.bench_function(BenchmarkId::new("large", "llmem-cold"), |b| {
+        b.iter(|| {
+            llmem_tokens::o200k::clear_cache();
+            counter.count(&large)
+        })
+    });
     g.bench_function(BenchmarkId::new("large", "tiktoken-rs"), |b| {
         b.iter(|| counter.count_reference(&large))
+    });
+    g.bench_function(BenchmarkId::new("large", "bpe-openai"), |b| {
+        b.iter(|| bpe_openai::o200k_base().count(large.as_str()))
     });
     let small_bytes: usize = turns.iter().map(String::len).sum();
     g.throughput(Throughput::Bytes(small_bytes as u64));
     g.bench_function(BenchmarkId::new("small", "llmem"), |b| {
         b.iter(|| turns.iter().map(|t| counter.count(t)).sum::<usize>())
     });
+    g.bench_function(BenchmarkId::new("small", "llmem-cold"), |b| {
+        b.iter(|| {
+            llmem_tokens::o200k::clear_cache();
+            turns.iter().map(|t| counter.count(t)).sum::<usize>()
+        })
+    });
     g.bench_function(BenchmarkId::new("small", "tiktoken-rs"), |b| {
         b.iter(|| {
             turns
                 .iter()
                 .map(|t| counter.count_reference(t))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function(BenchmarkId::new("small", "bpe-openai"), |b| {
+        b.iter(|| {
+            turns
+                .iter()
+                .map(|t| bpe_openai::o200k_base().count(t.as_str()))
                 .sum::<usize>()
         })
     });

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cost;
 pub mod counter;
 pub mod ledger;
+pub mod o200k;
 
 pub use catalog::{Catalog, ChatFormat, Lookup, ModelInfo, Provider, TokenizerSpec};
 pub use cost::{

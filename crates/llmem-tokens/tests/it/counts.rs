@@ -31,6 +31,89 @@ fn fast_openai_counts_equal_tiktoken_rs() {
     }
 }
 
+/// A small deterministic generator (xorshift64*), so a failure names a reproducible input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random text that walks every branch of the o200k expression: ASCII classes and the
+/// characters next to them that the matcher must hand over (non-ASCII letters, marks, digits and
+/// whitespace, the long s and Kelvin sign that case-fold onto ASCII letters), plus any code point.
+fn fuzz_text(rng: &mut Rng) -> String {
+    const ASCII: &[&str] = &[
+        " ", "  ", "\t", "\n", "\r\n", "\r", "\u{b}", "\u{c}", "\u{1c}", "\u{0}", "\u{7f}", "/",
+        "'", "'s", "'S", "'re", "'LL", "'ve", "'d", "'m", "'t", "'x", "!", "?!", "...", "-", "\"",
+        "(", "a", "the", "Hello", "WORLD", "iPhone", "x", "Z", "0", "12", "1234567",
+    ];
+    const OTHER: &[&str] = &[
+        "\u{a0}",
+        "\u{85}",
+        "\u{2003}",
+        "\u{3000}",
+        "\u{17f}",
+        "\u{212a}",
+        "\u{301}",
+        "\u{660}\u{661}",
+        "é",
+        "ß",
+        "Ω",
+        "日本",
+        "한국",
+        "🎉",
+        "👩‍💻",
+        "\u{1d400}",
+        "ǅ",
+        "ʰ",
+    ];
+    // Half the inputs are ASCII only: the hand-written matcher decides all of them.
+    let unicode = rng.below(2) == 0;
+    let mut s = String::new();
+    for _ in 0..rng.below(40) {
+        match rng.below(if unicode { 10 } else { 1 }) {
+            0 => s.push_str(ASCII[rng.below(ASCII.len())]),
+            1 => {
+                // Any scalar value, astral planes included.
+                let c = loop {
+                    if let Some(c) = char::from_u32(rng.below(0x11_0000) as u32) {
+                        break c;
+                    }
+                };
+                s.push(c);
+            }
+            2 | 3 => s.push_str(OTHER[rng.below(OTHER.len())]),
+            _ => s.push_str(ASCII[rng.below(ASCII.len())]),
+        }
+    }
+    s
+}
+
+#[test]
+fn o200k_counts_equal_tiktoken_rs_on_random_unicode() {
+    let c = ModelCounter::encoding("o200k_base").unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut all = String::new();
+    for n in 0..20_000 {
+        let t = fuzz_text(&mut rng);
+        assert_eq!(
+            llmem_tokens::o200k::count(&t),
+            c.count_reference(&t),
+            "o200k on fuzz input {n}: {t:?}"
+        );
+        all.push_str(&t);
+    }
+    assert_eq!(llmem_tokens::o200k::count(&all), c.count_reference(&all));
+}
+
 #[test]
 fn counters_pass_the_conformance_suite() {
     let counters = Counters::embedded().unwrap();

@@ -198,6 +198,13 @@ pub trait MemoryStore: Send + Sync + std::fmt::Debug {
     }
 
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// Writes what the store keeps in RAM for later (counters of reads, say) before the
+    /// process stops: call it at shutdown, or now and then. Records are never among it: a
+    /// `put` is durable when it returns. The default has nothing to write.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `dyn MemoryStore`.
@@ -245,6 +252,9 @@ impl<T: MemoryStore + ?Sized> MemoryStore for Arc<T> {
     }
     async fn stats(&self) -> Result<StoreStats> {
         (**self).stats().await
+    }
+    async fn flush(&self) -> Result<()> {
+        (**self).flush().await
     }
 }
 

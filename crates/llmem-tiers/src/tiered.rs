@@ -1214,4 +1214,9 @@ impl MemoryStore for TieredStore {
         }
         Ok(total)
     }
+
+    /// [`TieredStore::flush_reads`]: the reads counted since the last flush.
+    async fn flush(&self) -> Result<()> {
+        self.flush_reads().await
+    }
 }

@@ -947,6 +947,11 @@ impl MemoryStore for WarmStore {
             capacity_bytes: self.cfg.max_bytes,
         })
     }
+
+    /// [`WarmStore::flush_touches`]: the reads since the last flush, to the log.
+    async fn flush(&self) -> Result<()> {
+        self.flush_touches()
+    }
 }
 
 fn select(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use llmem_core::{Error, Filter, Result, Scope};
+use llmem_core::{Error, Filter, MemoryStore, Result, Scope};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
@@ -174,9 +174,10 @@ impl Sessions {
         }
     }
 
-    /// Saves every session with unsaved changes (write-behind). With `wait`, waits for
+    /// Saves every session with unsaved changes (write-behind), then flushes the store
+    /// ([`MemoryStore::flush`]: the reads counted since the last time). With `wait`, waits for
     /// sessions in use (at shutdown); without, skips them until the next call. Returns how many
-    /// were written; the first error is returned after all others were tried.
+    /// sessions were written; the first error is returned after all others were tried.
     pub async fn flush(&self, wait: bool) -> Result<usize> {
         let handles: Vec<SessionHandle> = self
             .table
@@ -206,6 +207,13 @@ impl Sessions {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        // Then what the store keeps in RAM (the reads counted for promotion).
+        if let Some(store) = &self.providers.store
+            && let Err(e) = store.flush().await
+        {
+            tracing::error!(error = %e, "could not flush the store");
+            first_error.get_or_insert(e);
         }
         match first_error {
             Some(e) => Err(e),

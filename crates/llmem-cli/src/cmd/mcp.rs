@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::http::request::Parts;
-use llmem::core::Filter;
+use llmem::core::{Filter, MemoryStore};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -424,8 +424,9 @@ pub async fn run(args: Args) -> Result<()> {
         Some(s) => s,
         None => llmem::open_store(&config.tiers)?,
     };
-    let api =
-        Arc::new(MemApi::new(store, providers.embedder.clone()).with_sessions_in(&config.tiers));
+    let api = Arc::new(
+        MemApi::new(store.clone(), providers.embedder.clone()).with_sessions_in(&config.tiers),
+    );
     let server = LlmemMcp::stdio(api, &args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     tracing::info!(user = %args.user, "llmem mcp: serving MCP on stdin/stdout");
     let running = server
@@ -434,6 +435,8 @@ pub async fn run(args: Args) -> Result<()> {
         .context("starting the MCP session on stdin/stdout")?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "llmem mcp: the client closed the session");
+    // The recalls' reads, kept for promotion.
+    store.flush().await?;
     Ok(())
 }
 

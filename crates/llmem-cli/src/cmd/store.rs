@@ -245,6 +245,8 @@ pub async fn search(args: SearchArgs) -> Result<()> {
     if hits.is_empty() && !args.json {
         eprintln!("no match");
     }
+    // The hits count as reads (for promotion to warm): keep them before exiting.
+    store.flush_reads().await?;
     Ok(())
 }
 

@@ -131,3 +131,81 @@ async fn a_session_resumes_after_a_restart() {
     );
     assert!(s.get("", "x").is_err());
 }
+
+/// The access count of alice's memory holding `needle`, read from the store.
+async fn access_count(s: &Sessions, needle: &str) -> u64 {
+    use llmem::core::{Filter, MemoryStore, Scope};
+    let store = s.providers().store.clone().unwrap();
+    let all = store
+        .query(&Scope::tenant("alice"), &Filter::All, None)
+        .await
+        .unwrap();
+    let r = all
+        .iter()
+        .find(|r| r.text.contains(needle))
+        .unwrap_or_else(|| panic!("no memory holds {needle}: {all:?}"));
+    r.access_count
+}
+
+/// A recall counts as a read of what it found; `Sessions::flush` keeps those reads (the
+/// server calls it at shutdown and every flush interval), and without it they were only in
+/// RAM.
+#[tokio::test]
+async fn the_reads_of_a_recall_are_kept_by_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let recall = |s: &Sessions| {
+        let h = s.get("alice", "s").unwrap();
+        async move {
+            let mut m = h.lock().await;
+            let p = m
+                .prepare(Some("What is my passport number?"))
+                .await
+                .unwrap();
+            assert!(
+                p.retrieved
+                    .iter()
+                    .any(|r| r.record.text.contains("X1234567"))
+            );
+        }
+    };
+    // Storing also reads (a new fact is compared with the stored ones): start from what that
+    // left, saved.
+    let before = {
+        let s = persistent(dir.path());
+        let h = s.get("alice", "s").unwrap();
+        let mut m = h.lock().await;
+        m.add_message(Message::user("My passport number is X1234567."), None)
+            .await
+            .unwrap();
+        for msg in conversation().iter().take(30) {
+            m.add_message(msg.clone(), None).await.unwrap();
+        }
+        drop(m);
+        s.flush(true).await.unwrap();
+        let before = access_count(&s, "X1234567").await;
+        // Read, then stop without a flush: the read was in RAM only.
+        recall(&s).await;
+        assert_eq!(
+            access_count(&s, "X1234567").await,
+            before + 1,
+            "counted in RAM"
+        );
+        before
+    };
+    let s = persistent(dir.path());
+    assert_eq!(
+        access_count(&s, "X1234567").await,
+        before,
+        "lost without a flush"
+    );
+    recall(&s).await;
+    recall(&s).await;
+    s.flush(true).await.unwrap();
+    drop(s);
+    let s = persistent(dir.path());
+    assert_eq!(
+        access_count(&s, "X1234567").await,
+        before + 2,
+        "kept by the flush"
+    );
+}

@@ -1,5 +1,6 @@
-//! `cargo xtask`: the project's tasks (setup, test, ci, bench). Run with no arguments to list them.
+//! `cargo xtask`: the project's tasks (setup, test, ci, bench, eval, gpu). Run with no arguments to list them.
 
+mod gpu;
 mod report;
 mod setup;
 
@@ -30,6 +31,10 @@ const TASKS: &[(&str, &str)] = &[
         "`llmem-eval locomo` on the full LoCoMo dev data (release build); writes docs/eval/locomo.{json,svg}",
     ),
     (
+        "gpu",
+        "install the GPU build of ONNX Runtime and prove the CUDA path (embedder, hot-tier scorer) against the CPU; without a GPU, says so and checks the rest",
+    ),
+    (
         "env",
         "print the environment variables the tests use (eval \"$(cargo xtask env)\")",
     ),
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
         "ci" => ci(rest),
         "bench" => bench(rest),
         "eval" => eval(rest),
+        "gpu" => gpu::gpu(rest),
         "env" => {
             for (k, v) in test_env()? {
                 println!("export {k}={}", shell_quote(&v));
@@ -122,7 +128,7 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c

@@ -72,6 +72,7 @@ macro_rules! wrap {
     }};
 }
 
+#[cfg(feature = "http")]
 fn chat_factory(
     build: impl Fn(&toml::Table) -> Result<Arc<dyn ChatModel>> + Send + Sync + 'static,
 ) -> impl Fn(&toml::Table) -> Result<Arc<dyn ChatModel>> + Send + Sync + 'static {

@@ -12,7 +12,7 @@ use ort::value::Tensor;
 use serde::{Deserialize, Serialize};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer};
 
-use super::{environment, ort_error, session};
+use super::{Device, Provider, SessionOptions, environment, ort_error, session};
 use crate::assets;
 
 /// The default model directory under the llmem cache.
@@ -40,12 +40,17 @@ pub struct OnnxEmbedderConfig {
     /// Longest input in tokens; longer texts are truncated (default: the tokenizer's setting, else 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// `auto` (default: CUDA when built with `cuda` and available, else CPU), `cpu` or `cuda`
+    /// (an error when CUDA cannot be used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
 }
 
 /// Builds an [`OnnxEmbedder`].
 #[derive(Debug, Clone, Default)]
 pub struct OnnxEmbedderBuilder {
     config: OnnxEmbedderConfig,
+    profile: Option<PathBuf>,
 }
 
 impl OnnxEmbedderBuilder {
@@ -63,7 +68,10 @@ impl OnnxEmbedderBuilder {
     }
 
     pub fn from_config(config: OnnxEmbedderConfig) -> Self {
-        OnnxEmbedderBuilder { config }
+        OnnxEmbedderBuilder {
+            config,
+            profile: None,
+        }
     }
 
     pub fn from_table(table: &toml::Table) -> Result<Self> {
@@ -111,10 +119,29 @@ impl OnnxEmbedderBuilder {
         self
     }
 
+    #[must_use]
+    pub fn with_device(mut self, d: Device) -> Self {
+        self.config.device = Some(d);
+        self
+    }
+
+    /// Has ONNX Runtime profile every run (what ran on which execution provider, and how long)
+    /// into a file whose name starts with `prefix`; [`OnnxEmbedder::end_profiling`] closes it.
+    #[must_use]
+    pub fn with_profiling(mut self, prefix: impl Into<PathBuf>) -> Self {
+        self.profile = Some(prefix.into());
+        self
+    }
+
     /// Loads the runtime, the tokenizer and the model; errors name `cargo xtask setup` when an
     /// asset is missing.
     pub fn build(self) -> Result<OnnxEmbedder> {
         let c = self.config;
+        let options = SessionOptions {
+            threads: c.threads.unwrap_or(0),
+            device: c.device.unwrap_or_default(),
+            profile: self.profile,
+        };
         let model = assets::resolve(
             "the embedding model",
             c.model_path.as_deref(),
@@ -154,7 +181,7 @@ impl OnnxEmbedderBuilder {
                 source: e,
             })?;
         let env = environment(c.library_path.as_deref())?;
-        let session = session(&env, &model, c.threads.unwrap_or(0))?;
+        let (session, provider) = session(&env, &model, &options)?;
         let inputs: Vec<String> = session
             .inputs()
             .iter()
@@ -181,6 +208,7 @@ impl OnnxEmbedderBuilder {
                 output,
             }),
             dimensions: 0,
+            provider,
             batch_size: c.batch_size.unwrap_or(32).max(1),
             name: format!(
                 "onnx:{}",
@@ -197,7 +225,7 @@ impl OnnxEmbedderBuilder {
             .first()
             .map(|e| e.vector.len())
             .unwrap_or(0);
-        tracing::info!(model = %model.display(), dimensions = e.dimensions, "ONNX embedder loaded");
+        tracing::info!(model = %model.display(), dimensions = e.dimensions, provider, "ONNX embedder loaded");
         Ok(e)
     }
 }
@@ -313,6 +341,7 @@ impl Inner {
 pub struct OnnxEmbedder {
     inner: Arc<Inner>,
     dimensions: usize,
+    provider: Provider,
     batch_size: usize,
     name: String,
 }
@@ -320,6 +349,26 @@ pub struct OnnxEmbedder {
 impl OnnxEmbedder {
     pub fn builder() -> OnnxEmbedderBuilder {
         OnnxEmbedderBuilder::new()
+    }
+
+    /// The execution provider the session was given: `"CUDA"` or `"CPU"` (which nodes ran
+    /// where: [`OnnxEmbedderBuilder::with_profiling`]).
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Ends the profile asked for with [`OnnxEmbedderBuilder::with_profiling`] and returns its
+    /// file (read it with [`super::ProfileSummary::read`]).
+    pub fn end_profiling(&self) -> Result<PathBuf> {
+        let mut session = self
+            .inner
+            .session
+            .lock()
+            .map_err(|_| Error::invalid("the ONNX session lock was poisoned"))?;
+        session
+            .end_profiling()
+            .map(PathBuf::from)
+            .map_err(|e| ort_error("ending the profile", e))
     }
 
     /// Embeds synchronously (for benchmarks and non-async callers).

@@ -146,7 +146,11 @@ impl OnnxLmSummarizerBuilder {
         let chatml = tokenizer.token_to_id("<|im_start|>").is_some();
 
         let env = environment(self.library_path.as_deref())?;
-        let session = session(&env, &model, self.threads)?;
+        let options = super::SessionOptions {
+            threads: self.threads,
+            ..Default::default()
+        };
+        let (session, _) = session(&env, &model, &options)?;
         let names: Vec<String> = session
             .inputs()
             .iter()

@@ -167,3 +167,62 @@ fn a_missing_model_names_the_setup_command() {
         .unwrap_err();
     assert!(err.to_string().contains("cargo xtask setup"), "{err}");
 }
+
+/// Which execution provider ran: a profiled run's nodes all ran on the CPU here (the CPU build
+/// of ONNX Runtime), which `ProfileSummary` reads from ONNX Runtime's own profile; asking for
+/// CUDA on this runtime is an error that says what to install, and `auto` falls back.
+#[test]
+fn the_profile_names_the_provider_that_ran_and_cuda_is_refused_without_its_runtime() {
+    use llmem_providers::onnx::{Device, ProfileSummary};
+    let dir = tempfile::tempdir().unwrap();
+    let e = OnnxEmbedderBuilder::from_env()
+        .with_threads(2)
+        .with_device(Device::Cpu)
+        .with_profiling(dir.path().join("embed"))
+        .build()
+        .unwrap();
+    assert_eq!(e.provider(), "CPU");
+    e.embed_blocking(&["The cat sat on the mat.".to_owned()])
+        .unwrap();
+    let p = ProfileSummary::read(&e.end_profiling().unwrap()).unwrap();
+    assert_eq!(
+        p.by_provider.keys().collect::<Vec<_>>(),
+        ["CPUExecutionProvider"],
+        "{p:?}"
+    );
+    let (runs, _) = p.by_provider["CPUExecutionProvider"];
+    // The probe run at build time and this one, each over the whole graph.
+    assert!(runs >= 20, "{p:?}");
+    assert!(
+        p.ops["CPUExecutionProvider"]
+            .iter()
+            .any(|o| o.starts_with("MatMul")),
+        "{p:?}"
+    );
+    assert!((p.time_share("CPUExecutionProvider") - 1.0).abs() < 1e-9);
+    assert_eq!(p.time_share("CUDAExecutionProvider"), 0.0);
+
+    let err = OnnxEmbedderBuilder::from_env()
+        .with_device(Device::Cuda)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CUDA") && (err.contains("onnxruntime-gpu") || err.contains("`cuda` feature")),
+        "{err}"
+    );
+    let auto = OnnxEmbedderBuilder::from_env()
+        .with_threads(2)
+        .with_device(Device::Auto)
+        .build()
+        .unwrap();
+    assert_eq!(auto.provider(), "CPU");
+
+    let bad = std::fs::write(dir.path().join("x.json"), "{}");
+    bad.unwrap();
+    let err = ProfileSummary::read(&dir.path().join("x.json")).unwrap_err();
+    assert!(
+        err.to_string().contains("not an ONNX Runtime profile"),
+        "{err}"
+    );
+}

@@ -39,6 +39,19 @@ fn onnx_scores_equal_exact_dot_products_and_reloads_replace_the_matrix() {
         let q = values(dim, seed);
         assert_close(&scorer.score(&q).unwrap(), &exact(&rows, dim, &q));
     }
+    // A batch of queries in one run: each query's scores in turn.
+    let batch: Vec<f32> = (20..23).flat_map(|seed| values(dim, seed)).collect();
+    let many = scorer.score_many(&batch).unwrap();
+    assert_eq!(many.len(), 3 * 300);
+    for (q, got) in batch.chunks_exact(dim).zip(many.chunks_exact(300)) {
+        assert_close(got, &exact(&rows, dim, q));
+    }
+    let e = scorer
+        .score_many(&batch[..dim + 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a whole number of 384-dimensional"), "{e}");
+    assert_eq!(scorer.provider(), Some("CPU"));
 
     // A new matrix of another shape replaces the first.
     let small = values(7 * 16, 2);

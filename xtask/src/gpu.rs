@@ -147,24 +147,9 @@ pub fn gpu(extra: &[String]) -> Result<()> {
         println!("{g}");
     }
     let venv = gpu_venv(&cache_dir())?;
-    let lib = venv.join("lib");
-    let site = std::fs::read_dir(&lib)
-        .with_context(|| format!("no {}", lib.display()))?
-        .flatten()
-        .map(|e| e.path().join("site-packages"))
-        .find(|p| p.exists())
-        .with_context(|| format!("no site-packages under {}", lib.display()))?;
+    let site = setup::venv_site_packages(&venv)?;
+    let dylib = setup::wheel_ort_library(&site)?;
     let capi = site.join("onnxruntime/capi");
-    let dylib = std::fs::read_dir(&capi)
-        .with_context(|| format!("{GPU_PIP} left no {}", capi.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .with_context(|| format!("no libonnxruntime.so in {}", capi.display()))?;
     let mut dirs = library_dirs(&site.join("nvidia"));
     dirs.push(capi);
     let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();

@@ -177,16 +177,40 @@ fn peers(cache: &Path) -> Result<()> {
 }
 
 fn site_packages(cache: &Path) -> Result<PathBuf> {
-    let lib = cache.join("venv/lib");
-    for e in std::fs::read_dir(&lib)
-        .with_context(|| format!("no venv at {}: run `cargo xtask setup venv`", lib.display()))?
-    {
+    venv_site_packages(&cache.join("venv"))
+        .context("no venv in the cache: run `cargo xtask setup venv`")
+}
+
+/// The `site-packages` folder of the venv at `venv`.
+pub fn venv_site_packages(venv: &Path) -> Result<PathBuf> {
+    let lib = venv.join("lib");
+    for e in std::fs::read_dir(&lib).with_context(|| format!("no {}", lib.display()))? {
         let p = e?.path().join("site-packages");
         if p.exists() {
             return Ok(p);
         }
     }
     bail!("no site-packages under {}", lib.display())
+}
+
+/// The ONNX Runtime library an `onnxruntime` wheel installed under `site`.
+pub fn wheel_ort_library(site: &Path) -> Result<PathBuf> {
+    let capi = site.join("onnxruntime/capi");
+    std::fs::read_dir(&capi)
+        .with_context(|| format!("{} missing: is onnxruntime installed?", capi.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .with_context(|| {
+            format!(
+                "the onnxruntime wheel left no libonnxruntime.so in {}",
+                capi.display()
+            )
+        })
 }
 
 /// Where `setup` puts the ONNX Runtime shared library of the venv's `onnxruntime` wheel.
@@ -205,17 +229,7 @@ fn ort(cache: &Path) -> Result<()> {
         eprintln!("  onnxruntime library present");
         return Ok(());
     }
-    let capi = site_packages(cache)?.join("onnxruntime/capi");
-    let lib = std::fs::read_dir(&capi)
-        .with_context(|| format!("{} missing: run `cargo xtask setup venv`", capi.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .context("the onnxruntime wheel has no libonnxruntime.so")?;
+    let lib = wheel_ort_library(&site_packages(cache)?)?;
     std::fs::create_dir_all(cache.join("lib"))?;
     std::fs::copy(&lib, cache.join("lib/libonnxruntime.so"))?;
     Ok(())

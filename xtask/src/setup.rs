@@ -28,7 +28,9 @@ const PIP: &[&str] = &[
 
 /// Python packages only the benchmarks' peer comparisons use (`setup peers`, run by
 /// `cargo xtask bench`), kept out of the test setup: they are the slowest to install.
-const PIP_PEERS: &[&str] = &["chromadb", "langchain-core"];
+/// `python-dateutil<3` keeps moto's botocore working in the same venv (chromadb's newest
+/// kubernetes client would otherwise upgrade it past botocore's pin).
+const PIP_PEERS: &[&str] = &["chromadb", "langchain-core", "python-dateutil<3"];
 
 /// Python packages installed without dependencies (they ship assets or a prebuilt binary).
 const PIP_NO_DEPS: &[&str] = &[

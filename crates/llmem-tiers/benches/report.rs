@@ -1,7 +1,7 @@
 //! The one-run benchmark report of llmem-tiers (`harness = false`):
 //!
 //! - warm: insert throughput; top-10 on N × DIM, with and without a metadata filter, by the
-//!   default int8 scan with f32 re-scoring and by the exact f32 scan (latency, recall@10);
+//!   default int4 scan with f32 re-scoring and by the exact f32 scan (latency, recall@10);
 //! - cold (feature `lance`): insert throughput; top-10 without the index (exact) and with the
 //!   IVF-PQ index (+ refine), unfiltered and filtered (latency, recall@10 against brute force);
 //!   optionally again at `COLD_LARGE` rows;
@@ -319,7 +319,7 @@ fn main() {
     eprintln!("warm");
     rt.block_on(async {
         let recs: Vec<MemoryRecord> = vecs.iter().enumerate().map(|(i, v)| record(i, v)).collect();
-        // The default (int8 scan, f32 re-score) and the exact f32 scan, on the same rows.
+        // The default (int4 scan, f32 re-score) and the exact f32 scan, on the same rows.
         for quantized in [true, false] {
             let warm = WarmStore::open(WarmConfig::default().quantized(quantized)).unwrap();
             let t0 = Instant::now();
@@ -328,7 +328,7 @@ fn main() {
             }
             let secs = t0.elapsed().as_secs_f64();
             let how = if quantized {
-                "int8 scan + f32 re-score"
+                "int4 scan + f32 re-score"
             } else {
                 "exact f32 scan"
             };

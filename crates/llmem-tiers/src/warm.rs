@@ -2,8 +2,9 @@
 //! capacity limits with LRU demotion to the next tier, and an optional write-ahead log.
 //!
 //! Embeddings live in one contiguous row-major matrix (row = slot) next to the inverse of each
-//! row's norm, and again quantised to int8 (one scale a row). A search over more than
-//! [`QUANTIZED_FROM`] rows scans the int8 rows (a quarter of the bytes) for the best
+//! row's norm, and again quantised to int4 (one scale a row, two values a byte). A search over
+//! more than [`QUANTIZED_FROM`] rows scans the int4 rows (an eighth of the bytes; the scan is
+//! bound by memory bandwidth) with the query in int8 for the best
 //! [`REFINE`] × k candidates, then re-scores those exactly in f32; a smaller store is scanned in
 //! f32 directly. Either way the filter is evaluated only for rows whose score would enter the
 //! current top list.
@@ -34,13 +35,15 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::text::{TextIndex, fuse};
 use crate::tier::{Candidates, ReadMark, Tier};
-use crate::vector::{TopK, dot, dot_i8_kernel, norm, quantize};
+use crate::vector::{
+    Query4, TopK, dot, dot_i8_kernel, dots_i4, int4_preferred, norm, quantize, quantize4,
+};
 use crate::wal::{Touch, Wal, WalOp};
 
 /// How many candidates each ranking contributes to a hybrid (vector + text) fusion, at least.
 pub const HYBRID_CANDIDATES: usize = 50;
 
-/// From this many rows on, vector search scans the int8 rows and re-scores candidates in f32.
+/// From this many rows on, vector search scans the int4 rows and re-scores candidates in f32.
 pub const QUANTIZED_FROM: usize = 4096;
 
 /// Candidates re-scored exactly per result asked for (at least [`MIN_CANDIDATES`]).
@@ -63,9 +66,13 @@ pub struct WarmConfig {
     pub max_bytes: Option<u64>,
     /// A directory for the write-ahead log and snapshots; `None` keeps everything in RAM only.
     pub dir: Option<PathBuf>,
-    /// Scan int8 rows and re-score candidates in f32 from [`QUANTIZED_FROM`] rows on (default);
+    /// Scan int4 rows and re-score candidates in f32 from [`QUANTIZED_FROM`] rows on (default);
     /// `false` always scans the f32 rows.
     pub quantized: bool,
+    /// The quantised rows in int4 (`Some(true)`) or int8 (`Some(false)`); `None` (default):
+    /// int4 where the CPU multiplies bytes with AVX-512 VNNI, int8 elsewhere, whichever of the
+    /// two scans faster there (docs/benchmarks.md).
+    pub int4: Option<bool>,
 }
 
 impl Default for WarmConfig {
@@ -76,6 +83,7 @@ impl Default for WarmConfig {
             max_bytes: None,
             dir: None,
             quantized: true,
+            int4: None,
         }
     }
 }
@@ -102,6 +110,12 @@ impl WarmConfig {
         self.quantized = on;
         self
     }
+    /// Int4 (`true`) or int8 (`false`) quantised rows, whatever the CPU.
+    #[must_use]
+    pub fn int4(mut self, on: bool) -> Self {
+        self.int4 = Some(on);
+        self
+    }
     #[must_use]
     pub fn persist_in(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -126,11 +140,16 @@ struct Inner {
     by_id: HashMap<String, u32>,
     dim: usize,
     matrix: Vec<f32>,
-    /// The matrix quantised to int8, row by row.
+    /// The matrix quantised to int8, row by row (when not `int4`).
     qmatrix: Vec<i8>,
+    /// The matrix quantised to int4, row by row, `dim.div_ceil(2)` packed bytes a row (when
+    /// `int4`).
+    qmatrix4: Vec<u8>,
+    /// Which of the two the first pass scans (kept across clears).
+    int4: bool,
     /// Per row: the inverse norm (0 for a free row or one without a vector).
     row_inv: Vec<f32>,
-    /// Per row: the int8 scale times the inverse norm (0 likewise).
+    /// Per row: the quantisation scale times the inverse norm (0 likewise).
     row_qf: Vec<f32>,
     text: TextIndex<u32>,
     lru: BTreeMap<u64, u32>,
@@ -222,7 +241,12 @@ impl Inner {
                 }
                 let at = slot as usize * self.dim;
                 self.matrix[at..at + self.dim].copy_from_slice(&e);
-                let scale = quantize(&e, &mut self.qmatrix[at..at + self.dim]);
+                let scale = if self.int4 {
+                    let p = self.dim.div_ceil(2);
+                    quantize4(&e, &mut self.qmatrix4[slot as usize * p..][..p])
+                } else {
+                    quantize(&e, &mut self.qmatrix[at..at + self.dim])
+                };
                 let n = norm(&e);
                 let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
                 self.row_inv[slot as usize] = inv;
@@ -254,7 +278,11 @@ impl Inner {
     fn resize_rows(&mut self) {
         let rows = self.slots.len();
         self.matrix.resize(rows * self.dim, 0.0);
-        self.qmatrix.resize(rows * self.dim, 0);
+        if self.int4 {
+            self.qmatrix4.resize(rows * self.dim.div_ceil(2), 0x88);
+        } else {
+            self.qmatrix.resize(rows * self.dim, 0);
+        }
         self.row_inv.resize(rows, 0.0);
         self.row_qf.resize(rows, 0.0);
     }
@@ -406,24 +434,35 @@ impl Inner {
             }
             return Ok(top.into_sorted());
         }
-        // The int8 pass: the best candidates by approximate score (filter checked only for
-        // those that would enter the list), then their exact f32 scores.
+        // The quantised pass (the rows in int4 or int8, the query in int8): the best
+        // candidates by approximate score (filter checked only for those that would enter the
+        // list, whose entry score is kept at hand), then their exact f32 scores.
         let mut qq = vec![0i8; self.dim];
         let qf = quantize(q, &mut qq) * qinv;
-        let dot_i8 = dot_i8_kernel();
+        // Each row's dot product with the query, in the rows' codes.
+        let dots: Vec<i32> = if self.int4 {
+            // In one pass (400 KB of results at 100k rows).
+            let mut dots = Vec::with_capacity(self.row_qf.len());
+            dots_i4(&self.qmatrix4, &Query4::new(&qq), &mut dots);
+            dots
+        } else {
+            let dot_i8 = dot_i8_kernel();
+            self.qmatrix
+                .chunks_exact(self.dim)
+                .zip(&self.row_qf)
+                .map(|(row, &rf)| if rf == 0.0 { 0 } else { dot_i8(&qq, row) })
+                .collect()
+        };
         let mut candidates = TopK::new((k * REFINE).max(MIN_CANDIDATES));
-        for (i, (row, &rf)) in self
-            .qmatrix
-            .chunks_exact(self.dim)
-            .zip(&self.row_qf)
-            .enumerate()
-        {
+        let mut threshold = candidates.threshold();
+        for (i, (&d, &rf)) in dots.iter().zip(&self.row_qf).enumerate() {
             if rf == 0.0 {
                 continue;
             }
-            let approx = dot_i8(&qq, row) as f32 * rf * qf;
-            if approx > candidates.threshold() && visible(i) {
+            let approx = d as f32 * rf * qf;
+            if approx > threshold && visible(i) {
                 candidates.push(i as u32, approx);
+                threshold = candidates.threshold();
             }
         }
         let mut top = TopK::new(k);
@@ -481,6 +520,7 @@ impl Inner {
         let snapshots = std::mem::take(&mut self.snapshots);
         *self = Inner {
             snapshots,
+            int4: self.int4,
             ..Inner::default()
         };
         self.next_generation();
@@ -501,7 +541,10 @@ impl WarmStore {
     pub fn in_memory() -> Self {
         WarmStore {
             cfg: WarmConfig::default(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                int4: int4_preferred(),
+                ..Inner::default()
+            }),
             wal: Mutex::new(None),
             sink: RwLock::new(None),
         }
@@ -509,7 +552,10 @@ impl WarmStore {
 
     /// Opens a store; with `cfg.dir` set, replays the write-ahead log found there.
     pub fn open(cfg: WarmConfig) -> Result<Self> {
-        let mut inner = Inner::default();
+        let mut inner = Inner {
+            int4: cfg.int4.unwrap_or_else(int4_preferred),
+            ..Inner::default()
+        };
         let wal = match &cfg.dir {
             None => None,
             Some(dir) => {
@@ -1143,10 +1189,17 @@ mod tests {
             .with_embedding(e)
     }
 
-    /// The int8 scan with f32 re-scoring finds what the exact scan finds: recall@10 over
-    /// 20,000 random 384-d vectors, with and without a filter, after deletes and replacements.
+    /// The int4 and the int8 scans with f32 re-scoring find what the exact scan finds:
+    /// recall@10 over 20,000 random 384-d vectors, with and without a filter, after deletes and
+    /// replacements.
     #[tokio::test]
     async fn quantized_search_agrees_with_the_exact_scan() {
+        for int4 in [true, false] {
+            quantized_agrees(int4).await;
+        }
+    }
+
+    async fn quantized_agrees(int4: bool) {
         use llmem_core::test_kit::unit_vec;
         let (n, dim) = (20_000usize, 384);
         let records = |seed: u64| -> Vec<MemoryRecord> {
@@ -1159,11 +1212,11 @@ mod tests {
                 })
                 .collect()
         };
-        let fast = WarmStore::in_memory();
+        let fast = WarmStore::open(WarmConfig::default().int4(int4)).unwrap();
         let exact = WarmStore::open(WarmConfig::default().quantized(false)).unwrap();
         for w in [&fast, &exact] {
             w.put(records(0)).await.unwrap();
-            // Replace some rows and delete others, so that stale int8 rows would show.
+            // Replace some rows and delete others, so that stale int4 rows would show.
             w.put(records(1_000_000).into_iter().take(500).collect())
                 .await
                 .unwrap();
@@ -1204,7 +1257,7 @@ mod tests {
             }
         }
         let recall = found as f64 / wanted as f64;
-        assert!(recall >= 0.99, "recall@10 {recall}");
+        assert!(recall >= 0.99, "int4 {int4}: recall@10 {recall}");
     }
 
     #[tokio::test]

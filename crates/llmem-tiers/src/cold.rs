@@ -1,4 +1,12 @@
-//! The cold tier: a Lance dataset on local disk (feature `lance`).
+//! The cold tier: a Lance dataset on local disk or object storage (feature `lance`).
+//!
+//! - Where: [`ColdConfig::path`], or [`ColdConfig::url`] (`s3://bucket/prefix`, `gs://…`,
+//!   `az://…`, with the same options and `AWS_*` environment as glacier,
+//!   [`crate::objects`]). On object storage Lance commits a version with a conditional put
+//!   (`If-None-Match: *` on the version's manifest), so several processes can write one
+//!   dataset: a write that loses the race is rebased on the winner's version and committed
+//!   again ([`COMMIT_RETRIES`] times, then [`ColdStore`] itself retries with a back-off for up
+//!   to [`CONFLICT_PATIENCE`] before it reports a conflict storm; nothing is written then).
 //!
 //! One row per record: scalar columns (`id`, `tenant`, `session`, `kind`, `text`, times as
 //! milliseconds, `supersedes`, `superseded_by`), the metadata as a JSON string, and the
@@ -28,6 +36,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::builder::{
     FixedSizeListBuilder, Float32Builder, Int64Builder, StringBuilder, UInt64Builder,
@@ -39,9 +48,12 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{MergeInsertBuilder, WhenMatched, WhenNotMatched, WriteMode, WriteParams};
 use lance::index::DatasetIndexExt;
 use lance::index::vector::VectorIndexParams;
+use lance::io::{ObjectStoreParams, ObjectStoreRegistry};
+use lance::session::Session;
 use lance_index::IndexType;
 use lance_index::scalar::{BuiltinIndexType, ScalarIndexParams};
 use lance_linalg::distance::DistanceType;
@@ -60,11 +72,28 @@ use crate::warm::HYBRID_CANDIDATES;
 /// Rows past which the cold tier builds an ANN index (IVF-PQ) instead of scanning exactly.
 pub const DEFAULT_INDEX_THRESHOLD: usize = 50_000;
 
+/// Times Lance rebases and re-commits a merge-insert that lost a commit race.
+pub const COMMIT_RETRIES: u32 = 20;
+
+/// How long a write keeps retrying commit conflicts (with a growing, jittered back-off) after
+/// Lance's own retries are used up, before it fails with nothing written.
+pub const CONFLICT_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Settings of a [`ColdStore`].
 #[derive(Debug, Clone)]
 pub struct ColdConfig {
-    /// The dataset directory.
+    /// The dataset directory (unused when `url` is set).
     pub path: PathBuf,
+    /// The dataset on object storage: `s3://bucket/prefix`, `gs://…`, `az://…`.
+    pub url: Option<String>,
+    /// Object store options for `url` (`aws_endpoint`, `aws_region`, …; see
+    /// [`crate::objects`]), on top of the `AWS_*` environment.
+    pub options: Vec<(String, String)>,
+    /// Other processes write this dataset too (replicas): the store keeps no BM25 index of its
+    /// own (a [`crate::SharedStore`] keeps one over what it reads), each write starts from the
+    /// latest version, and a forget's cleanup leaves alone files that no version lists yet
+    /// (another writer's commit in flight).
+    pub shared: bool,
     /// Embedding dimensions; `None` takes them from the first embedded record.
     pub dimensions: Option<usize>,
     /// Build the ANN index once the table has this many rows (and rebuild when it doubles).
@@ -82,6 +111,9 @@ impl ColdConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         ColdConfig {
             path: path.into(),
+            url: None,
+            options: Vec::new(),
+            shared: false,
             dimensions: None,
             index_threshold: DEFAULT_INDEX_THRESHOLD,
             nprobes: 20,
@@ -89,11 +121,81 @@ impl ColdConfig {
         }
     }
 
+    /// The dataset at `url`: object storage (`s3://…`, `gs://…`, `az://…`), or a local
+    /// directory (a path or `file://`).
+    pub fn at(url: &str) -> Self {
+        if let Some(dir) = url.strip_prefix("file://") {
+            return Self::new(dir);
+        }
+        if !crate::objects::is_url(url) {
+            return Self::new(url);
+        }
+        let mut c = Self::new(PathBuf::new());
+        c.url = Some(url.to_owned());
+        c
+    }
+
+    /// Adds an object store option (see [`ColdConfig::options`]).
+    #[must_use]
+    pub fn option(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.options.push((k.into(), v.into()));
+        self
+    }
+
+    /// The dataset as Lance opens it: its URI and, on object storage, a Lance session whose
+    /// registry serves the URL's scheme with the store built here (object_store, with the
+    /// options and `AWS_*` environment glacier reads), so one set of options serves both and
+    /// Lance's own cloud clients are not compiled in.
+    fn location(&self) -> Result<(String, Option<Arc<Session>>)> {
+        let Some(url) = &self.url else {
+            return Ok((uri(&self.path)?, None));
+        };
+        let (store, _) = crate::objects::open(url, &self.options, "cold")?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::config("cold.url", format!("`{url}` is not a URL: {e}")))?;
+        let registry = ObjectStoreRegistry::default();
+        registry.insert(parsed.scheme(), Arc::new(Provider(store)));
+        Ok((
+            url.clone(),
+            Some(Arc::new(Session::new(
+                lance::dataset::DEFAULT_INDEX_CACHE_SIZE,
+                lance::dataset::DEFAULT_METADATA_CACHE_SIZE,
+                Arc::new(registry),
+            ))),
+        ))
+    }
+
     /// IVF partitions a query probes on an index built over `rows` rows: `nprobes`, or a
     /// sixteenth of the partitions when that is more (the same share at every size: 20 of 316
     /// at 100k rows).
     pub fn probes(&self, rows: usize) -> usize {
         self.nprobes.max(partitions(rows) / 16)
+    }
+}
+
+/// Serves a URL scheme to Lance with one object store made by [`crate::objects::open`].
+#[derive(Debug)]
+struct Provider(Arc<dyn object_store::ObjectStore>);
+
+#[async_trait]
+impl lance_io::object_store::ObjectStoreProvider for Provider {
+    async fn new_store(
+        &self,
+        base: url::Url,
+        params: &ObjectStoreParams,
+    ) -> lance::Result<lance::io::ObjectStore> {
+        Ok(lance::io::ObjectStore::new(
+            self.0.clone(),
+            base,
+            params.block_size,
+            params.object_store_wrapper.clone(),
+            params.use_constant_size_upload_parts,
+            // S3, GCS and Azure list keys in lexical order.
+            params.list_is_lexically_ordered.unwrap_or(true),
+            lance_io::object_store::DEFAULT_CLOUD_IO_PARALLELISM,
+            lance_io::object_store::DEFAULT_DOWNLOAD_RETRY_COUNT,
+            None,
+        ))
     }
 }
 
@@ -114,6 +216,9 @@ struct State {
 #[derive(Debug)]
 pub struct ColdStore {
     cfg: ColdConfig,
+    uri: String,
+    /// On object storage: the Lance session serving the URL's scheme.
+    session: Option<Arc<Session>>,
     state: RwLock<State>,
     text: Mutex<TextIndex<String>>,
 }
@@ -145,7 +250,7 @@ async fn text_index(ds: &Dataset) -> Result<(TextIndex<String>, usize)> {
     Ok((text, b.num_rows()))
 }
 
-fn lance_err(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn lance_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::storage("cold", format!("{what}: {e}"))
 }
 
@@ -271,7 +376,7 @@ fn to_batch(records: &[MemoryRecord], dim: usize) -> Result<RecordBatch> {
     RecordBatch::try_new(schema(dim), arrays).map_err(|e| lance_err("building a batch", e))
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+pub(crate) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| {
@@ -282,7 +387,7 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
         })
 }
 
-fn from_batch(b: &RecordBatch) -> Result<Vec<MemoryRecord>> {
+pub(crate) fn from_batch(b: &RecordBatch) -> Result<Vec<MemoryRecord>> {
     let s = |n| col::<StringArray>(b, n);
     let (id, tenant, session, kind, text, meta) = (
         s("id")?,
@@ -337,17 +442,22 @@ impl ColdStore {
             ..State::default()
         };
         let mut text = TextIndex::new();
-        if cfg.path.join("_versions").exists() {
-            let ds = Dataset::open(&uri(&cfg.path)?)
-                .await
-                .map_err(|e| lance_err("opening", e))?;
+        let (uri, session) = cfg.location()?;
+        if let Some(ds) = open_dataset(&uri, session.as_ref(), &cfg.path).await? {
             if let Some(f) = ds.schema().field("embedding")
                 && let DataType::FixedSizeList(_, n) = f.data_type()
             {
                 state.dim = n as usize;
             }
-            let rows;
-            (text, rows) = text_index(&ds).await?;
+            let rows = if cfg.shared {
+                ds.count_rows(None)
+                    .await
+                    .map_err(|e| lance_err("count", e))?
+            } else {
+                let rows;
+                (text, rows) = text_index(&ds).await?;
+                rows
+            };
             state.indexed_rows = if ds
                 .load_indices()
                 .await
@@ -362,9 +472,43 @@ impl ColdStore {
         }
         Ok(ColdStore {
             cfg,
+            uri,
+            session,
             state: RwLock::new(state),
             text: Mutex::new(text),
         })
+    }
+
+    /// Moves to the dataset's latest version (another process may have committed since) and
+    /// returns it; `None` while nobody has written it.
+    pub async fn latest(&self) -> Result<Option<Dataset>> {
+        let mut st = self.state.write().await;
+        self.checkout_latest(&mut st).await?;
+        Ok(st.ds.clone())
+    }
+
+    async fn checkout_latest(&self, st: &mut State) -> Result<()> {
+        match st.ds.as_mut() {
+            Some(ds) => ds
+                .checkout_latest()
+                .await
+                .map_err(|e| lance_err("reading the latest version", e))?,
+            None => {
+                st.ds = open_dataset(&self.uri, self.session.as_ref(), &self.cfg.path).await?;
+                if st.dim == 0
+                    && let Some(f) = st.ds.as_ref().and_then(|d| d.schema().field("embedding"))
+                    && let DataType::FixedSizeList(_, n) = f.data_type()
+                {
+                    st.dim = n as usize;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this store shares its dataset with other writers ([`ColdConfig::shared`]).
+    pub fn shared(&self) -> bool {
+        self.cfg.shared
     }
 
     /// The dataset's current Lance version (0 before the first write).
@@ -643,7 +787,8 @@ impl ColdStore {
         }
         let policy = CleanupPolicy {
             before_version: Some(ds.version().version),
-            delete_unverified: true,
+            // A shared dataset's unlisted files may be another writer's commit in flight.
+            delete_unverified: !self.cfg.shared,
             error_if_tagged_old_versions: false,
             ..CleanupPolicy::default()
         };
@@ -667,6 +812,233 @@ impl ColdStore {
             "cold tier: forget compacted and cleaned up"
         );
         Ok(n)
+    }
+}
+
+impl ColdStore {
+    /// Appends records whose ids are in no row yet (the caller knows them to be new: fresh
+    /// ids), without reading any row: no owner check, no merge on `id`. For replicas, whose
+    /// merge-insert would read the `id` column of every fragment on object storage.
+    pub async fn append_new(&self, records: Vec<MemoryRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write_records(records, true).await
+    }
+
+    /// Fragments of the dataset (one per write until compaction).
+    pub async fn fragments(&self) -> usize {
+        self.state
+            .read()
+            .await
+            .ds
+            .as_ref()
+            .map_or(0, |d| d.get_fragments().len())
+    }
+
+    /// Merges small fragments into larger ones (Lance compaction; deleted rows are dropped on
+    /// the way). Returns the fragments removed.
+    pub async fn compact(&self) -> Result<usize> {
+        use lance::dataset::optimize::{CompactionOptions, compact_files};
+        let mut st = self.state.write().await;
+        if self.cfg.shared {
+            self.checkout_latest(&mut st).await?;
+        }
+        let Some(ds) = st.ds.as_mut() else {
+            return Ok(0);
+        };
+        let m = compact_files(ds, CompactionOptions::default(), None)
+            .await
+            .map_err(|e| lance_err("compacting fragments", e))?;
+        Ok(m.fragments_removed)
+    }
+
+    /// Writes `records` (appended with `append`, else merged on `id`).
+    async fn write_records(&self, records: Vec<MemoryRecord>, append: bool) -> Result<()> {
+        let rows = {
+            let mut st = self.state.write().await;
+            if st.dim == 0 {
+                st.dim = records.iter().find_map(|r| r.embedding.as_ref().map(Vec::len)).ok_or_else(|| {
+                    Error::invalid("the cold tier needs its embedding dimensions: set ColdConfig::dimensions or store an embedded record first")
+                })?;
+            }
+            let batch = to_batch(&records, st.dim)?;
+            if self.cfg.shared {
+                // Start from the latest version: a merge-insert on an old one has every
+                // commit since to check for conflicts.
+                self.checkout_latest(&mut st).await?;
+            }
+            let ds = self
+                .write_batch(st.ds.take(), batch, append, &mut st)
+                .await?;
+            let rows = ds
+                .count_rows(None)
+                .await
+                .map_err(|e| lance_err("count", e))?;
+            st.ds = Some(ds);
+            if !self.cfg.shared {
+                let mut text = self.text.lock();
+                for r in &records {
+                    text.insert_fields(r.id.clone(), &r.search_fields());
+                }
+            }
+            let due = if st.indexed_rows == 0 {
+                rows >= self.cfg.index_threshold
+            } else {
+                rows >= st.indexed_rows * 2
+            };
+            due.then_some(rows)
+        };
+        if let Some(rows) = rows {
+            tracing::info!(rows, "cold tier: building the IVF-PQ index");
+            self.build_index().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The dataset at `uri`, or `None` where nobody has written one yet.
+async fn open_dataset(
+    uri: &str,
+    session: Option<&Arc<Session>>,
+    dir: &Path,
+) -> Result<Option<Dataset>> {
+    let Some(session) = session else {
+        if !dir.join("_versions").exists() {
+            return Ok(None);
+        }
+        return Dataset::open(uri)
+            .await
+            .map(Some)
+            .map_err(|e| lance_err("opening", e));
+    };
+    match DatasetBuilder::from_uri(uri)
+        .with_session(session.clone())
+        .load()
+        .await
+    {
+        Ok(ds) => Ok(Some(ds)),
+        Err(lance::Error::DatasetNotFound { .. }) => Ok(None),
+        Err(e) => Err(lance_err(&format!("opening {uri}"), e)),
+    }
+}
+
+/// A commit that lost to another writer's (after Lance's own retries).
+fn conflict(e: &lance::Error) -> bool {
+    matches!(
+        e,
+        lance::Error::CommitConflict { .. }
+            | lance::Error::RetryableCommitConflict { .. }
+            | lance::Error::TooMuchWriteContention { .. }
+            | lance::Error::DatasetAlreadyExists { .. }
+    )
+}
+
+impl ColdStore {
+    /// Writes `batch`: creates the dataset, or merges on `id` (last write wins). A commit
+    /// race lost past Lance's retries is retried here until [`CONFLICT_PATIENCE`] runs out.
+    /// On error `st.ds` is back to what it was and nothing was written.
+    async fn write_batch(
+        &self,
+        ds: Option<Dataset>,
+        batch: RecordBatch,
+        append: bool,
+        st: &mut State,
+    ) -> Result<Dataset> {
+        let started = Instant::now();
+        let mut ds = ds;
+        if ds.is_none() && self.cfg.shared {
+            // Replicas create the dataset empty (one of them wins; an empty loser loses
+            // nothing) and every write is a merge-insert, whose commit races Lance resolves.
+            let empty = RecordBatchIterator::new(
+                Vec::<std::result::Result<RecordBatch, arrow_schema::ArrowError>>::new(),
+                batch.schema(),
+            );
+            let params = WriteParams {
+                mode: WriteMode::Create,
+                session: self.session.clone(),
+                ..Default::default()
+            };
+            match Dataset::write(empty, self.uri.as_str(), Some(params)).await {
+                Ok(_) => {}
+                Err(e) if conflict(&e) => {}
+                Err(e) => return Err(lance_err("creating the shared dataset", e)),
+            }
+            self.checkout_latest(st).await?;
+            ds = st.ds.take();
+            if ds.is_none() {
+                return Err(lance_err(
+                    "creating the shared dataset",
+                    format!("{} is still missing after it was created", self.uri),
+                ));
+            }
+        }
+        let mut attempt = 0u32;
+        loop {
+            let sch = batch.schema();
+            let reader = RecordBatchIterator::new(vec![Ok(batch.clone())], sch);
+            let res = match &ds {
+                None => {
+                    let params = WriteParams {
+                        mode: WriteMode::Create,
+                        session: self.session.clone(),
+                        ..Default::default()
+                    };
+                    Dataset::write(reader, self.uri.as_str(), Some(params)).await
+                }
+                Some(_) if append => {
+                    let params = WriteParams {
+                        mode: WriteMode::Append,
+                        session: self.session.clone(),
+                        ..Default::default()
+                    };
+                    Dataset::write(reader, self.uri.as_str(), Some(params)).await
+                }
+                Some(d) => {
+                    let job = MergeInsertBuilder::try_new(Arc::new(d.clone()), vec!["id".into()])
+                        .map(|mut b| {
+                            b.when_matched(WhenMatched::UpdateAll)
+                                .when_not_matched(WhenNotMatched::InsertAll)
+                                .conflict_retries(COMMIT_RETRIES)
+                                .retry_timeout(CONFLICT_PATIENCE);
+                            b
+                        })
+                        .and_then(|mut b| b.try_build());
+                    match job {
+                        Ok(job) => job.execute_reader(reader).await.map(|(d, _)| (*d).clone()),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match res {
+                Ok(d) => return Ok(d),
+                Err(e) if conflict(&e) && started.elapsed() < CONFLICT_PATIENCE => {
+                    attempt += 1;
+                    // Back off (jittered, growing to 2 s) and start again from the latest
+                    // version; one created meanwhile by another process is opened.
+                    let ms = 20u64 << attempt.min(7);
+                    let jitter = (llmem_core::Timestamp::now().0 as u64 * 7919) % ms.max(1);
+                    tokio::time::sleep(Duration::from_millis(ms / 2 + jitter / 2)).await;
+                    st.ds = ds.take();
+                    self.checkout_latest(st).await?;
+                    ds = st.ds.take();
+                    tracing::debug!(attempt, error = %e, "cold tier: commit conflict, retrying");
+                }
+                Err(e) => {
+                    st.ds = ds;
+                    let what = if conflict(&e) {
+                        format!(
+                            "other writers kept winning the commit for {} s (a conflict storm); \
+                             nothing was written, retry later",
+                            CONFLICT_PATIENCE.as_secs()
+                        )
+                    } else {
+                        "writing".to_owned()
+                    };
+                    return Err(lance_err(&what, e));
+                }
+            }
+        }
     }
 }
 
@@ -713,78 +1085,9 @@ impl MemoryStore for ColdStore {
         if records.is_empty() {
             return Ok(());
         }
-        // Last write wins within a batch.
-        let mut seen = std::collections::HashSet::new();
-        let mut records: Vec<MemoryRecord> = records
-            .into_iter()
-            .rev()
-            .filter(|r| seen.insert(r.id.clone()))
-            .collect();
-        records.reverse();
+        let records = crate::tier::last_write_wins(records);
         crate::tier::check_owners(self, &records).await?;
-        let rows = {
-            let mut st = self.state.write().await;
-            if st.dim == 0 {
-                st.dim = records.iter().find_map(|r| r.embedding.as_ref().map(Vec::len)).ok_or_else(|| {
-                    Error::invalid("the cold tier needs its embedding dimensions: set ColdConfig::dimensions or store an embedded record first")
-                })?;
-            }
-            let batch = to_batch(&records, st.dim)?;
-            let sch = batch.schema();
-            let reader = RecordBatchIterator::new(vec![Ok(batch)], sch);
-            let ds = match st.ds.take() {
-                None => {
-                    let params = WriteParams {
-                        mode: WriteMode::Create,
-                        ..Default::default()
-                    };
-                    Dataset::write(reader, uri(&self.cfg.path)?.as_str(), Some(params))
-                        .await
-                        .map_err(|e| lance_err("creating the dataset", e))?
-                }
-                Some(ds) => {
-                    let keep = ds.clone();
-                    let job = MergeInsertBuilder::try_new(Arc::new(ds), vec!["id".into()])
-                        .map(|mut b| {
-                            b.when_matched(WhenMatched::UpdateAll)
-                                .when_not_matched(WhenNotMatched::InsertAll);
-                            b
-                        })
-                        .and_then(|mut b| b.try_build());
-                    let res = match job {
-                        Ok(job) => job.execute_reader(reader).await,
-                        Err(e) => Err(e),
-                    };
-                    match res {
-                        Ok((ds, _)) => (*ds).clone(),
-                        Err(e) => {
-                            st.ds = Some(keep);
-                            return Err(lance_err("merge-insert", e));
-                        }
-                    }
-                }
-            };
-            let rows = ds
-                .count_rows(None)
-                .await
-                .map_err(|e| lance_err("count", e))?;
-            st.ds = Some(ds);
-            let mut text = self.text.lock();
-            for r in &records {
-                text.insert_fields(r.id.clone(), &r.search_fields());
-            }
-            let due = if st.indexed_rows == 0 {
-                rows >= self.cfg.index_threshold
-            } else {
-                rows >= st.indexed_rows * 2
-            };
-            due.then_some(rows)
-        };
-        if let Some(rows) = rows {
-            tracing::info!(rows, "cold tier: building the IVF-PQ index");
-            self.build_index().await?;
-        }
-        Ok(())
+        self.write_records(records, false).await
     }
 
     async fn get(&self, scope: &Scope, ids: &[String]) -> Result<Vec<MemoryRecord>> {
@@ -912,7 +1215,12 @@ impl MemoryStore for ColdStore {
         };
         Ok(StoreStats {
             items,
-            bytes: dir_size(&self.cfg.path),
+            // On object storage the size is not listed (it would read every key).
+            bytes: if self.cfg.url.is_some() {
+                0
+            } else {
+                dir_size(&self.cfg.path)
+            },
             capacity_bytes: None,
         })
     }

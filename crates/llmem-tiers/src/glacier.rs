@@ -42,8 +42,6 @@ use llmem_core::{
     Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
     StoreCapabilities, StoreStats, new_id,
 };
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -179,95 +177,10 @@ fn os_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::storage("glacier", format!("{what}: {e}"))
 }
 
-/// A Google Cloud Storage or Azure store from a `gs://` / `az://` URL and its options
-/// (`google_service_account`, `azure_storage_account_name`, …; credentials also from the
-/// environment, as object_store reads them).
-#[cfg(any(feature = "gcp", feature = "azure"))]
-fn cloud_store(cfg: &GlacierConfig) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    let url = url::Url::parse(&cfg.url)
-        .map_err(|e| Error::config("glacier.url", format!("`{}` is not a URL: {e}", cfg.url)))?;
-    // object_store skips keys it does not know; a typo must not silently drop a setting.
-    for (k, _) in &cfg.options {
-        let known = match url.scheme() {
-            #[cfg(feature = "gcp")]
-            "gs" => k.parse::<object_store::gcp::GoogleConfigKey>().is_ok(),
-            #[cfg(feature = "azure")]
-            "az" | "abfs" | "abfss" | "azure" => {
-                k.parse::<object_store::azure::AzureConfigKey>().is_ok()
-            }
-            _ => true,
-        };
-        if !known {
-            return Err(Error::config(
-                format!("glacier.options.{k}"),
-                format!(
-                    "not an option of the `{}` object store (see object_store's config keys)",
-                    url.scheme()
-                ),
-            ));
-        }
-    }
-    let (store, path) = object_store::parse_url_opts(
-        &url,
-        cfg.options.iter().map(|(k, v)| (k.as_str(), v.clone())),
-    )
-    .map_err(|e| Error::config("glacier.url", format!("`{}`: {e}", cfg.url)))?;
-    Ok((Arc::from(store), path))
-}
-
-#[cfg(not(any(feature = "gcp", feature = "azure")))]
-fn cloud_store(cfg: &GlacierConfig) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    Err(Error::config(
-        "glacier.url",
-        format!(
-            "`{}` needs llmem-tiers built with the `gcp` (gs://) or `azure` (az://) feature",
-            cfg.url
-        ),
-    ))
-}
-
 impl GlacierStore {
     /// Opens (or starts) the archive at `cfg.url`, reading its manifest.
     pub async fn open(cfg: GlacierConfig) -> Result<Self> {
-        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) =
-            cfg.url.strip_prefix("s3://")
-        {
-            let mut b = AmazonS3Builder::from_env().with_url(format!("s3://{rest}"));
-            for (k, v) in &cfg.options {
-                let key: AmazonS3ConfigKey = k
-                    .parse()
-                    .map_err(|e| Error::config(format!("glacier.options.{k}"), format!("{e}")))?;
-                b = b.with_config(key, v);
-            }
-            let prefix = rest
-                .split_once('/')
-                .map(|(_, p)| p.trim_matches('/'))
-                .unwrap_or("");
-            (
-                Arc::new(b.build().map_err(|e| os_err("configuring S3", e))?),
-                Path::from(prefix),
-            )
-        } else if ["gs://", "az://", "abfs://", "abfss://", "azure://"]
-            .iter()
-            .any(|p| cfg.url.starts_with(p))
-        {
-            cloud_store(&cfg)?
-        } else if cfg.url.contains("://") && !cfg.url.starts_with("file://") {
-            return Err(Error::config(
-                "glacier.url",
-                format!(
-                    "`{}`: use a local directory, file://, s3://, gs:// (feature `gcp`) or az:// (feature `azure`)",
-                    cfg.url
-                ),
-            ));
-        } else {
-            let dir = cfg.url.strip_prefix("file://").unwrap_or(&cfg.url);
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir}"), e))?;
-            (
-                Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| os_err(dir, e))?),
-                Path::from(""),
-            )
-        };
+        let (store, prefix) = crate::objects::open(&cfg.url, &cfg.options, "glacier")?;
         let key = match cfg.key {
             Some(k) => Some(k),
             None => std::env::var(KEY_ENV)
@@ -311,11 +224,7 @@ impl GlacierStore {
     }
 
     fn path(&self, name: &str) -> Path {
-        if self.prefix.as_ref().is_empty() {
-            Path::from(name)
-        } else {
-            Path::from(format!("{}/{name}", self.prefix.as_ref()))
-        }
+        crate::objects::child(&self.prefix, name)
     }
 
     /// Whether batches are encrypted.
@@ -1306,38 +1215,6 @@ impl Tier for GlacierStore {
 #[cfg(test)]
 mod tests {
 
-    #[cfg(feature = "gcp")]
-    #[test]
-    fn gs_urls_build_a_gcs_store_with_options() {
-        let mut cfg = GlacierConfig::new("gs://llmem-archive/tenant-a");
-        cfg.options
-            .push(("google_bucket".into(), "llmem-archive".into()));
-        let (store, path) = cloud_store(&cfg).unwrap();
-        assert_eq!(path.as_ref(), "tenant-a");
-        assert!(store.to_string().contains("llmem-archive"), "{store}");
-        cfg.options.push(("no_such_option".into(), "x".into()));
-        let e = cloud_store(&cfg).unwrap_err().to_string();
-        assert!(
-            e.contains("no_such_option") || e.contains("not a valid"),
-            "{e}"
-        );
-    }
-
-    #[cfg(feature = "azure")]
-    #[test]
-    fn az_urls_build_an_azure_store_and_say_what_is_missing() {
-        let mut cfg = GlacierConfig::new("az://archive/tenant-a");
-        let e = cloud_store(&cfg).unwrap_err().to_string();
-        assert!(e.contains("az://archive/tenant-a"), "{e}");
-        cfg.options.push((
-            "azure_storage_account_name".into(),
-            "devstoreaccount1".into(),
-        ));
-        cfg.options
-            .push(("azure_storage_use_emulator".into(), "true".into()));
-        let (_, path) = cloud_store(&cfg).unwrap();
-        assert_eq!(path.as_ref(), "tenant-a");
-    }
     use super::*;
 
     #[test]

@@ -3,7 +3,10 @@
 //! - [`HotStore`]: the working set, scored against a query in one pass (CPU, or a
 //!   [`VectorScorer`](llmem_core::VectorScorer) engine such as ONNX Runtime on a GPU).
 //! - [`WarmStore`]: RAM, exact vector search, BM25, filters, LRU demotion, write-ahead log.
-//! - `ColdStore` (feature `lance`): a Lance dataset on disk with an ANN index past a size.
+//! - `ColdStore` (feature `lance`): a Lance dataset on disk or object storage, with an ANN
+//!   index past a size.
+//! - `SharedStore` (feature `lance`): replicas over one cold tier on object storage, writes
+//!   through, reads from a cache refreshed incrementally within a staleness bound.
 //! - `GlacierStore` (feature `glacier`): zstd (optionally AES-256-GCM) batches on object storage.
 //! - [`TieredStore`]: one memory over them, with migration, retention, archive and snapshots.
 
@@ -14,6 +17,10 @@ pub mod glacier;
 #[cfg(feature = "glacier")]
 mod glacier_index;
 pub mod hot;
+#[cfg(any(feature = "glacier", feature = "lance"))]
+pub mod objects;
+#[cfg(feature = "lance")]
+pub mod shared;
 pub mod text;
 pub mod tier;
 pub mod tiered;
@@ -26,6 +33,8 @@ pub use cold::{ColdConfig, ColdStore};
 #[cfg(feature = "glacier")]
 pub use glacier::{GlacierConfig, GlacierStore};
 pub use hot::HotStore;
+#[cfg(feature = "lance")]
+pub use shared::{SharedConfig, SharedStore};
 pub use tier::{Candidates, DynTier, ReadMark, Tier, TierKind};
 pub use tiered::{
     MigrationPolicy, MigrationReport, RetentionPolicy, TierMetrics, TieredBuilder, TieredStore,

@@ -155,6 +155,19 @@ pub trait Tier: MemoryStore {
 }
 
 /// Refuses `records` whose ids `tier` holds for another tenant.
+/// A batch with one record per id: the last one written (last write wins within a batch).
+#[cfg_attr(not(feature = "lance"), allow(dead_code))]
+pub(crate) fn last_write_wins(records: Vec<MemoryRecord>) -> Vec<MemoryRecord> {
+    let mut seen = std::collections::HashSet::new();
+    let mut records: Vec<MemoryRecord> = records
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect();
+    records.reverse();
+    records
+}
+
 pub(crate) async fn check_owners(
     tier: &(impl Tier + ?Sized),
     records: &[MemoryRecord],

@@ -108,11 +108,13 @@ pub(crate) const PROVIDER_SECTIONS: [&str; 3] = ["chat", "embedder", "summarizer
 const NOT_SETTINGS: [&str; 3] = ["TIERS_CHILD_DIR", "TIERS_CHILD_TIER", "CONFIG"];
 
 /// Optional string settings (absent from the defaults, so their type is not known from them).
-const STRING_KEYS: [&str; 5] = [
+const STRING_KEYS: [&str; 7] = [
     "server.token",
     "server.keys_file",
     "tiers.dir",
     "tiers.glacier",
+    "tiers.cold_url",
+    "tiers.sessions_url",
     "tokens.catalog",
 ];
 
@@ -439,6 +441,23 @@ pub struct TierSettings {
     pub cold_to_glacier_days: u64,
     /// Reads that bring a record back from cold or glacier to warm; 0: never.
     pub promote_after_reads: u64,
+    /// The cold tier on object storage instead of `<dir>/cold` (feature `lance`):
+    /// `s3://bucket/prefix` (endpoint and credentials from the `AWS_*` environment, as for
+    /// glacier), `gs://…`, `az://…`. Turns the cold tier on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_url: Option<String>,
+    /// Replicas: several `llmem serve` processes share one memory (docs/deployment.md).
+    /// Memories are written through to the cold tier at `cold_url` before a write is
+    /// acknowledged, and read from a cache at most `shared_staleness_ms` old; sessions are
+    /// objects under `sessions_url`, written with conditional puts. Needs both URLs on object
+    /// storage; no warm log, no glacier.
+    pub shared: bool,
+    /// Where shared sessions are kept (with `shared`): `s3://bucket/prefix`, `gs://…`, `az://…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_url: Option<String>,
+    /// With `shared`: how old a replica's view of the memory may be when a read starts, in
+    /// milliseconds.
+    pub shared_staleness_ms: u64,
 }
 
 impl Default for TierSettings {
@@ -454,6 +473,10 @@ impl Default for TierSettings {
             warm_to_cold_hours: 72,
             cold_to_glacier_days: 30,
             promote_after_reads: 3,
+            cold_url: None,
+            shared: false,
+            sessions_url: None,
+            shared_staleness_ms: 1000,
         }
     }
 }
@@ -461,7 +484,7 @@ impl Default for TierSettings {
 impl TierSettings {
     /// More than the warm tier is configured.
     pub fn tiered(&self) -> bool {
-        self.cold || self.glacier.is_some()
+        self.cold || self.cold_url.is_some() || self.glacier.is_some()
     }
 }
 
@@ -745,6 +768,61 @@ impl Config {
         }
         self.consolidation.validate()?;
         let t = &self.tiers;
+        let on_objects = |u: &Option<String>| {
+            u.as_deref().is_some_and(|u| {
+                ["s3://", "gs://", "az://", "abfs://", "abfss://", "azure://"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            })
+        };
+        if let Some(u) = &t.cold_url
+            && (u.trim().is_empty() || !u.contains("://"))
+        {
+            return bad(
+                "tiers.cold_url",
+                format!(
+                    "`{u}` is not a URL; give s3://bucket/prefix, gs://…, az://… (or set tiers.cold for <tiers.dir>/cold)"
+                ),
+            );
+        }
+        if t.cold_url.is_some() && !cfg!(feature = "lance") {
+            return bad(
+                "tiers.cold_url",
+                "this build has no cold tier: build llmem with the `lance` feature".into(),
+            );
+        }
+        if t.shared {
+            if !on_objects(&t.cold_url) {
+                return bad(
+                    "tiers.shared",
+                    "replicas share memory through object storage: set tiers.cold_url to s3://bucket/prefix (or gs://, az://)".into(),
+                );
+            }
+            if !on_objects(&t.sessions_url) {
+                return bad(
+                    "tiers.shared",
+                    "replicas share sessions through object storage: set tiers.sessions_url to s3://bucket/prefix (or gs://, az://), next to tiers.cold_url".into(),
+                );
+            }
+            if t.glacier.is_some() {
+                return bad(
+                    "tiers.glacier",
+                    "shared memory has no glacier tier yet (its manifest has one writer): remove tiers.glacier or tiers.shared".into(),
+                );
+            }
+            if t.shared_staleness_ms == 0 {
+                return bad(
+                    "tiers.shared_staleness_ms",
+                    "0 would read the bucket before every read; 1000 (one second) is the default"
+                        .into(),
+                );
+            }
+        } else if t.sessions_url.is_some() {
+            return bad(
+                "tiers.sessions_url",
+                "only replicas (tiers.shared = true) keep sessions on object storage; without it they are in <tiers.dir>/sessions".into(),
+            );
+        }
         if t.cold && t.dir.is_none() {
             return bad(
                 "tiers.cold",

@@ -213,6 +213,45 @@ pub struct Stats {
     pub budget_refusals: u64,
 }
 
+/// `theirs + (mine − base)` for every number of a JSON object; other values from `theirs`.
+fn merge_counters(
+    base: &serde_json::Value,
+    mine: &serde_json::Value,
+    theirs: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let (Value::Object(t), Value::Object(m)) = (theirs, mine) else {
+        return theirs.clone();
+    };
+    let mut out = t.clone();
+    for (k, tv) in t {
+        let (Some(mv), bv) = (m.get(k), base.get(k)) else {
+            continue;
+        };
+        let merged = match (tv, mv, bv) {
+            (Value::Number(tn), Value::Number(mn), Some(Value::Number(bn))) => {
+                match (tn.as_i64(), mn.as_i64(), bn.as_i64()) {
+                    (Some(t), Some(m), Some(b)) => {
+                        let v = t as i128 + m as i128 - b as i128;
+                        if tn.is_u64() {
+                            Value::from(v.max(0) as u64)
+                        } else {
+                            Value::from(v as i64)
+                        }
+                    }
+                    _ => Value::from(
+                        tn.as_f64().unwrap_or(0.0) + mn.as_f64().unwrap_or(0.0)
+                            - bn.as_f64().unwrap_or(0.0),
+                    ),
+                }
+            }
+            _ => continue,
+        };
+        out.insert(k.clone(), merged);
+    }
+    Value::Object(out)
+}
+
 /// What a session keeps across restarts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionState {
@@ -230,6 +269,61 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Three-way merge of a session two processes changed from the same `base` (replicas,
+    /// [`crate::Sessions`] with `tiers.shared`): `mine` and `theirs`. No message is lost:
+    ///
+    /// - the messages `mine` added (not in `base`, not in `theirs`) join `theirs`' context,
+    ///   all in time order; when only `mine` compressed (its summary changed, theirs did not),
+    ///   `mine`'s summary and context are kept and `theirs`' new messages join them instead
+    ///   (the messages compression took out of the context are in long-term memory);
+    /// - counters (tokens, costs, statistics) are `theirs + (mine − base)`;
+    /// - the rest (pending prompt, last compression) is `mine`'s, the latest change here.
+    pub fn merge(base: &SessionState, mine: &SessionState, theirs: &SessionState) -> SessionState {
+        let key = |m: &Message| serde_json::to_string(m).unwrap_or_default();
+        let keys = |s: &SessionState| -> std::collections::HashSet<String> {
+            s.context.iter().map(key).collect()
+        };
+        let (base_keys, mine_keys, their_keys) = (keys(base), keys(mine), keys(theirs));
+        let (mut out, extra, seen) =
+            if mine.summary != base.summary && theirs.summary == base.summary {
+                let mut out = mine.clone();
+                out.history_tokens = theirs.history_tokens;
+                out.stats = theirs.stats.clone();
+                out.prompt_cost = theirs.prompt_cost;
+                (out, &theirs.context, &mine_keys)
+            } else {
+                (theirs.clone(), &mine.context, &their_keys)
+            };
+        out.context.extend(
+            extra
+                .iter()
+                .filter(|m| {
+                    let k = key(m);
+                    !base_keys.contains(&k) && !seen.contains(&k)
+                })
+                .cloned(),
+        );
+        out.context
+            .sort_by_key(|m| m.created_at.map_or(i64::MIN, |t| t.0));
+        let num = |v: u64| v as i128;
+        out.history_tokens = (num(theirs.history_tokens) + num(mine.history_tokens)
+            - num(base.history_tokens))
+        .max(0) as u64;
+        out.prompt_cost = theirs.prompt_cost + mine.prompt_cost - base.prompt_cost;
+        if let (Ok(b), Ok(m), Ok(t)) = (
+            serde_json::to_value(&base.stats),
+            serde_json::to_value(&mine.stats),
+            serde_json::to_value(&theirs.stats),
+        ) && let Ok(stats) = serde_json::from_value(merge_counters(&b, &m, &t))
+        {
+            out.stats = stats;
+        }
+        out.pending_prompt = mine.pending_prompt;
+        out.last_compression_savings = mine.last_compression_savings;
+        out.was_compressed_last_iteration = mine.was_compressed_last_iteration;
+        out
+    }
+
     /// A session saved by [`MemoryManager::persist_to`].
     pub(crate) fn read(path: &Path) -> Result<SessionState> {
         let text = std::fs::read_to_string(path)
@@ -441,6 +535,12 @@ impl MemoryManager {
         }
         self.state_path = Some(path);
         Ok(self)
+    }
+
+    /// Replaces the session's state with `state` (a newer copy another replica wrote).
+    #[cfg_attr(not(feature = "lance"), allow(dead_code))]
+    pub(crate) fn replace_state(&mut self, state: SessionState) {
+        self.state = state;
     }
 
     /// Leaves saving to [`MemoryManager::flush`], which the caller runs on a timer and before

@@ -43,6 +43,9 @@ const MIGRATE_EVERY: Duration = Duration::from_secs(3600);
 /// The long-term store `[tiers]` describes: the warm tier alone, or the tiered store (opened
 /// on first use).
 pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
+    if tiers.shared {
+        return open_shared(tiers);
+    }
     let warm = open_warm(tiers)?;
     if !tiers.tiered() {
         return Ok(Arc::new(warm));
@@ -59,6 +62,13 @@ pub fn open_store(tiers: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
 /// themselves (placement, snapshots, metrics: `llmem store`, `search`, `stats`, …); the same
 /// directories as [`open_store`], so they see what the managers stored.
 pub async fn open_tiered(tiers: &TierSettings) -> Result<TieredStore> {
+    if tiers.shared {
+        return Err(Error::config(
+            "tiers.shared",
+            "the tier tools work on one process's tiers; shared memory is read and written \
+             through a replica (`llmem serve`: /v1/memories)",
+        ));
+    }
     assemble(tiers, Arc::new(open_warm(tiers)?)).await
 }
 
@@ -102,7 +112,7 @@ async fn assemble(t: &TierSettings, warm: Arc<WarmStore>) -> Result<TieredStore>
     if let Some(dir) = &t.dir {
         b = b.state_dir(dir);
     }
-    if t.cold {
+    if t.cold || t.cold_url.is_some() {
         b = b.cold(open_cold(t).await?);
     }
     if let Some(url) = &t.glacier {
@@ -157,15 +167,44 @@ impl ConfiguredTiers {
     }
 }
 
+/// The cold tier's settings: `tiers.cold_url`, else `<tiers.dir>/cold`.
+#[cfg(feature = "lance")]
+fn cold_config(t: &TierSettings) -> Result<llmem_tiers::ColdConfig> {
+    let mut cfg = match (&t.cold_url, &t.dir) {
+        (Some(url), _) => llmem_tiers::ColdConfig::at(url),
+        (None, Some(dir)) => llmem_tiers::ColdConfig::new(dir.join("cold")),
+        (None, None) => {
+            return Err(Error::config(
+                "tiers.cold",
+                "set tiers.dir (the cold tier lives in <dir>/cold) or tiers.cold_url",
+            ));
+        }
+    };
+    cfg.dimensions = Some(t.dimensions);
+    Ok(cfg)
+}
+
 #[cfg(feature = "lance")]
 async fn open_cold(t: &TierSettings) -> Result<Arc<dyn llmem_tiers::Tier>> {
-    let dir = t
-        .dir
-        .as_ref()
-        .ok_or_else(|| Error::config("tiers.cold", "set tiers.dir: the cold tier lives there"))?;
-    let mut cfg = llmem_tiers::ColdConfig::new(dir.join("cold"));
-    cfg.dimensions = Some(t.dimensions);
-    Ok(Arc::new(llmem_tiers::ColdStore::open(cfg).await?))
+    Ok(Arc::new(
+        llmem_tiers::ColdStore::open(cold_config(t)?).await?,
+    ))
+}
+
+/// Shared memory for replicas (`tiers.shared`): writes go through to `tiers.cold_url`.
+#[cfg(feature = "lance")]
+fn open_shared(t: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
+    let mut cfg = llmem_tiers::SharedConfig::new(cold_config(t)?);
+    cfg.staleness = Duration::from_millis(t.shared_staleness_ms);
+    Ok(Arc::new(llmem_tiers::SharedStore::new(cfg)?))
+}
+
+#[cfg(not(feature = "lance"))]
+fn open_shared(_: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
+    Err(Error::config(
+        "tiers.shared",
+        "this build has no cold tier to share: build llmem with the `lance` feature",
+    ))
 }
 
 #[cfg(not(feature = "lance"))]

@@ -9,7 +9,8 @@
 //! field; the user (whose memories a session may recall) is `x-llmem-user`, else `user`.
 //!
 //! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, `GET /metrics`
-//! (Prometheus text), `GET /v1/sessions/{user}/{session}` (the session's statistics). With
+//! (Prometheus text), `GET /v1/sessions/{user}/{session}` (the session's statistics and the
+//! messages in its context). With
 //! `server.token` set, every call but `/health` needs `Authorization: Bearer <token>`. Upstream
 //! keys stay in the server: no response or log line carries them. With a `[budget]` limit and
 //! its hard stop, a turn past the budget is refused with 429 `budget_exceeded`, whose message
@@ -440,13 +441,16 @@ async fn session_stats(
             names.map_err(|e| ApiError::bad(format!("the path: {}", e.body_text())))?;
         check_name("session", &session)?;
         let scope = p.user_scope(Some(&user))?;
-        let h = app.sessions.get(&scope, &session)?;
-        let m = h.lock().await;
+        let m = app.sessions.checkout(&scope, &session).await?;
         Ok::<_, ApiError>(Json(json!({
             "user": user,
             "session": session,
             "stats": m.stats(),
             "context_messages": m.messages().len(),
+            "messages": m.messages().iter().map(|x| json!({
+                "role": x.role,
+                "content": x.text(),
+            })).collect::<Vec<_>>(),
             "summary": m.summary(),
         })))
     }
@@ -641,14 +645,17 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, ApiEr
              with --upstream URL; the memory API (/v1/memories) works without one",
         ));
     };
-    let handle = app.sessions.get(&inc.user, &inc.session)?;
-    // One turn at a time per session: the lock is held until the answer is recorded.
-    let mut m: OwnedMutexGuard<MemoryManager> = handle.lock_owned().await;
+    // One turn at a time per session (in this process): the lock is held until the answer is
+    // recorded. Replicas read the session's latest shared copy here.
+    let mut m: OwnedMutexGuard<MemoryManager> =
+        app.sessions.checkout(&inc.user, &inc.session).await?;
     // A used-up budget (`[budget]`, hard stop) refuses the turn before it is kept: 429.
     m.check_budget()?;
     add_turn(&mut m, &inc.messages).await?;
     let before = m.state().stats.full_history_tokens;
     let prepared = m.prepare(None).await?;
+    // Replicas: the user's turn is in the shared session before the upstream is called.
+    app.sessions.commit(&mut m).await?;
     let full = m.state().stats.full_history_tokens.saturating_sub(before);
     let metrics = &app.metrics;
     metrics
@@ -699,7 +706,11 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, ApiEr
         });
         // The upstream has answered: a failure to record it is logged, and the client still
         // gets the answer it paid for.
-        if let Err(e) = m.add_message(answer.clone(), r.usage).await {
+        let recorded = match m.add_message(answer.clone(), r.usage).await {
+            Ok(()) => app.sessions.commit(&mut m).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             app.metrics
                 .storage_errors_after_answer
                 .fetch_add(1, Ordering::Relaxed);
@@ -799,7 +810,14 @@ async fn turn(app: Shared, inc: Incoming) -> std::result::Result<Response, ApiEr
             app2.metrics
                 .completion_tokens
                 .fetch_add(out, Ordering::Relaxed);
-            if let Err(e) = m.add_message(answer, usage).await {
+            let recorded = match m.add_message(answer, usage).await {
+                Ok(()) => app2.sessions.commit(&mut m).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                app2.metrics
+                    .storage_errors_after_answer
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "could not record the streamed answer");
             }
         }

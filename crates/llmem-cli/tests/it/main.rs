@@ -8,8 +8,13 @@ mod compress;
 mod count;
 mod demo;
 mod mcp;
+#[cfg(feature = "lance")]
+mod replicas;
 mod serve;
 mod server;
+#[cfg(feature = "lance")]
+#[path = "../../../llmem-tiers/tests/it/servers.rs"]
+mod servers;
 mod store;
 
 use std::path::Path;

@@ -2,11 +2,9 @@
 //! (moto, started here on 127.0.0.1 with a free port and killed at the end) and, with the
 //! `azure` feature, Azure Blob Storage's emulator (Azurite, likewise).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use llmem_core::test_kit::store_conformance;
 use llmem_core::{Filter, MemoryStore, Scope};
@@ -17,79 +15,7 @@ use llmem_tiers::{
 use serde_json::json;
 
 use crate::common::rec;
-
-/// A local server for one test (moto, Azurite, the GCS emulator) on a free port of
-/// 127.0.0.1; killed on drop.
-pub(crate) struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    pub(crate) fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-/// Starts `command(port)` on a free port and waits until it listens.
-fn serve(what: &str, command: impl FnOnce(u16) -> Command) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = command(port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}; run `cargo xtask setup`"));
-    let mut server = Server { child, port };
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("{what} exited with {status}: is it installed? run `cargo xtask setup`");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{what} did not listen on port {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-/// The venv python that has `moto[server]` (`LLMEM_PYTHON`, set by `cargo xtask env`).
-fn python() -> PathBuf {
-    match std::env::var_os("LLMEM_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "LLMEM_PYTHON is not set: the glacier tests start a moto S3 server with it; run \
-             `cargo xtask setup` once, then `eval \"$(cargo xtask env)\"` (CI sets it)"
-        ),
-    }
-}
-
-pub(crate) fn start_moto() -> Server {
-    serve("moto.server", |port| {
-        let mut c = Command::new(python());
-        c.args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]);
-        c
-    })
-}
+pub(crate) use crate::servers::{Server, create_bucket, python, serve, start_moto};
 
 pub(crate) fn s3_config(moto: &Server, bucket: &str) -> GlacierConfig {
     GlacierConfig::new(format!("s3://{bucket}/archive"))
@@ -112,24 +38,6 @@ pub(crate) fn s3_client(moto: &Server, bucket: &str) -> object_store::aws::Amazo
         .with_secret_access_key("testing")
         .build()
         .unwrap()
-}
-
-pub(crate) fn create_bucket(moto: &Server, bucket: &str) {
-    use std::io::{Read, Write};
-    let endpoint = moto.endpoint();
-    let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "creating bucket {bucket}: {resp}"
-    );
 }
 
 #[tokio::test]

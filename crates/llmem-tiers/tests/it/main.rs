@@ -6,6 +6,7 @@ mod durability;
 mod forget;
 mod hybrid;
 mod recall;
+mod servers;
 mod tiered;
 mod warm;
 
@@ -13,3 +14,5 @@ mod warm;
 mod cold;
 #[cfg(feature = "glacier")]
 mod glacier;
+#[cfg(all(feature = "lance", feature = "glacier"))]
+mod shared;

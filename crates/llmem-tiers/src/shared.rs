@@ -16,18 +16,24 @@
 //!   rows of fragments it has not seen (one scan over all of them), re-reads only the ids of
 //!   fragments whose deletion file changed, and drops from the cache the ids that no fragment
 //!   holds any more. The BM25 index and the vectors are updated record by record, never
-//!   rebuilt; at open the cache is filled by one scan of the dataset.
+//!   rebuilt. With [`SharedConfig::cache_dir`] the cache is kept on local disk (a warm-tier log)
+//!   with the view it reflects (`view.json`, saved after a refresh at most every 30 s and by
+//!   [`MemoryStore::flush`]): a restarted replica reads only the fragments written since, not
+//!   the dataset. Records in the cache that the saved view does not account for (written after
+//!   it was saved) are dropped at open and read again from their fragments. Without it, the
+//!   cache is filled by one scan of the dataset at open.
 //! - Not kept: read counts (`accessed_at`, `access_count`) stay in each replica's cache, and
 //!   the age thresholds of [`crate::TieredStore`] do not run on shared memory.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arrow_array::{StringArray, UInt64Array};
 use async_trait::async_trait;
 use lance::Dataset;
 use llmem_core::{
-    Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
+    Error, Filter, MemoryRecord, MemoryStore, Result, Scope, ScoredRecord, SearchRequest,
     StoreCapabilities, StoreStats,
 };
 use tokio::sync::OnceCell;
@@ -47,6 +53,8 @@ pub struct SharedConfig {
     pub staleness: Duration,
     /// Fragments past which a write compacts the dataset (default [`COMPACT_AT`]).
     pub compact_at: usize,
+    /// Where the cache is kept between runs (see the module docs); `None`: in RAM only.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl SharedConfig {
@@ -55,12 +63,13 @@ impl SharedConfig {
             cold,
             staleness: DEFAULT_STALENESS,
             compact_at: COMPACT_AT,
+            cache_dir: None,
         }
     }
 }
 
 /// What this replica has read of one fragment.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Frag {
     /// The deletion file's (id, read version) when read.
     deletion: Option<(u64, u64)>,
@@ -69,11 +78,17 @@ struct Frag {
 }
 
 /// The dataset version the cache reflects and what it read of each fragment.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct View {
     version: u64,
     frags: HashMap<u64, Frag>,
+    /// The cache on disk has been checked against this view (see the module docs).
+    #[serde(skip)]
+    checked: bool,
 }
+
+/// How often, at most, a replica saves its view after a refresh.
+const SAVE_VIEW_EVERY: Duration = Duration::from_secs(30);
 
 /// One replica's handle on shared memory (see the module docs).
 #[derive(Debug)]
@@ -90,6 +105,8 @@ pub struct SharedStore {
     /// perhaps by another replica, before this one ever read its fragment).
     unseen: parking_lot::Mutex<Vec<(String, String, u64)>>,
     compacted_at: parking_lot::Mutex<Option<Instant>>,
+    /// When the view was last saved (`cache_dir`).
+    saved_at: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// Past this many fragments (one per write) a replica compacts the dataset after a write.
@@ -120,14 +137,26 @@ impl SharedStore {
             ));
         }
         cfg.cold.shared = true;
+        let mut warm = WarmConfig::default().named("shared-cache");
+        let mut view = View::default();
+        if let Some(dir) = &cfg.cache_dir {
+            warm = warm.persist_in(dir.join("cache"));
+            // A view that cannot be read is no view: the cache is emptied at the first refresh
+            // and filled again from the dataset.
+            view = std::fs::read(dir.join("view.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+        }
         Ok(SharedStore {
+            cache: WarmStore::open(warm)?,
             cfg,
             cold: OnceCell::new(),
-            cache: WarmStore::open(WarmConfig::default().named("shared-cache"))?,
-            view: tokio::sync::Mutex::new(View::default()),
+            view: tokio::sync::Mutex::new(view),
             fresh_at: parking_lot::Mutex::new(None),
             unseen: parking_lot::Mutex::new(Vec::new()),
             compacted_at: parking_lot::Mutex::new(None),
+            saved_at: parking_lot::Mutex::new(None),
         })
     }
 
@@ -163,6 +192,60 @@ impl SharedStore {
         }
     }
 
+    /// Drops from the cache kept on disk the records `view` does not account for (nor this
+    /// replica's writes since it opened); returns how many. A view that names a record the
+    /// cache lacks (a cache directory removed by hand) is dropped, so that the first refresh
+    /// reads the whole dataset.
+    async fn check_cache(&self, view: &mut View) -> Result<usize> {
+        let cached = self.cache.scan_all(&Filter::All, None).await?;
+        let ids: HashSet<&str> = cached.iter().map(|r| r.id.as_str()).collect();
+        let complete = view
+            .frags
+            .values()
+            .all(|f| f.rows.iter().all(|r| ids.contains(r.0.as_str())));
+        if !complete {
+            tracing::warn!(
+                "shared memory: the cache on disk misses records its view names; reading the dataset again"
+            );
+            *view = View::default();
+        }
+        let mut held: HashSet<String> = view
+            .frags
+            .values()
+            .flat_map(|f| f.rows.iter().map(|r| r.0.clone()))
+            .collect();
+        held.extend(self.unseen.lock().iter().map(|u| u.0.clone()));
+        let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+        for r in &cached {
+            if !held.contains(&r.id) {
+                by_tenant
+                    .entry(r.tenant.clone())
+                    .or_default()
+                    .push(r.id.clone());
+            }
+        }
+        let mut n = 0;
+        for (tenant, ids) in by_tenant {
+            n += self.cache.delete(&Scope::tenant(tenant), &ids).await?;
+        }
+        Ok(n)
+    }
+
+    /// Saves `view` next to the cache (`cache_dir`), through a temporary file.
+    fn save_view(&self, view: &View) -> Result<()> {
+        let Some(dir) = &self.cfg.cache_dir else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec(view).map_err(|e| Error::serde("shared view", e))?;
+        let (tmp, path) = (dir.join("view.json.tmp"), dir.join("view.json"));
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("saving {}", path.display()), e))?;
+        *self.saved_at.lock() = Some(Instant::now());
+        Ok(())
+    }
+
     /// The staleness bound of reads.
     pub fn staleness(&self) -> Duration {
         self.cfg.staleness
@@ -193,6 +276,10 @@ impl SharedStore {
             return Ok(Refreshed::default());
         }
         let mut out = Refreshed::default();
+        if !view.checked {
+            out.removed += self.check_cache(&mut view).await?;
+            view.checked = true;
+        }
         let Some(ds) = self.cold().await?.latest().await? else {
             *self.fresh_at.lock() = Some(started);
             return Ok(out);
@@ -298,6 +385,13 @@ impl SharedStore {
         }
         view.version = version;
         *self.fresh_at.lock() = Some(started);
+        let due = self
+            .saved_at
+            .lock()
+            .is_none_or(|t| t.elapsed() >= SAVE_VIEW_EVERY);
+        if due {
+            self.save_view(&view)?;
+        }
         tracing::debug!(version = view.version, ?out, "shared memory refreshed");
         Ok(out)
     }
@@ -449,5 +543,15 @@ impl MemoryStore for SharedStore {
     async fn stats(&self) -> Result<StoreStats> {
         self.fresh().await?;
         self.cache.stats().await
+    }
+
+    /// Saves the view the cache reflects (`cache_dir`), so that a restart reads only what
+    /// was written since.
+    async fn flush(&self) -> Result<()> {
+        let view = self.view.lock().await;
+        if view.checked {
+            self.save_view(&view)?;
+        }
+        Ok(())
     }
 }

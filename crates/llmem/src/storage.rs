@@ -196,6 +196,8 @@ async fn open_cold(t: &TierSettings) -> Result<Arc<dyn llmem_tiers::Tier>> {
 fn open_shared(t: &TierSettings) -> Result<Arc<dyn MemoryStore>> {
     let mut cfg = llmem_tiers::SharedConfig::new(cold_config(t)?);
     cfg.staleness = Duration::from_millis(t.shared_staleness_ms);
+    // The cache survives a restart in tiers.dir, when one is set.
+    cfg.cache_dir = t.dir.as_ref().map(|d| d.join("shared"));
     Ok(Arc::new(llmem_tiers::SharedStore::new(cfg)?))
 }
 

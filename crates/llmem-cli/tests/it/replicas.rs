@@ -41,9 +41,13 @@ fn env(moto: &Server) -> Vec<(String, String)> {
     .collect()
 }
 
-fn start(upstream: &str, env: &[(String, String)]) -> Proxy {
+/// A replica; its cache of the shared memory is kept in `dir` across restarts.
+fn start(upstream: &str, env: &[(String, String)], dir: &std::path::Path) -> Proxy {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    serve(&["--upstream", upstream], &env)
+    serve(
+        &["--upstream", upstream, "--dir", dir.to_str().unwrap()],
+        &env,
+    )
 }
 
 /// A small deterministic generator, so that a failure replays.
@@ -68,7 +72,11 @@ async fn three_replicas_lose_nothing_across_a_sigkill() {
     create_bucket(&moto, BUCKET);
     let upstream = echo_upstream(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))).await;
     let env = env(&moto);
-    let mut replicas: Vec<Proxy> = (0..3).map(|_| start(&upstream, &env)).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut replicas: Vec<Proxy> = dirs
+        .iter()
+        .map(|d| start(&upstream, &env, d.path()))
+        .collect();
     let bases = Arc::new(RwLock::new(
         replicas.iter().map(|p| p.base.clone()).collect::<Vec<_>>(),
     ));
@@ -148,7 +156,8 @@ async fn three_replicas_lose_nothing_across_a_sigkill() {
     replicas[1].child.kill().unwrap();
     replicas[1].child.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    replicas[1] = start(&upstream, &env);
+    // Its cache on disk is checked against the view it saved, then brought up to date.
+    replicas[1] = start(&upstream, &env, dirs[1].path());
     bases.write()[1] = replicas[1].base.clone();
 
     let mut acked = Acked::default();
@@ -299,10 +308,15 @@ async fn replicas_measured() {
                 &[],
             )],
         ),
-        ("1 replica, shared", vec![start(&upstream, &shared)]),
+        (
+            "1 replica, shared",
+            vec![start(&upstream, &shared, &local_dir.path().join("r0"))],
+        ),
         (
             "3 replicas, shared",
-            (0..3).map(|_| start(&upstream, &shared)).collect(),
+            (1..4)
+                .map(|i| start(&upstream, &shared, &local_dir.path().join(format!("r{i}"))))
+                .collect(),
         ),
     ];
     for (name, procs) in runs {

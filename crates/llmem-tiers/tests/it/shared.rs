@@ -231,3 +231,56 @@ async fn conditional_writes_on_moto_let_one_writer_win() {
         assert_eq!(won, 1, "round {round}: {won} updaters won");
     }
 }
+
+/// With a cache directory, a restarted replica reads only what was written while it was down,
+/// not the dataset; a cache directory removed by hand makes it read everything again.
+#[tokio::test]
+async fn a_restarted_replica_reads_only_what_changed() {
+    let moto = start_moto();
+    create_bucket(&moto, "llmem-restart");
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = || {
+        let mut cfg = SharedConfig::new(cold_on(&moto, "llmem-restart", "team/memory"));
+        cfg.staleness = Duration::from_millis(1);
+        cfg.cache_dir = Some(dir.path().join("shared"));
+        SharedStore::new(cfg).unwrap()
+    };
+    let writer = replica(&moto, "llmem-restart", Duration::from_millis(1));
+    for i in 0..6 {
+        writer
+            .put(vec![rec("u", &format!("r{i}"), &format!("row {i}"), 8, i)])
+            .await
+            .unwrap();
+    }
+    let u = Scope::tenant("u");
+    let a = with_cache();
+    let first = a.refresh().await.unwrap();
+    assert_eq!(first.upserted, 6, "{first:?}");
+    a.flush().await.unwrap();
+    drop(a);
+    // While it is down: one more, one updated, one deleted.
+    writer
+        .put(vec![rec("u", "r6", "row 6", 8, 6)])
+        .await
+        .unwrap();
+    writer
+        .put(vec![rec("u", "r0", "row 0 again", 8, 7)])
+        .await
+        .unwrap();
+    assert_eq!(writer.delete(&u, &["r1".into()]).await.unwrap(), 1);
+    let a = with_cache();
+    let r = a.refresh().await.unwrap();
+    assert_eq!(r.fragments_read, 2, "only the two new fragments: {r:?}");
+    assert_eq!(r.upserted, 2, "{r:?}");
+    assert_eq!(a.count(&u, &Filter::All).await.unwrap(), 6);
+    let got = a.get(&u, &["r0".into(), "r1".into()]).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text, "row 0 again");
+    a.flush().await.unwrap();
+    drop(a);
+    std::fs::remove_dir_all(dir.path().join("shared/cache")).unwrap();
+    let a = with_cache();
+    let r = a.refresh().await.unwrap();
+    assert_eq!(r.upserted, 6, "the whole dataset again: {r:?}");
+    assert_eq!(a.count(&u, &Filter::All).await.unwrap(), 6);
+}

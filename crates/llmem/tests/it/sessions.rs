@@ -209,3 +209,66 @@ async fn the_reads_of_a_recall_are_kept_by_flush() {
         "kept by the flush"
     );
 }
+
+/// Two replicas changed one session from the same base: the merge keeps every message of both,
+/// in time order, once, and adds up the counters.
+#[test]
+fn a_three_way_merge_keeps_both_replicas_turns() {
+    use llmem::SessionState;
+    use llmem::core::Timestamp;
+    let at = |t: i64, m: Message| Message {
+        created_at: Some(Timestamp(t)),
+        ..m
+    };
+    let mut base = SessionState {
+        tenant: "u".into(),
+        session: Some("s".into()),
+        context: vec![
+            at(1, Message::user("hello")),
+            at(2, Message::assistant("hi")),
+        ],
+        history_tokens: 10,
+        ..SessionState::default()
+    };
+    base.stats.messages = 2;
+    base.stats.total_cost = 0.5;
+    let mut mine = base.clone();
+    mine.context.push(at(5, Message::user("mine: kayak")));
+    mine.context.push(at(6, Message::assistant("ok kayak")));
+    mine.history_tokens += 7;
+    mine.stats.messages += 2;
+    mine.stats.total_cost += 0.25;
+    let mut theirs = base.clone();
+    theirs.context.push(at(3, Message::user("theirs: tent")));
+    theirs.context.push(at(4, Message::assistant("ok tent")));
+    theirs.history_tokens += 5;
+    theirs.stats.messages += 2;
+    theirs.stats.total_cost += 0.125;
+    let merged = SessionState::merge(&base, &mine, &theirs);
+    let texts: Vec<String> = merged.context.iter().map(Message::text).collect();
+    assert_eq!(
+        texts,
+        [
+            "hello",
+            "hi",
+            "theirs: tent",
+            "ok tent",
+            "mine: kayak",
+            "ok kayak"
+        ]
+    );
+    assert_eq!(merged.history_tokens, 22);
+    assert_eq!(merged.stats.messages, 6);
+    assert!((merged.stats.total_cost - 0.875).abs() < 1e-9);
+    // Merging again with what is already in is a no-op: nothing twice.
+    let again = SessionState::merge(&theirs, &merged, &merged);
+    assert_eq!(again.context.len(), 6);
+    // Only one side compressed: its summary stays, the other side's new turns join it.
+    let mut compressed = base.clone();
+    compressed.summary = Some("they greeted".into());
+    compressed.context = vec![at(7, Message::user("after the summary"))];
+    let merged = SessionState::merge(&base, &compressed, &theirs);
+    assert_eq!(merged.summary.as_deref(), Some("they greeted"));
+    let texts: Vec<String> = merged.context.iter().map(Message::text).collect();
+    assert_eq!(texts, ["theirs: tent", "ok tent", "after the summary"]);
+}

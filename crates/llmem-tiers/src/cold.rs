@@ -444,10 +444,8 @@ impl ColdStore {
         let mut text = TextIndex::new();
         let (uri, session) = cfg.location()?;
         if let Some(ds) = open_dataset(&uri, session.as_ref(), &cfg.path).await? {
-            if let Some(f) = ds.schema().field("embedding")
-                && let DataType::FixedSizeList(_, n) = f.data_type()
-            {
-                state.dim = n as usize;
+            if let Some(n) = embedding_dim(&ds) {
+                state.dim = n;
             }
             let rows = if cfg.shared {
                 ds.count_rows(None)
@@ -496,10 +494,9 @@ impl ColdStore {
             None => {
                 st.ds = open_dataset(&self.uri, self.session.as_ref(), &self.cfg.path).await?;
                 if st.dim == 0
-                    && let Some(f) = st.ds.as_ref().and_then(|d| d.schema().field("embedding"))
-                    && let DataType::FixedSizeList(_, n) = f.data_type()
+                    && let Some(n) = st.ds.as_ref().and_then(embedding_dim)
                 {
-                    st.dim = n as usize;
+                    st.dim = n;
                 }
             }
         }
@@ -894,6 +891,14 @@ impl ColdStore {
             self.build_index().await?;
         }
         Ok(())
+    }
+}
+
+/// The size of the dataset's embedding vectors, from its schema.
+fn embedding_dim(ds: &Dataset) -> Option<usize> {
+    match ds.schema().field("embedding")?.data_type() {
+        DataType::FixedSizeList(_, n) => Some(n as usize),
+        _ => None,
     }
 }
 

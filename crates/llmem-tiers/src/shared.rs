@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use arrow_array::{StringArray, UInt64Array};
+use arrow_array::{RecordBatch, StringArray, UInt64Array};
 use async_trait::async_trait;
 use lance::Dataset;
 use llmem_core::{
@@ -85,6 +85,21 @@ struct View {
     /// The cache on disk has been checked against this view (see the module docs).
     #[serde(skip)]
     checked: bool,
+}
+
+impl View {
+    /// The ids of the rows its fragments hold.
+    fn held(&self) -> HashSet<&str> {
+        self.frags
+            .values()
+            .flat_map(|f| f.rows.iter().map(|r| r.0.as_str()))
+            .collect()
+    }
+}
+
+/// A fragment's deletion file as a view records it: (id, read version).
+fn deletion(m: &lance::table::format::Fragment) -> Option<(u64, u64)> {
+    m.deletion_file.as_ref().map(|d| (d.id, d.read_version))
 }
 
 /// How often, at most, a replica saves its view after a refresh.
@@ -209,20 +224,21 @@ impl SharedStore {
             );
             *view = View::default();
         }
-        let mut held: HashSet<String> = view
-            .frags
-            .values()
-            .flat_map(|f| f.rows.iter().map(|r| r.0.clone()))
+        let written: HashSet<String> = self.unseen.lock().iter().map(|u| u.0.clone()).collect();
+        let held = view.held();
+        let unknown: Vec<(String, String)> = cached
+            .into_iter()
+            .filter(|r| !held.contains(r.id.as_str()) && !written.contains(&r.id))
+            .map(|r| (r.id, r.tenant))
             .collect();
-        held.extend(self.unseen.lock().iter().map(|u| u.0.clone()));
+        self.uncache(unknown).await
+    }
+
+    /// Drops these (id, tenant) from the cache; returns how many were there.
+    async fn uncache(&self, rows: Vec<(String, String)>) -> Result<usize> {
         let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
-        for r in &cached {
-            if !held.contains(&r.id) {
-                by_tenant
-                    .entry(r.tenant.clone())
-                    .or_default()
-                    .push(r.id.clone());
-            }
+        for (id, tenant) in rows {
+            by_tenant.entry(tenant).or_default().push(id);
         }
         let mut n = 0;
         for (tenant, ids) in by_tenant {
@@ -305,28 +321,22 @@ impl SharedStore {
         let (mut new, mut changed) = (Vec::new(), Vec::new());
         for f in &frags {
             let meta = f.metadata();
-            let del = meta.deletion_file.as_ref().map(|d| (d.id, d.read_version));
             match view.frags.get(&(f.id() as u64)) {
                 None => new.push(meta.clone()),
-                Some(known) if known.deletion != del => changed.push(meta.clone()),
+                Some(known) if known.deletion != deletion(meta) => changed.push(meta.clone()),
                 Some(_) => {}
             }
         }
         if !new.is_empty() {
             out.fragments_read = new.len();
-            let dels: HashMap<u64, Option<(u64, u64)>> = new
-                .iter()
-                .map(|m| {
-                    (
-                        m.id,
-                        m.deletion_file.as_ref().map(|d| (d.id, d.read_version)),
-                    )
-                })
-                .collect();
-            let (records, addrs) = read_rows(&ds, new).await?;
-            for id in dels.keys() {
-                view.frags.entry(*id).or_insert_with(|| Frag {
-                    deletion: dels[id],
+            // Recorded only once their rows are read: a failed read leaves them new.
+            let entries: Vec<(u64, Option<(u64, u64)>)> =
+                new.iter().map(|m| (m.id, deletion(m))).collect();
+            let b = scan_fragments(&ds, new, None).await?;
+            let (records, addrs) = (from_batch(&b)?, row_addresses(&b)?);
+            for (id, deletion) in entries {
+                view.frags.entry(id).or_insert(Frag {
+                    deletion,
                     rows: Vec::new(),
                 });
             }
@@ -340,10 +350,16 @@ impl SharedStore {
         }
         if !changed.is_empty() {
             out.fragments_rechecked = changed.len();
-            let ids = read_ids(&ds, changed.clone()).await?;
+            let b = scan_fragments(&ds, changed.clone(), Some(&["id", "tenant"])).await?;
+            let (ids, tenants) = (
+                col::<StringArray>(&b, "id")?,
+                col::<StringArray>(&b, "tenant")?,
+            );
             let mut live: HashMap<u64, Vec<(String, String)>> = HashMap::new();
-            for (id, tenant, addr) in ids {
-                live.entry(addr >> 32).or_default().push((id, tenant));
+            for (i, addr) in row_addresses(&b)?.into_iter().enumerate() {
+                live.entry(addr >> 32)
+                    .or_default()
+                    .push((ids.value(i).to_owned(), tenants.value(i).to_owned()));
             }
             for m in changed {
                 if let Some(f) = view.frags.get_mut(&m.id) {
@@ -356,7 +372,7 @@ impl SharedStore {
                             .cloned(),
                     );
                     f.rows = now;
-                    f.deletion = m.deletion_file.as_ref().map(|d| (d.id, d.read_version));
+                    f.deletion = deletion(&m);
                 }
             }
         }
@@ -368,20 +384,9 @@ impl SharedStore {
                 .map(|(id, tenant, _)| (id, tenant)),
         );
         if !maybe_gone.is_empty() {
-            let held: HashSet<&str> = view
-                .frags
-                .values()
-                .flat_map(|f| f.rows.iter().map(|r| r.0.as_str()))
-                .collect();
-            let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
-            for (id, tenant) in maybe_gone {
-                if !held.contains(id.as_str()) {
-                    by_tenant.entry(tenant).or_default().push(id);
-                }
-            }
-            for (tenant, ids) in by_tenant {
-                out.removed += self.cache.delete(&Scope::tenant(tenant), &ids).await?;
-            }
+            let held = view.held();
+            maybe_gone.retain(|(id, _)| !held.contains(id.as_str()));
+            out.removed += self.uncache(maybe_gone).await?;
         }
         view.version = version;
         *self.fresh_at.lock() = Some(started);
@@ -397,52 +402,27 @@ impl SharedStore {
     }
 }
 
-/// The rows of `frags` (deleted rows left out) with their row addresses (fragment id in the
-/// high 32 bits).
-async fn read_rows(
+/// The live rows of `frags` (deleted rows left out), all columns or `columns`, with their row
+/// addresses (`_rowaddr`: the fragment id in the high 32 bits).
+async fn scan_fragments(
     ds: &Dataset,
     frags: Vec<lance::table::format::Fragment>,
-) -> Result<(Vec<MemoryRecord>, Vec<u64>)> {
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
     let mut scan = ds.scan();
     scan.with_fragments(frags);
     scan.with_row_address();
-    let b = scan
-        .try_into_batch()
+    if let Some(c) = columns {
+        scan.project(c).map_err(|e| lance_err("scan", e))?;
+    }
+    scan.try_into_batch()
         .await
-        .map_err(|e| lance_err("reading new rows", e))?;
-    let addrs = col::<UInt64Array>(&b, "_rowaddr")?;
-    let addrs: Vec<u64> = (0..addrs.len()).map(|i| addrs.value(i)).collect();
-    Ok((from_batch(&b)?, addrs))
+        .map_err(|e| lance_err("reading changed fragments", e))
 }
 
-/// (id, tenant, row address) of the live rows of `frags`.
-async fn read_ids(
-    ds: &Dataset,
-    frags: Vec<lance::table::format::Fragment>,
-) -> Result<Vec<(String, String, u64)>> {
-    let mut scan = ds.scan();
-    scan.with_fragments(frags);
-    scan.with_row_address();
-    scan.project(&["id", "tenant"])
-        .map_err(|e| lance_err("scan", e))?;
-    let b = scan
-        .try_into_batch()
-        .await
-        .map_err(|e| lance_err("re-reading ids", e))?;
-    let (ids, tenants) = (
-        col::<StringArray>(&b, "id")?,
-        col::<StringArray>(&b, "tenant")?,
-    );
-    let addrs = col::<UInt64Array>(&b, "_rowaddr")?;
-    Ok((0..b.num_rows())
-        .map(|i| {
-            (
-                ids.value(i).to_owned(),
-                tenants.value(i).to_owned(),
-                addrs.value(i),
-            )
-        })
-        .collect())
+/// The `_rowaddr` column of a [`scan_fragments`] batch.
+fn row_addresses(b: &RecordBatch) -> Result<Vec<u64>> {
+    Ok(col::<UInt64Array>(b, "_rowaddr")?.values().to_vec())
 }
 
 #[async_trait]

@@ -341,8 +341,15 @@ pub fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: us
     row("all", report);
     println!(
         "ev in ctx: every evidence turn is in the prompt; ans in ctx: the gold answer (normalised) is in the prompt; ans in all: in the whole conversation (its ceiling)\n\
-         ingest {:.0} turns/s; prompts under {budget} tokens",
-        report["ingest_turns_per_s"].as_f64().unwrap_or(0.0)
+         ingest {:.0} turns/s ({:.0} turns/s until every turn has its vector; add_message p95 {:.2} ms, p99 {:.2} ms, max {:.0} ms); prompts under {budget} tokens",
+        report["ingest_turns_per_s"].as_f64().unwrap_or(0.0),
+        report["ingest_embedded_turns_per_s"]
+            .as_f64()
+            .or(report["ingest_turns_per_s"].as_f64())
+            .unwrap_or(0.0),
+        report["add_message_p95_ms"].as_f64().unwrap_or(0.0),
+        report["add_message_p99_ms"].as_f64().unwrap_or(0.0),
+        report["add_message_max_ms"].as_f64().unwrap_or(0.0)
     );
     let recall: Vec<String> = crate::RECALL_KS
         .iter()

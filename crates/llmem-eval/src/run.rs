@@ -90,6 +90,11 @@ pub struct Args {
     /// With --answer: at most this many questions per conversation.
     #[arg(long)]
     pub answer_limit: Option<usize>,
+    /// Embed memories off the request path (`retrieval.deferred_embedding`): each turn is
+    /// stored at once and embedded in batches in the background; the questions wait until
+    /// every turn has its vector. The report then has the acknowledged and the embedded rate.
+    #[arg(long)]
+    pub deferred_embedding: bool,
     /// No progress bar, no per-question lines.
     #[arg(long)]
     pub quiet: bool,
@@ -211,6 +216,12 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
     if let Some(e) = &embedder {
         providers = providers.with_embedder(e.clone());
     }
+    if config.retrieval.deferred_embedding && embedder.is_some() {
+        providers = providers.with_deferred_embedding(llmem::DeferredSettings {
+            queue: config.retrieval.embedding_queue,
+            ..llmem::DeferredSettings::default()
+        })?;
+    }
     if let (Some((_, model)), FactArg::Llm) = (&chat, args.facts) {
         providers = providers.with_chat(model.clone());
     }
@@ -223,11 +234,15 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         None => None,
     };
     let mut ingest_secs = 0.0;
+    let mut embedded_secs = 0.0;
+    let mut add_ms: Vec<f64> = Vec::new();
     let mut conversation_tokens = Vec::new();
     for sample in &samples {
         bar.set_message(format!("{} ingest", sample.id));
         let started = Instant::now();
-        ingest_manager(sample, &config, &providers, &bar).await?;
+        add_ms.extend(ingest_manager(sample, &config, &providers, &bar).await?);
+        ingest_secs += started.elapsed().as_secs_f64();
+        providers.drain_embeddings().await;
         if args.consolidate
             && let Some(store) = &providers.store
         {
@@ -249,7 +264,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         }
         let secs = started.elapsed().as_secs_f64();
         tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
-        ingest_secs += secs;
+        embedded_secs += secs;
         let whole = sample
             .turns
             .iter()
@@ -416,7 +431,32 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         out.flush().context("--details: cannot write")?;
     }
 
+    add_ms.sort_by(f64::total_cmp);
     let mut report = report::report(&outcomes, turns, ingest_secs);
+    report.insert(
+        "ingest_embedded_turns_per_s".into(),
+        json!(turns as f64 / f64::max(embedded_secs, 1e-9)),
+    );
+    report.insert(
+        "add_message_p50_ms".into(),
+        json!(report::percentile(&add_ms, 0.5)),
+    );
+    report.insert(
+        "add_message_p95_ms".into(),
+        json!(report::percentile(&add_ms, 0.95)),
+    );
+    report.insert(
+        "add_message_p99_ms".into(),
+        json!(report::percentile(&add_ms, 0.99)),
+    );
+    report.insert(
+        "add_message_max_ms".into(),
+        json!(add_ms.last().copied().unwrap_or(0.0)),
+    );
+    report.insert(
+        "deferred_embedding".into(),
+        json!(providers.deferred.as_ref().map(|d| d.queue_stats())),
+    );
     report.insert(
         "settings".into(),
         json!(match args.settings {
@@ -451,6 +491,7 @@ pub fn manager_config(args: &Args, model: &str, budget: usize) -> Result<Config>
     let retrieval = std::env::vars().filter(|(k, _)| k.starts_with("LLMEM_RETRIEVAL_"));
     let mut c = Config::from_sources(None, retrieval).context("the LLMEM_RETRIEVAL_* variables")?;
     c.memory.model = model.to_owned();
+    c.retrieval.deferred_embedding |= args.deferred_embedding;
     c.memory.max_context_tokens = budget;
     c.memory.answer_reserve = ANSWER_RESERVE;
     c.memory.compression_threshold = budget / 2;
@@ -515,12 +556,14 @@ fn all_in_prompt(evidence: &[String], retrieved: &[llmem::Recalled]) -> Option<b
 
 /// Feeds every turn through a `MemoryManager`, one manager per LoCoMo session (the user is the
 /// conversation), each ended when its session ends so its last turns reach long-term memory.
+/// Returns the time each `add_message` took, in ms.
 pub async fn ingest_manager(
     sample: &Sample,
     config: &Config,
     providers: &Providers,
     bar: &indicatif::ProgressBar,
-) -> Result<()> {
+) -> Result<Vec<f64>> {
+    let mut took = Vec::with_capacity(sample.turns.len());
     for session in sample.turns.chunk_by(|a, b| a.session == b.session) {
         let Some(first) = session.first() else {
             continue;
@@ -535,12 +578,14 @@ pub async fn ingest_manager(
                 .with_name(t.speaker.clone())
                 .with_created_at(t.date.timestamp())
                 .with_metadata("dia_id", t.dia_id.clone());
+            let t = Instant::now();
             m.add_message(message, None).await?;
+            took.push(t.elapsed().as_secs_f64() * 1e3);
             bar.inc(1);
         }
         m.end_session().await?;
     }
-    Ok(())
+    Ok(took)
 }
 
 /// The embedder `mode` asks for: the local ONNX embedder, or none (lexical search only).

@@ -26,6 +26,8 @@
 //! late_interaction = 0.5           # weight of the token-level match (MaxSim) in the re-ranking
 //! late_reply_share = 0.6           # share of a reply's match taken with its question's words
 //! late_cache_mib = 256             # memory for the memories' token vectors
+//! deferred_embedding = false       # store at once, embed in batches in the background
+//! embedding_queue = 4096           # records waiting for their vector, at most
 //! taxonomy = "auto"                # WordNet dir for broader terms of memories' nouns | off
 //! scope = "user"                   # session
 //!
@@ -385,6 +387,13 @@ pub struct RetrievalSettings {
     pub taxonomy: String,
     /// Whose memories a question sees: the user's (every session) or the session's only.
     pub scope: RetrievalScope,
+    /// Embed long-term memories off the request path ([`crate::DeferredStore`]): a memory is
+    /// stored at once, searchable by its words, and by meaning once its batch is embedded in
+    /// the background (with `tiers.dir`, a journal re-queues what a stopped process left).
+    pub deferred_embedding: bool,
+    /// With `deferred_embedding`: records waiting for their vector, at most; a write past it
+    /// waits for room.
+    pub embedding_queue: usize,
 }
 
 impl Default for RetrievalSettings {
@@ -401,6 +410,8 @@ impl Default for RetrievalSettings {
             late_cache_mib: 256,
             taxonomy: "auto".into(),
             scope: RetrievalScope::User,
+            deferred_embedding: false,
+            embedding_queue: 4096,
         }
     }
 }
@@ -705,6 +716,22 @@ impl Config {
                     "{} is not a factor in (0, 1]; 1 leaves questions unweighted",
                     r.question_weight
                 ),
+            );
+        }
+        if r.deferred_embedding && r.embedding_queue == 0 {
+            return bad(
+                "retrieval.embedding_queue",
+                "0 leaves no room for a record waiting for its vector; use at least 1 \
+                 (4096 is the default), or set retrieval.deferred_embedding = false"
+                    .into(),
+            );
+        }
+        if r.deferred_embedding && self.tiers.shared {
+            return bad(
+                "retrieval.deferred_embedding",
+                "is not supported with tiers.shared: replicas write the shared dataset \
+                 directly; set retrieval.deferred_embedding = false"
+                    .into(),
             );
         }
         if r.taxonomy.trim().is_empty() {

@@ -40,6 +40,7 @@ pub use llmem_window as window;
 
 mod config;
 mod consolidate;
+mod deferred;
 mod facts;
 mod forget;
 mod late;
@@ -60,6 +61,7 @@ pub use consolidate::{
     Consolidated, ConsolidationSettings, ConsolidationWindow, SOURCES, WINDOW, consolidate,
     consolidation_users,
 };
+pub use deferred::{ATTEMPTS, DeferredSettings, DeferredStats, DeferredStore};
 pub use forget::{Forgotten, UPDATED_AT, UPDATED_BY, forget_user, update_memory};
 pub use llmem_core::{Error, MemoryRecord, Message, Result, Role, Usage};
 pub use llmem_window::{Block, Load};

@@ -65,6 +65,8 @@ pub struct LongTerm {
     last_query: parking_lot::Mutex<Option<(String, Embedded)>>,
     /// Memories' token vectors for late interaction (`retrieval.late_interaction`).
     late: Arc<parking_lot::Mutex<LateIndex>>,
+    /// The store embeds later ([`LongTerm::deferring`]).
+    deferred: bool,
 }
 
 /// A memory recalled for a question, with its relevance (cosine, or term overlap).
@@ -194,6 +196,7 @@ impl LongTerm {
             stored: AtomicU64::new(0),
             last_query: parking_lot::Mutex::new(None),
             late,
+            deferred: false,
         }
     }
 
@@ -272,12 +275,21 @@ impl LongTerm {
         self.stored.load(Ordering::Relaxed)
     }
 
-    /// Embeds (when an embedder is set) and stores `records`; Ok means stored.
+    /// The store embeds what it is given without a vector ([`crate::DeferredStore`]):
+    /// [`LongTerm::remember`] stores records as they are.
+    #[must_use]
+    pub fn deferring(mut self, on: bool) -> Self {
+        self.deferred = on;
+        self
+    }
+
+    /// Embeds (when an embedder is set, and the store does not embed later) and stores
+    /// `records`; Ok means stored.
     pub async fn remember(&self, mut records: Vec<MemoryRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        if let Some(e) = &self.embedder {
+        if let Some(e) = self.embedder.as_ref().filter(|_| !self.deferred) {
             let texts: Vec<String> = records.iter().map(|r| r.text.clone()).collect();
             if self.late_on() {
                 let embedded = e.embed_with_tokens(&texts).await?;

@@ -23,6 +23,7 @@ use llmem_tokens::{CachedCounter, Catalog, Counters, ModelInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BudgetScope, Config, FactMode, RetrievalScope, SummarizerMode};
+use crate::deferred::{DeferredSettings, DeferredStore};
 use crate::facts;
 use crate::late::LateIndex;
 use crate::longterm::{ARCHIVED, Archive, LongTerm, Recalled, fit_timeline, to_archive};
@@ -50,6 +51,9 @@ pub struct Providers {
     /// The spending of `budget.per = "user"` and `"total"` budgets, which the managers built
     /// from clones of these providers share, and the alarms and refusals of every budget.
     pub budgets: Budgets,
+    /// The embedding queue in front of `store` ([`Providers::with_deferred_embedding`]):
+    /// managers then store memories without waiting for their vectors.
+    pub deferred: Option<Arc<DeferredStore>>,
 }
 
 /// Budgets shared by managers (`budget.per = "user"` or `"total"`: one [`CostTracker`] per
@@ -101,14 +105,57 @@ impl Providers {
 
     /// Builds what the config names with the kinds of `plugins` (the built-in ones plus those
     /// of the plugin crates the program links).
+    /// With `retrieval.deferred_embedding` and an embedder, the store is behind an embedding
+    /// queue ([`Providers::with_deferred_embedding`]; its journal in `<tiers.dir>`).
     pub fn from_config_with(config: &Config, plugins: &Plugins) -> Result<Self> {
-        Ok(Providers {
+        let providers = Providers {
             chat: plugins.chat_model(config)?,
             embedder: plugins.embedder(config)?,
             summarizer: plugins.summarizer(config)?,
             store: Some(crate::storage::open_store(&config.tiers)?),
             ..Providers::default()
+        };
+        let r = &config.retrieval;
+        if !r.deferred_embedding || providers.embedder.is_none() {
+            return Ok(providers);
+        }
+        providers.with_deferred_embedding(DeferredSettings {
+            queue: r.embedding_queue,
+            journal: config
+                .tiers
+                .dir
+                .as_ref()
+                .map(|d| d.join("embedding-queue.log")),
+            ..DeferredSettings::default()
         })
+    }
+
+    /// Puts the store behind an embedding queue ([`DeferredStore`]): the managers built from
+    /// these providers store a memory at once and its vector is set by a background task, in
+    /// batches. Needs an embedder and a store, and a tokio runtime to run the task on.
+    pub fn with_deferred_embedding(mut self, settings: DeferredSettings) -> Result<Self> {
+        let (Some(embedder), Some(store)) = (&self.embedder, &self.store) else {
+            return Err(Error::config(
+                "retrieval.deferred_embedding",
+                "needs an embedder ([embedder]) and a store to put the queue in front of",
+            ));
+        };
+        let deferred = DeferredStore::open(
+            store.clone(),
+            embedder.clone(),
+            Some(self.late.clone()),
+            &settings,
+        )?;
+        self.store = Some(deferred.clone());
+        self.deferred = Some(deferred);
+        Ok(self)
+    }
+
+    /// Waits until every memory stored so far has its vector (at once without a queue).
+    pub async fn drain_embeddings(&self) {
+        if let Some(d) = &self.deferred {
+            d.drain().await;
+        }
     }
 
     #[must_use]
@@ -436,7 +483,8 @@ impl MemoryManager {
         let longterm = Arc::new(
             LongTerm::new(store, providers.embedder.clone(), config.retrieval.clone())
                 .with_taxonomy(Taxonomy::from_setting(&config.retrieval.taxonomy)?)
-                .with_late_index(providers.late.clone()),
+                .with_late_index(providers.late.clone())
+                .deferring(providers.deferred.is_some()),
         );
         let compress = CompressConfig {
             strategy: m.compression_strategy,

@@ -425,7 +425,9 @@ pub async fn run(args: Args) -> Result<()> {
         None => llmem::open_store(&config.tiers)?,
     };
     let api = Arc::new(
-        MemApi::new(store.clone(), providers.embedder.clone()).with_sessions_in(&config.tiers),
+        MemApi::new(store.clone(), providers.embedder.clone())
+            .with_sessions_in(&config.tiers)
+            .deferring(providers.deferred.is_some()),
     );
     let server = LlmemMcp::stdio(api, &args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     tracing::info!(user = %args.user, "llmem mcp: serving MCP on stdin/stdout");

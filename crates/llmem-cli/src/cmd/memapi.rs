@@ -287,6 +287,8 @@ pub struct MemApi {
     sessions: Option<Arc<llmem::Sessions>>,
     /// Where sessions are saved, when no [`llmem::Sessions`] is given (MCP over stdio).
     sessions_dir: Option<std::path::PathBuf>,
+    /// The store embeds what it is given without a vector (`retrieval.deferred_embedding`).
+    deferred: bool,
 }
 
 impl MemApi {
@@ -296,7 +298,15 @@ impl MemApi {
             embedder,
             sessions: None,
             sessions_dir: None,
+            deferred: false,
         }
+    }
+
+    /// Memories are stored without waiting for their vectors: the store (an
+    /// [`llmem::DeferredStore`]) embeds them in the background.
+    pub fn deferring(mut self, on: bool) -> Self {
+        self.deferred = on;
+        self
     }
 
     /// A forget also scrubs these sessions (open and saved) of what it forgets.
@@ -365,7 +375,11 @@ impl MemApi {
                 t.len()
             )));
         }
-        let vectors = self.embed(&texts).await?;
+        let vectors = if self.deferred {
+            vec![None; texts.len()]
+        } else {
+            self.embed(&texts).await?
+        };
         let records: Vec<MemoryRecord> = texts
             .into_iter()
             .zip(vectors)

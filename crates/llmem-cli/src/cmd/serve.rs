@@ -196,8 +196,11 @@ pub async fn run(args: Args) -> Result<()> {
             .with_write_behind(),
     );
     let consolidator = consolidation_task(&config, &sessions, store.clone());
-    let api =
-        Arc::new(MemApi::new(store, providers.embedder.clone()).with_sessions(sessions.clone()));
+    let api = Arc::new(
+        MemApi::new(store, providers.embedder.clone())
+            .with_sessions(sessions.clone())
+            .deferring(providers.deferred.is_some()),
+    );
     let flush_every = Duration::from_millis(config.server.flush_interval_ms);
     let max_body = config.server.max_body_bytes;
     let upstream_timeout = Duration::from_secs(config.server.upstream_timeout_secs);

@@ -66,6 +66,11 @@ const ROOT: &[&str] = &[
     "WINDOW",
     "consolidate",
     "consolidation_users",
+    // embedding off the request path
+    "ATTEMPTS",
+    "DeferredSettings",
+    "DeferredStats",
+    "DeferredStore",
 ];
 
 /// The public items of `llmem::when`.

@@ -11,7 +11,6 @@ use llmem::RetrievalSettings;
 use llmem::compress::ArchiveSink;
 use llmem::core::{Embedded, Embedder, Filter, MemoryRecord, MemoryStore, Scope, SearchRequest};
 use llmem::internals::{Archive, LongTerm, REPLY_TO};
-use llmem::providers::onnx::OnnxEmbedderBuilder;
 use llmem::tiers::WarmStore;
 
 const SAID: [&str; 6] = [
@@ -25,12 +24,7 @@ const SAID: [&str; 6] = [
 const QUESTION: &str = "What musical instrument does Priya play?";
 
 fn embedder() -> Arc<dyn Embedder> {
-    Arc::new(
-        OnnxEmbedderBuilder::from_env()
-            .with_threads(2)
-            .build()
-            .unwrap_or_else(|e| panic!("the ONNX embedder could not load: {e}\nRun `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`.")),
-    )
+    crate::minilm()
 }
 
 fn settings(late: f32) -> RetrievalSettings {

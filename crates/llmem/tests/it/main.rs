@@ -10,6 +10,7 @@ mod api;
 mod changes;
 mod config;
 mod consolidate;
+mod deferred;
 mod examples;
 mod forget;
 mod late;
@@ -24,6 +25,17 @@ pub fn gpt4o() -> Arc<dyn TokenCounter> {
         .and_then(|c| c.for_model("gpt-4o"))
         .map(|c| c as Arc<dyn TokenCounter>)
         .unwrap_or_else(|e| panic!("gpt-4o counter: {e}"))
+}
+
+/// The local MiniLM embedder (`cargo xtask setup`, then `eval "$(cargo xtask env)"`).
+#[cfg(feature = "onnx")]
+pub fn minilm() -> Arc<dyn llmem::core::Embedder> {
+    Arc::new(
+        llmem::providers::onnx::OnnxEmbedderBuilder::from_env()
+            .with_threads(2)
+            .build()
+            .unwrap_or_else(|e| panic!("the ONNX embedder could not load: {e}\nRun `cargo xtask setup`, then `eval \"$(cargo xtask env)\"`.")),
+    )
 }
 
 /// The conversation shipped in examples/data (77 messages, dated).

@@ -712,3 +712,150 @@ fn the_committed_openapi_document_is_the_generated_one() {
         assert!(v["paths"][p].is_object(), "{p} missing");
     }
 }
+
+/// `retrieval.deferred_embedding` in a server: memories are acknowledged before their vectors
+/// exist (found by their words at once, by meaning once embedded), and what a SIGKILLed server
+/// left waiting is in the journal and embedded by the next start.
+#[cfg(feature = "onnx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_embedding_acknowledges_first_and_a_killed_server_embeds_the_rest_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let acme = make_key(&data, "acme", false);
+    let config = dir.path().join("llmem.toml");
+    std::fs::write(
+        &config,
+        "[embedder]\nkind = \"onnx-embedder\"\n\n[retrieval]\ndeferred_embedding = true\n\
+         taxonomy = \"off\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let http = reqwest::Client::new();
+    let remember = |texts: Vec<String>| json!({"messages": texts.into_iter().map(|t| json!({"role": "user", "content": t})).collect::<Vec<_>>()});
+    let top = |v: &Value| texts(v).first().cloned().unwrap_or_default();
+    let journal = data.join("embedding-queue.log");
+    let waiting = || {
+        let mut open = std::collections::HashSet::new();
+        for l in std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+        {
+            let e: Value = serde_json::from_str(l).unwrap();
+            let id = e["id"].as_str().unwrap().to_owned();
+            if e["op"] == "queued" {
+                open.insert(id);
+            } else {
+                open.remove(&id);
+            }
+        }
+        open.len()
+    };
+
+    let mut server = start(&args, &[], dir.path().join("serve-1.log"));
+    let url = |root: &str, p: &str| format!("{root}{p}");
+    let first: Vec<String> = (0..40)
+        .map(|i| match i {
+            7 => "Priya practised the clarinet before the school concert.".to_owned(),
+            _ => format!("Note {i}: the delivery for order {i} came on a weekday."),
+        })
+        .collect();
+    let (status, added, _) = call(
+        &http,
+        Method::POST,
+        &url(&server.root, "/v1/memories"),
+        Some(&acme),
+        Some(remember(first)),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["results"].as_array().unwrap().len(), 40);
+    // At once, by its words.
+    let (_, v, _) = call(
+        &http,
+        Method::POST,
+        &url(&server.root, "/v1/memories/search"),
+        Some(&acme),
+        Some(json!({"query": "clarinet concert", "limit": 3})),
+    )
+    .await;
+    assert!(top(&v).contains("clarinet"), "{v}");
+    // By meaning (no word in common) once its batch is embedded.
+    let meaning = json!({"query": "Which musical instrument does she play?", "limit": 1});
+    let mut found = false;
+    for _ in 0..120 {
+        let (_, v, _) = call(
+            &http,
+            Method::POST,
+            &url(&server.root, "/v1/memories/search"),
+            Some(&acme),
+            Some(meaning.clone()),
+        )
+        .await;
+        if top(&v).contains("clarinet") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(found, "found by meaning once embedded");
+
+    // 60 more, and the server is SIGKILLed as soon as it acknowledges them.
+    let second: Vec<String> = (0..60)
+        .map(|i| match i {
+            33 => "Tom repaired the mast of his old sailboat.".to_owned(),
+            _ => format!("Entry {i}: the library returned book number {i}."),
+        })
+        .collect();
+    let (status, _, _) = call(
+        &http,
+        Method::POST,
+        &url(&server.root, "/v1/memories"),
+        Some(&acme),
+        Some(remember(second)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let left = waiting();
+    assert!(left > 0, "the journal holds what was waiting at the kill");
+
+    let server = start(&args, &[], dir.path().join("serve-2.log"));
+    let (_, v, _) = call(
+        &http,
+        Method::GET,
+        &url(&server.root, "/v1/memories?limit=1000"),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert_eq!(texts(&v).len(), 100, "every acknowledged memory is stored");
+    let mut found = false;
+    for _ in 0..120 {
+        let (_, v, _) = call(
+            &http,
+            Method::POST,
+            &url(&server.root, "/v1/memories/search"),
+            Some(&acme),
+            Some(json!({"query": "Who fixed a boat?", "limit": 1})),
+        )
+        .await;
+        if top(&v).contains("sailboat") && waiting() == 0 {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        found,
+        "the {left} records the kill left are embedded after the restart: {}",
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}

@@ -3,7 +3,8 @@
 //! - warm: insert throughput; top-10 on N × DIM, with and without a metadata filter, by the
 //!   default int4 scan with f32 re-scoring and by the exact f32 scan (latency, recall@10);
 //! - cold (feature `lance`): insert throughput; top-10 without the index (exact) and with the
-//!   IVF-PQ index (+ refine), unfiltered and filtered (latency, recall@10 against brute force);
+//!   default index (IVF-SQ + refine), unfiltered and filtered, and without refine (latency,
+//!   recall@10 against brute force);
 //!   optionally again at `COLD_LARGE` rows;
 //! - Chroma (PyPI `chromadb`, in-process) and a one-thread numpy scan on the same vectors and
 //!   queries, through
@@ -17,6 +18,9 @@
 //! vectors), `NOISE` (0.8), `CHROMA_EF` (100), `COLD_LARGE` (rows for a second cold run,
 //! e.g. 1000000; unset: skipped), `BENCH_OUT` (output directory; default a temp dir). The report
 //! is printed as Markdown and written to `$BENCH_OUT/tiers-report.md`.
+//!
+//! `COLD_SWEEP=1000000` runs only the cold tier's index sweep at that size instead
+//! (`SWEEP_INDEXES=ivf_pq,ivf_rq` to run some kinds only): see [`cold_sweep`].
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -166,6 +170,21 @@ fn write_f32(path: &Path, vecs: &[Vec<f32>]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Puts `vecs` into `store` in batches of 10k (row `i` is [`record`] `i`); returns the seconds.
+#[cfg(feature = "lance")]
+async fn fill(store: &dyn MemoryStore, vecs: &[Vec<f32>]) -> f64 {
+    let t0 = Instant::now();
+    for (c, chunk) in vecs.chunks(10_000).enumerate() {
+        let recs: Vec<MemoryRecord> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| record(c * 10_000 + j, v))
+            .collect();
+        store.put(recs).await.unwrap();
+    }
+    t0.elapsed().as_secs_f64()
+}
+
 #[cfg(feature = "lance")]
 async fn cold_rows(
     n: usize,
@@ -184,16 +203,7 @@ async fn cold_rows(
     cfg.dimensions = Some(dim);
     cfg.index_threshold = usize::MAX;
     let cold = ColdStore::open(cfg).await.unwrap();
-    let t0 = Instant::now();
-    for (c, chunk) in vecs.chunks(10_000).enumerate() {
-        let recs: Vec<MemoryRecord> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, v)| record(c * 10_000 + j, v))
-            .collect();
-        cold.put(recs).await.unwrap();
-    }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = fill(&cold, vecs).await;
     inserts.push((
         format!("cold (Lance merge-insert, batches of 10k) {n}×{dim}"),
         n as f64 / secs,
@@ -221,9 +231,14 @@ async fn cold_rows(
     let t0 = Instant::now();
     cold.build_index().await.unwrap();
     let build = t0.elapsed().as_secs_f64();
+    let kind = ColdConfig::new("")
+        .index
+        .name()
+        .to_uppercase()
+        .replace('_', "-");
     let mut r = measure(
         &cold,
-        format!("cold IVF-PQ top-10, {n}×{dim}"),
+        format!("cold {kind} top-10, {n}×{dim}"),
         queries,
         None,
         t_all,
@@ -237,22 +252,22 @@ async fn cold_rows(
     rows.push(
         measure(
             &cold,
-            format!("cold IVF-PQ top-10, {n}×{dim}, filtered"),
+            format!("cold {kind} top-10, {n}×{dim}, filtered"),
             queries,
             Some(filter),
             t_even,
         )
         .await,
     );
-    // The same index, fewer candidates re-ranked exactly: the latency/recall trade.
+    // The same index, no candidates re-ranked exactly: the latency/recall trade.
     drop(cold);
     let mut cfg = ColdConfig::new(dir.path().join("cold"));
     cfg.index_threshold = usize::MAX;
-    cfg.refine_factor = 5;
+    cfg.refine_factor = 0;
     let cold = ColdStore::open(cfg).await.unwrap();
     let mut r = measure(
         &cold,
-        format!("cold IVF-PQ top-10, {n}×{dim}, refine ×5"),
+        format!("cold {kind} top-10, {n}×{dim}, no refine"),
         queries,
         None,
         t_all,
@@ -260,6 +275,165 @@ async fn cold_rows(
     .await;
     r.note = format!("{probes} probes");
     rows.push(r);
+}
+
+/// The cold tier's index sweep (`COLD_SWEEP` rows): one dataset, each index kind of
+/// `SWEEP_INDEXES` (comma-separated names; default every [`llmem_tiers::ColdIndex`]) built in
+/// turn over it, each measured at several probes and refine factors (HNSW: `ef`), unfiltered,
+/// then the best setting that reaches recall@10 0.95 filtered as well. Writes
+/// `$BENCH_OUT/cold-sweep.md` and prints it.
+#[cfg(feature = "lance")]
+async fn cold_sweep(n: usize, dim: usize, queries: &[Vec<f32>], filter: &Filter, out: &Path) {
+    use llmem_tiers::{ColdConfig, ColdIndex, ColdStore};
+    let started = Instant::now();
+    eprintln!("sweep: generating {n}×{dim} vectors");
+    let vecs: Vec<Vec<f32>> = (0..n as u64).map(|i| data_vec(dim, i)).collect();
+    let (t_all, t_even) = (truth(&vecs, queries, false), truth(&vecs, queries, true));
+    let dir = tempfile::tempdir().unwrap();
+    let base = || {
+        let mut c = ColdConfig::new(dir.path().join("cold"));
+        c.dimensions = Some(dim);
+        c.index_threshold = usize::MAX;
+        c
+    };
+    // The store over the dataset with index `kind` queried at `(probes, refine, ef)`.
+    let with = |kind: ColdIndex, (probes, refine, ef): (usize, u32, usize)| {
+        let mut c = base();
+        c.index = kind;
+        c.nprobes = probes;
+        c.refine_factor = refine;
+        c.ef = ef;
+        ColdStore::open(c)
+    };
+    let cold = ColdStore::open(base()).await.unwrap();
+    let insert_s = fill(&cold, &vecs).await;
+    drop(vecs);
+    let mut md = String::new();
+    writeln!(
+        md,
+        "Cold-tier index sweep: {n}×{dim} clustered vectors ({} clusters), {} queries, top-10, recall@10 against brute force; inserts {insert_s:.0} s.\n",
+        clusters(),
+        queries.len()
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| index | build s | probes | refine | ef | p50 ms | p99 ms | recall@10 | filtered p50 ms | filtered recall@10 |"
+    )
+    .unwrap();
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+    let exact_q = &queries[..queries.len().min(20)];
+    let mut ex = measure(&cold, String::new(), exact_q, None, &t_all[..exact_q.len()]).await;
+    writeln!(
+        md,
+        "| none (exact scan, {} queries) | – | – | – | – | {:.1} | {:.1} | {:.3} | | |",
+        exact_q.len(),
+        ex.p50_ms,
+        ex.p99_ms,
+        ex.recall.take().unwrap_or(0.0)
+    )
+    .unwrap();
+    drop(cold);
+    let kinds: Vec<ColdIndex> = match std::env::var("SWEEP_INDEXES") {
+        Ok(v) => v.split(',').map(|k| ColdIndex::parse(k).unwrap()).collect(),
+        Err(_) => ColdIndex::ALL.to_vec(),
+    };
+    let default_probes = base().probes(n);
+    for kind in kinds {
+        let cold = with(kind, (default_probes, 0, 0)).await.unwrap();
+        eprintln!(
+            "sweep: building {} ({:.0} s in)",
+            kind.name(),
+            started.elapsed().as_secs_f64()
+        );
+        let t0 = Instant::now();
+        cold.build_index().await.unwrap();
+        let build = t0.elapsed().as_secs_f64();
+        drop(cold);
+        let hnsw = kind == ColdIndex::IvfHnswSq;
+        let settings: Vec<(usize, u32, usize)> = if hnsw {
+            vec![
+                (default_probes / 2, 0, 50),
+                (default_probes, 0, 50),
+                (default_probes, 0, 150),
+                (default_probes, 5, 150),
+                (default_probes * 2, 5, 150),
+            ]
+        } else {
+            vec![
+                (default_probes / 2, 5, 0),
+                (default_probes, 0, 0),
+                (default_probes, 5, 0),
+                (default_probes, 20, 0),
+                (default_probes * 2, 5, 0),
+                (default_probes * 2, 20, 0),
+            ]
+        };
+        let mut best: Option<(f64, (usize, u32, usize))> = None;
+        let mut lines = Vec::new();
+        for (probes, refine, ef) in settings {
+            let cold = with(kind, (probes, refine, ef)).await.unwrap();
+            // The store takes the index's size from its build; reopened, it reads it again.
+            assert!(
+                cold.indexed().await,
+                "{} index found on reopen",
+                kind.name()
+            );
+            let r = measure(&cold, String::new(), queries, None, &t_all).await;
+            let recall = r.recall.unwrap_or(0.0);
+            eprintln!(
+                "sweep: {} probes {probes} refine {refine} ef {ef}: {:.1} ms, recall {recall:.3}",
+                kind.name(),
+                r.p50_ms
+            );
+            if recall >= 0.95 && best.is_none_or(|(ms, _)| r.p50_ms < ms) {
+                best = Some((r.p50_ms, (probes, refine, ef)));
+            }
+            lines.push((probes, refine, ef, r));
+        }
+        for (i, (probes, refine, ef, r)) in lines.into_iter().enumerate() {
+            let mut filtered = String::from(" | ");
+            if best.is_some_and(|(_, b)| b == (probes, refine, ef)) {
+                let cold = with(kind, (probes, refine, ef)).await.unwrap();
+                let f = measure(&cold, String::new(), queries, Some(filter), &t_even).await;
+                filtered = format!("{:.1} | {:.3}", f.p50_ms, f.recall.unwrap_or(0.0));
+            }
+            writeln!(
+                md,
+                "| {} | {} | {probes} | {} | {} | {:.1} | {:.1} | {:.3} | {filtered} |",
+                if i == 0 { kind.name() } else { "" },
+                if i == 0 {
+                    format!("{build:.0}")
+                } else {
+                    String::new()
+                },
+                if refine == 0 {
+                    "–".to_owned()
+                } else {
+                    format!("×{refine}")
+                },
+                if ef == 0 {
+                    "–".to_owned()
+                } else {
+                    ef.to_string()
+                },
+                r.p50_ms,
+                r.p99_ms,
+                r.recall.unwrap_or(0.0)
+            )
+            .unwrap();
+        }
+        // Written as each kind is done, so that a sweep cut short keeps what it measured.
+        std::fs::write(out.join("cold-sweep.md"), &md).unwrap();
+    }
+    writeln!(
+        md,
+        "\nThe whole sweep took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    )
+    .unwrap();
+    println!("{md}");
+    std::fs::write(out.join("cold-sweep.md"), md).unwrap();
 }
 
 fn chroma(
@@ -307,6 +481,15 @@ fn main() {
     let queries: Vec<Vec<f32>> = (0..nq as u64)
         .map(|i| data_vec(dim, 10_000_000 + i))
         .collect();
+    #[cfg(feature = "lance")]
+    {
+        let sweep = env("COLD_SWEEP", 0);
+        if sweep > 0 {
+            let filter = Filter::parse(&json!({"kind": "knowledge"})).unwrap();
+            rt.block_on(cold_sweep(sweep, dim, &queries, &filter, &out));
+            return;
+        }
+    }
     let (vec_file, q_file) = (out.join("vectors.f32"), out.join("queries.f32"));
     write_f32(&vec_file, &vecs);
     write_f32(&q_file, &queries);

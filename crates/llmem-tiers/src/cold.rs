@@ -17,10 +17,11 @@
 //!   is checked again with [`Filter::matches`]; a filter on metadata falls back to Rust.
 //!   Tenancy (and session) is always part of the predicate.
 //! - Search is exact (flat scan) until the table holds [`ColdConfig::index_threshold`] rows
-//!   (default [`DEFAULT_INDEX_THRESHOLD`]); past it an IVF-PQ index (cosine) is built, and
-//!   queries probe `nprobes` partitions (at least 1/16 of them) and re-rank
-//!   `refine_factor × k` candidates exactly; a bitmap index on `tenant` serves the tenancy
-//!   prefilter.
+//!   (default [`DEFAULT_INDEX_THRESHOLD`]); past it a vector index of the kind
+//!   [`ColdConfig::index`] names (IVF-SQ by default, cosine) is built, and queries probe
+//!   `nprobes` partitions (at least 1/16 of them) and re-rank `refine_factor × k` candidates
+//!   exactly; scalar indexes on `tenant`, `superseded_by`, `kind`, `session` and `created_at`
+//!   serve the prefilters.
 //! - Writes are Lance merge-inserts on `id` (one atomic commit per batch).
 //! - [`Tier::snapshot`] returns the Lance version; [`Tier::restore`] checks it out and commits
 //!   it as the latest version.
@@ -69,7 +70,8 @@ use crate::tier::{ReadMark, Tier};
 use crate::vector::{TopK, dot, norm};
 use crate::warm::HYBRID_CANDIDATES;
 
-/// Rows past which the cold tier builds an ANN index (IVF-PQ) instead of scanning exactly.
+/// Rows past which the cold tier builds an ANN index ([`ColdConfig::index`]) instead of
+/// scanning exactly.
 pub const DEFAULT_INDEX_THRESHOLD: usize = 50_000;
 
 /// Times Lance rebases and re-commits a merge-insert that lost a commit race.
@@ -101,10 +103,98 @@ pub struct ColdConfig {
     /// IVF partitions probed per query, at least (a sixteenth of the partitions are probed
     /// when that is more).
     pub nprobes: usize,
-    /// Candidates re-ranked exactly per result (`refine_factor × k`). Default 20: on 1M
-    /// clustered 384-d vectors it gave recall@10 0.95 at ~100 ms, where 5 gave 0.70 at ~70 ms
-    /// (docs/benchmarks.md).
+    /// Candidates re-ranked exactly on the full vectors per result (`refine_factor × k`; 0:
+    /// none). Default 5: with the default IVF-SQ index over 1M clustered 384-d vectors it took
+    /// recall@10 from 0.98 to 1.00 for about 3 ms (docs/benchmarks.md; IVF-PQ needs 20).
     pub refine_factor: u32,
+    /// The kind of vector index [`ColdStore::build_index`] builds.
+    pub index: ColdIndex,
+    /// Candidates an HNSW index keeps while it searches (`ef`; 0: Lance's default). Only for
+    /// [`ColdIndex::IvfHnswSq`].
+    pub ef: usize,
+}
+
+/// The vector index of the cold tier: IVF partitions (√rows, at most 1,024) and, inside each,
+/// how vectors are kept and searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColdIndex {
+    /// Product quantisation: sub-vectors of 8 dimensions, 8 bits each (48 bytes a 384-d vector).
+    IvfPq,
+    /// Scalar quantisation: 8 bits a dimension (384 bytes a 384-d vector). The default: the
+    /// 1M sweep's fastest at recall@10 ≥ 0.95 (docs/benchmarks.md).
+    #[default]
+    IvfSq,
+    /// An HNSW graph per partition over 8-bit scalar-quantised vectors.
+    IvfHnswSq,
+    /// RaBitQ: 1 bit a dimension (after a random rotation), re-ranked by the estimate's bound.
+    IvfRq,
+    /// Full vectors, scanned in the probed partitions.
+    IvfFlat,
+}
+
+impl ColdIndex {
+    /// Every kind, in the order the sweep runs them.
+    pub const ALL: [ColdIndex; 5] = [
+        ColdIndex::IvfPq,
+        ColdIndex::IvfSq,
+        ColdIndex::IvfHnswSq,
+        ColdIndex::IvfRq,
+        ColdIndex::IvfFlat,
+    ];
+
+    /// The kind named `ivf_pq`, `ivf_sq`, `ivf_hnsw_sq`, `ivf_rq` or `ivf_flat`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown cold index `{name}`; use one of ivf_pq, ivf_sq, ivf_hnsw_sq, ivf_rq, ivf_flat"
+                ))
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ColdIndex::IvfPq => "ivf_pq",
+            ColdIndex::IvfSq => "ivf_sq",
+            ColdIndex::IvfHnswSq => "ivf_hnsw_sq",
+            ColdIndex::IvfRq => "ivf_rq",
+            ColdIndex::IvfFlat => "ivf_flat",
+        }
+    }
+
+    /// Lance's build parameters for `rows` vectors of `dim` dimensions.
+    fn params(self, rows: usize, dim: usize) -> VectorIndexParams {
+        use lance_index::vector::hnsw::builder::HnswBuildParams;
+        use lance_index::vector::ivf::IvfBuildParams;
+        use lance_index::vector::sq::builder::SQBuildParams;
+        let partitions = partitions(rows);
+        let metric = DistanceType::Cosine;
+        match self {
+            ColdIndex::IvfPq => {
+                // Sub-vectors of 8 dimensions where that divides evenly (384 → 48), else fewer.
+                let sub = [dim / 8, dim / 4, dim / 2, 1]
+                    .into_iter()
+                    .find(|s| *s > 0 && dim.is_multiple_of(*s))
+                    .unwrap_or(1);
+                VectorIndexParams::ivf_pq(partitions, 8, sub, metric, 25)
+            }
+            ColdIndex::IvfSq => VectorIndexParams::with_ivf_sq_params(
+                metric,
+                IvfBuildParams::new(partitions),
+                SQBuildParams::default(),
+            ),
+            ColdIndex::IvfHnswSq => VectorIndexParams::with_ivf_hnsw_sq_params(
+                metric,
+                IvfBuildParams::new(partitions),
+                HnswBuildParams::default(),
+                SQBuildParams::default(),
+            ),
+            ColdIndex::IvfRq => VectorIndexParams::ivf_rq(partitions, 1, metric),
+            ColdIndex::IvfFlat => VectorIndexParams::ivf_flat(partitions, metric),
+        }
+    }
 }
 
 impl ColdConfig {
@@ -117,7 +207,9 @@ impl ColdConfig {
             dimensions: None,
             index_threshold: DEFAULT_INDEX_THRESHOLD,
             nprobes: 20,
-            refine_factor: 20,
+            refine_factor: 5,
+            index: ColdIndex::default(),
+            ef: 0,
         }
     }
 
@@ -523,7 +615,7 @@ impl ColdStore {
         self.state.read().await.indexed_rows > 0
     }
 
-    /// Builds (or rebuilds) the IVF-PQ index now, whatever the size.
+    /// Builds (or rebuilds) the vector index ([`ColdConfig::index`]) now, whatever the size.
     pub async fn build_index(&self) -> Result<()> {
         let mut st = self.state.write().await;
         let dim = st.dim;
@@ -534,13 +626,7 @@ impl ColdStore {
             .count_rows(None)
             .await
             .map_err(|e| lance_err("count", e))?;
-        let partitions = partitions(rows);
-        // Sub-vectors of 8 dimensions where that divides evenly (384 → 48), else fewer.
-        let sub = [dim / 8, dim / 4, dim / 2, 1]
-            .into_iter()
-            .find(|s| *s > 0 && dim % s == 0)
-            .unwrap_or(1);
-        let params = VectorIndexParams::ivf_pq(partitions, 8, sub, DistanceType::Cosine, 25);
+        let params = self.cfg.index.params(rows, dim);
         ds.create_index(
             &["embedding"],
             IndexType::Vector,
@@ -550,17 +636,32 @@ impl ColdStore {
         )
         .await
         .map_err(|e| lance_err("building the vector index", e))?;
-        // A bitmap index on the tenant, so that a query's tenant prefilter reads the index,
-        // not the column of every row.
-        ds.create_index(
-            &["tenant"],
-            IndexType::Bitmap,
-            Some("tenant_idx".into()),
-            &ScalarIndexParams::for_builtin(BuiltinIndexType::Bitmap),
-            true,
-        )
-        .await
-        .map_err(|e| lance_err("building the tenant index", e))?;
+        // Scalar indexes on the columns every query or a common filter tests, so that a
+        // prefilter reads an index, not the column of every row: at 1M rows, the unindexed
+        // `superseded_by IS NULL` of every query cost about 30 ms and a `kind` filter 40 ms
+        // (docs/benchmarks.md). Bitmaps for the few-valued (and the mostly null), B-trees for
+        // the many-valued.
+        for (col, kind) in [
+            ("tenant", BuiltinIndexType::Bitmap),
+            ("superseded_by", BuiltinIndexType::Bitmap),
+            ("f_kind", BuiltinIndexType::Bitmap),
+            ("session", BuiltinIndexType::BTree),
+            ("f_created_at", BuiltinIndexType::BTree),
+        ] {
+            let index_type = match kind {
+                BuiltinIndexType::Bitmap => IndexType::Bitmap,
+                _ => IndexType::BTree,
+            };
+            ds.create_index(
+                &[col],
+                index_type,
+                Some(format!("{col}_idx")),
+                &ScalarIndexParams::for_builtin(kind),
+                true,
+            )
+            .await
+            .map_err(|e| lance_err(&format!("building the index on {col}"), e))?;
+        }
         st.indexed_rows = rows.max(1);
         Ok(())
     }
@@ -667,7 +768,12 @@ impl ColdStore {
         scan.prefilter(true);
         if st.indexed_rows > 0 {
             scan.nprobes(self.cfg.probes(st.indexed_rows));
-            scan.refine(self.cfg.refine_factor);
+            if self.cfg.refine_factor > 0 {
+                scan.refine(self.cfg.refine_factor);
+            }
+            if self.cfg.ef > 0 {
+                scan.ef(self.cfg.ef);
+            }
         } else {
             scan.use_index(false);
         }
@@ -732,8 +838,9 @@ impl ColdStore {
     /// 1. The matching rows are deleted by id (a Lance commit: from then on no version that a
     ///    reopen reads holds them, and the BM25 index in RAM drops them).
     /// 2. Compaction rewrites every fragment with deleted rows (any share of them) into new
-    ///    data files without those rows; the IVF-PQ and tenant indices are remapped to the new
-    ///    rows. Those indices hold vectors (PQ codes) and tenant names, never the text.
+    ///    data files without those rows; the vector and scalar indices are remapped to the new
+    ///    rows. Those indices hold vectors (quantised or whole), tenant and session names,
+    ///    kinds, dates and ids, never the text.
     /// 3. Every version but the current one is cleaned up at once, with files no manifest lists
     ///    (a write a crash interrupted): old manifests, data files, deletion files, index files
     ///    and transaction files. Snapshots of this tier (Lance versions) taken before are gone;
@@ -887,7 +994,11 @@ impl ColdStore {
             due.then_some(rows)
         };
         if let Some(rows) = rows {
-            tracing::info!(rows, "cold tier: building the IVF-PQ index");
+            tracing::info!(
+                rows,
+                index = self.cfg.index.name(),
+                "cold tier: building the vector index"
+            );
             self.build_index().await?;
         }
         Ok(())

@@ -29,7 +29,7 @@ pub mod wal;
 pub mod warm;
 
 #[cfg(feature = "lance")]
-pub use cold::{ColdConfig, ColdStore};
+pub use cold::{ColdConfig, ColdIndex, ColdStore};
 #[cfg(feature = "glacier")]
 pub use glacier::{GlacierConfig, GlacierStore};
 pub use hot::HotStore;

@@ -40,6 +40,9 @@
 //! warm_to_cold_hours = 72          # unread this long: warm → cold (0: never)
 //! cold_to_glacier_days = 30        # unread this long: cold → glacier (0: never)
 //! promote_after_reads = 3          # reads that bring a cold or glacier record back to warm
+//! cold_index = "ivf_sq"            # ivf_pq | ivf_hnsw_sq | ivf_rq | ivf_flat: the cold tier's vector index
+//! cold_nprobes = 20                # IVF partitions a cold query probes, at least
+//! cold_refine_factor = 5           # candidates re-ranked exactly per result (0: none)
 //!
 //! [server]
 //! listen = "127.0.0.1:8787"
@@ -469,6 +472,13 @@ pub struct TierSettings {
     /// With `shared`: how old a replica's view of the memory may be when a read starts, in
     /// milliseconds.
     pub shared_staleness_ms: u64,
+    /// The cold tier's vector index: `ivf_pq`, `ivf_sq`, `ivf_hnsw_sq`, `ivf_rq` or `ivf_flat`
+    /// (docs/benchmarks.md has the sweep that chose the default).
+    pub cold_index: String,
+    /// IVF partitions a cold query probes, at least (a sixteenth of them when that is more).
+    pub cold_nprobes: usize,
+    /// Candidates a cold query re-ranks exactly, per result (0: none).
+    pub cold_refine_factor: u32,
 }
 
 impl Default for TierSettings {
@@ -488,6 +498,9 @@ impl Default for TierSettings {
             shared: false,
             sessions_url: None,
             shared_staleness_ms: 1000,
+            cold_index: "ivf_sq".into(),
+            cold_nprobes: 20,
+            cold_refine_factor: 5,
         }
     }
 }

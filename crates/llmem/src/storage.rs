@@ -181,6 +181,16 @@ fn cold_config(t: &TierSettings) -> Result<llmem_tiers::ColdConfig> {
         }
     };
     cfg.dimensions = Some(t.dimensions);
+    cfg.index = llmem_tiers::ColdIndex::parse(&t.cold_index)
+        .map_err(|e| Error::config("tiers.cold_index", e.to_string()))?;
+    if t.cold_nprobes == 0 {
+        return Err(Error::config(
+            "tiers.cold_nprobes",
+            "0 probes no partition; use at least 1 (20 is the default)",
+        ));
+    }
+    cfg.nprobes = t.cold_nprobes;
+    cfg.refine_factor = t.cold_refine_factor;
     Ok(cfg)
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use llmem_core::test_kit::store_conformance;
 use llmem_core::{Filter, MemoryStore, Scope, SearchRequest};
 use llmem_tiers::{
-    ColdConfig, ColdStore, HotStore, Tier, TierKind, TieredStore, WarmConfig, WarmStore,
+    ColdConfig, ColdIndex, ColdStore, HotStore, Tier, TierKind, TieredStore, WarmConfig, WarmStore,
 };
 use serde_json::json;
 
@@ -147,59 +147,76 @@ fn clustered_vec(dim: usize, seed: u64, clusters: u64) -> Vec<f32> {
 }
 
 #[tokio::test]
-async fn ivf_pq_index_keeps_recall_against_exact_search() {
-    let dir = tempfile::tempdir().unwrap();
+async fn every_index_kind_keeps_recall_against_exact_search_filtered_too() {
     let dim = 32;
-    let mut cfg = ColdConfig::new(dir.path().join("cold"));
-    cfg.index_threshold = 3000;
-    let cold = ColdStore::open(cfg).await.unwrap();
     // Clustered vectors, as embeddings are (on i.i.d. uniform vectors every point is about as
     // far as every other and no ANN index ranks them: see docs/benchmarks.md).
     let clusters = 60;
     let recs: Vec<_> = (0..3000u64)
         .map(|i| {
-            rec("u", &format!("r{i}"), "x", dim, i).with_embedding(clustered_vec(dim, i, clusters))
+            let kind = if i % 2 == 0 {
+                llmem_core::RecordKind::Episode
+            } else {
+                llmem_core::RecordKind::Knowledge
+            };
+            rec("u", &format!("r{i}"), "x", dim, i)
+                .with_kind(kind)
+                .with_embedding(clustered_vec(dim, i, clusters))
         })
         .collect();
-    cold.put(recs.clone()).await.unwrap();
-    assert!(
-        cold.indexed().await,
-        "the index is built past the threshold"
-    );
-    let s = Scope::tenant("u");
-    let mut found = 0;
-    let queries = 20;
-    for qi in 0..queries {
-        let q = clustered_vec(dim, 1_000_000 + qi, clusters);
-        let mut exact: Vec<(f32, &str)> = recs
-            .iter()
-            .map(|r| {
-                (
-                    r.embedding
-                        .as_ref()
-                        .unwrap()
-                        .iter()
-                        .zip(&q)
-                        .map(|(a, b)| a * b)
-                        .sum(),
-                    r.id.as_str(),
-                )
-            })
-            .collect();
-        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let truth: Vec<&str> = exact.iter().take(10).map(|e| e.1).collect();
-        let hits = cold
-            .search(&s, &SearchRequest::vector(q, 10))
-            .await
-            .unwrap();
-        found += hits
-            .iter()
-            .filter(|h| truth.contains(&h.record.id.as_str()))
-            .count();
+    let even = Filter::parse(&json!({"kind": "episode"})).unwrap();
+    for index in ColdIndex::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ColdConfig::new(dir.path().join("cold"));
+        cfg.index_threshold = 3000;
+        cfg.index = index;
+        let cold = ColdStore::open(cfg).await.unwrap();
+        cold.put(recs.clone()).await.unwrap();
+        assert!(
+            cold.indexed().await,
+            "{index:?}: the index is built past the threshold"
+        );
+        let s = Scope::tenant("u");
+        for filtered in [false, true] {
+            let mut found = 0;
+            let queries = 20;
+            for qi in 0..queries {
+                let q = clustered_vec(dim, 1_000_000 + qi, clusters);
+                let mut exact: Vec<(f32, &str)> = recs
+                    .iter()
+                    .filter(|r| !filtered || r.kind == llmem_core::RecordKind::Episode)
+                    .map(|r| {
+                        let e = r.embedding.as_ref().unwrap();
+                        (e.iter().zip(&q).map(|(a, b)| a * b).sum(), r.id.as_str())
+                    })
+                    .collect();
+                exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let truth: Vec<&str> = exact.iter().take(10).map(|e| e.1).collect();
+                let mut req = SearchRequest::vector(q, 10);
+                if filtered {
+                    req = req.with_filter(even.clone());
+                }
+                let hits = cold.search(&s, &req).await.unwrap();
+                assert!(
+                    !filtered
+                        || hits
+                            .iter()
+                            .all(|h| h.record.kind == llmem_core::RecordKind::Episode),
+                    "{index:?}: the filter holds"
+                );
+                found += hits
+                    .iter()
+                    .filter(|h| truth.contains(&h.record.id.as_str()))
+                    .count();
+            }
+            let recall = found as f64 / (queries * 10) as f64;
+            eprintln!("cold {index:?} recall@10 (filtered: {filtered}): {recall:.3}");
+            assert!(
+                recall >= 0.9,
+                "{index:?} filtered {filtered}: recall@10 {recall}"
+            );
+        }
     }
-    let recall = found as f64 / (queries * 10) as f64;
-    eprintln!("cold IVF-PQ recall@10 with refine: {recall:.3}");
-    assert!(recall >= 0.9, "recall@10 {recall}");
 }
 
 #[tokio::test]

@@ -105,3 +105,21 @@ async fn the_manager_remembers_through_warm_cold_and_glacier() {
         "the archived conversation is still searchable after a restart"
     );
 }
+
+#[tokio::test]
+async fn the_cold_index_settings_are_checked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiered(dir.path());
+    c.tiers.cold_index = "hnsw".into();
+    let e = llmem::open_tiered(&c.tiers).await.unwrap_err().to_string();
+    assert!(
+        e.contains("tiers.cold_index") && e.contains("ivf_hnsw_sq"),
+        "names the key and the kinds: {e}"
+    );
+    c.tiers.cold_index = "IVF_SQ".into();
+    c.tiers.cold_nprobes = 0;
+    let e = llmem::open_tiered(&c.tiers).await.unwrap_err().to_string();
+    assert!(e.contains("tiers.cold_nprobes"), "{e}");
+    c.tiers.cold_nprobes = 8;
+    llmem::open_tiered(&c.tiers).await.unwrap();
+}

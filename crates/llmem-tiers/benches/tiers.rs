@@ -1,6 +1,6 @@
 //! Benchmarks: warm top-10 on 100k × 384 with a filter (int8 scan + f32 re-score, and exact),
 //! warm insert throughput, and (with the `lance` feature) cold top-10 at 100k without and with
-//! the IVF-PQ index.
+//! the default vector index (`ColdConfig::index`, IVF-SQ).
 //!
 //! `cargo bench -p llmem-tiers --bench tiers [--features lance]`; N and DIM override the size.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -90,7 +90,8 @@ fn bench(c: &mut Criterion) {
             })
         });
         rt.block_on(cold.build_index()).unwrap();
-        g.bench_function(format!("ivf-pq top-10 {n}x{dim}"), |b| {
+        let kind = ColdConfig::new("").index.name().replace('_', "-");
+        g.bench_function(format!("{kind} top-10 {n}x{dim}"), |b| {
             b.iter(|| {
                 qi += 1;
                 rt.block_on(cold.search(

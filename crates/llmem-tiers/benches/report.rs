@@ -280,7 +280,7 @@ async fn cold_rows(
 /// The cold tier's index sweep (`COLD_SWEEP` rows): one dataset, each index kind of
 /// `SWEEP_INDEXES` (comma-separated names; default every [`llmem_tiers::ColdIndex`]) built in
 /// turn over it, each measured at several probes and refine factors (HNSW: `ef`), unfiltered,
-/// then the best setting that reaches recall@10 0.95 filtered as well. Writes
+/// then the best setting that reaches recall@10 0.95, and the default's, filtered as well. Writes
 /// `$BENCH_OUT/cold-sweep.md` and prints it.
 #[cfg(feature = "lance")]
 async fn cold_sweep(n: usize, dim: usize, queries: &[Vec<f32>], filter: &Filter, out: &Path) {
@@ -393,7 +393,10 @@ async fn cold_sweep(n: usize, dim: usize, queries: &[Vec<f32>], filter: &Filter,
         }
         for (i, (probes, refine, ef, r)) in lines.into_iter().enumerate() {
             let mut filtered = String::from(" | ");
-            if best.is_some_and(|(_, b)| b == (probes, refine, ef)) {
+            // The best setting, and the shipped default's (ColdConfig::new).
+            let shipped = kind == ColdIndex::default()
+                && (probes, refine, ef) == (default_probes, base().refine_factor, 0);
+            if shipped || best.is_some_and(|(_, b)| b == (probes, refine, ef)) {
                 let cold = with(kind, (probes, refine, ef)).await.unwrap();
                 let f = measure(&cold, String::new(), queries, Some(filter), &t_even).await;
                 filtered = format!("{:.1} | {:.3}", f.p50_ms, f.recall.unwrap_or(0.0));

@@ -243,6 +243,9 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         add_ms.extend(ingest_manager(sample, &config, &providers, &bar).await?);
         ingest_secs += started.elapsed().as_secs_f64();
         providers.drain_embeddings().await;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
+        embedded_secs += secs;
         if args.consolidate
             && let Some(store) = &providers.store
         {
@@ -262,9 +265,6 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             .await?;
             tracing::info!(sample = %sample.id, summaries = out.summaries.len(), sources = out.sources, "consolidated");
         }
-        let secs = started.elapsed().as_secs_f64();
-        tracing::debug!(sample = %sample.id, turns = sample.turns.len(), secs, "ingested");
-        embedded_secs += secs;
         let whole = sample
             .turns
             .iter()

@@ -641,22 +641,18 @@ impl ColdStore {
         // `superseded_by IS NULL` of every query cost about 30 ms and a `kind` filter 40 ms
         // (docs/benchmarks.md). Bitmaps for the few-valued (and the mostly null), B-trees for
         // the many-valued.
-        for (col, kind) in [
-            ("tenant", BuiltinIndexType::Bitmap),
-            ("superseded_by", BuiltinIndexType::Bitmap),
-            ("f_kind", BuiltinIndexType::Bitmap),
-            ("session", BuiltinIndexType::BTree),
-            ("f_created_at", BuiltinIndexType::BTree),
+        for (col, index_type, builtin) in [
+            ("tenant", IndexType::Bitmap, BuiltinIndexType::Bitmap),
+            ("superseded_by", IndexType::Bitmap, BuiltinIndexType::Bitmap),
+            ("f_kind", IndexType::Bitmap, BuiltinIndexType::Bitmap),
+            ("session", IndexType::BTree, BuiltinIndexType::BTree),
+            ("f_created_at", IndexType::BTree, BuiltinIndexType::BTree),
         ] {
-            let index_type = match kind {
-                BuiltinIndexType::Bitmap => IndexType::Bitmap,
-                _ => IndexType::BTree,
-            };
             ds.create_index(
                 &[col],
                 index_type,
                 Some(format!("{col}_idx")),
-                &ScalarIndexParams::for_builtin(kind),
+                &ScalarIndexParams::for_builtin(builtin),
                 true,
             )
             .await

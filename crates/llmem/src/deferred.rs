@@ -84,18 +84,16 @@ pub struct DeferredStats {
 }
 
 /// One record waiting for its vector.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Job {
     tenant: String,
     id: String,
     /// The text the vector is of.
     text: String,
-    /// [`text_hash`] of `text`.
-    #[serde(skip)]
+    /// [`text_hash`] of `text` (for a record from the journal: the hash the journal holds).
     hash: u64,
     /// Whether it holds a place in the queue's bound (a put of more records than the bound
     /// holds only the bound).
-    #[serde(skip)]
     counted: bool,
 }
 
@@ -142,17 +140,7 @@ impl Journal {
     /// Opens `path` and returns it with the records queued and not done, rewriting the file to
     /// hold just those. A torn last line (a crash mid-append) is ignored.
     fn open(path: &Path) -> Result<(Journal, Vec<Waiting>)> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        }
-        let mut j = Journal {
-            path: path.to_owned(),
-            file: File::create(path.with_extension("new"))
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
-            open: HashMap::new(),
-            lines: 0,
-        };
+        let mut open = HashMap::new();
         // In order: an id queued again (its text changed) waits until its last text is done.
         let mut order: Vec<String> = Vec::new();
         if path.exists() {
@@ -164,7 +152,7 @@ impl Journal {
                         if let Entry::Queued { id, .. } = &e {
                             order.push(id.clone());
                         }
-                        j.note(e);
+                        note(&mut open, e);
                     }
                     // A torn last line: never acknowledged.
                     Err(_) => break,
@@ -174,7 +162,7 @@ impl Journal {
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut seen = HashSet::new();
         for id in order {
-            if let (Some((tenant, hash)), true) = (j.open.get(&id), seen.insert(id.clone())) {
+            if let (Some((tenant, hash)), true) = (open.get(&id), seen.insert(id.clone())) {
                 waiting.push(Waiting {
                     tenant: tenant.clone(),
                     id,
@@ -182,51 +170,17 @@ impl Journal {
                 });
             }
         }
-        j.rewrite()?;
-        Ok((j, waiting))
-    }
-
-    /// Takes an entry into the in-RAM view.
-    fn note(&mut self, e: Entry) {
-        match e {
-            Entry::Queued { tenant, id, hash } => {
-                self.open.insert(id, (tenant, hash));
-            }
-            Entry::Done { id, hash } => {
-                if self.open.get(&id).is_some_and(|(_, h)| *h == hash) {
-                    self.open.remove(&id);
-                }
-            }
-        }
-    }
-
-    /// Replaces the file with one line per record waiting (write, fsync, rename).
-    fn rewrite(&mut self) -> Result<()> {
-        let tmp = self.path.with_extension("new");
-        let mut bytes = Vec::new();
-        for (id, (tenant, hash)) in &self.open {
-            bytes.extend(line(&Entry::Queued {
-                tenant: tenant.clone(),
-                id: id.clone(),
-                hash: *hash,
-            })?);
-        }
-        {
-            let mut f = File::create(&tmp)
-                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-            f.write_all(&bytes)
-                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-            f.sync_all()
-                .map_err(|e| Error::io(format!("fsync of {}", tmp.display()), e))?;
-        }
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| Error::io(format!("opening {}", self.path.display()), e))?;
-        self.lines = self.open.len();
-        Ok(())
+        let file = rewrite(path, &open)?;
+        let lines = open.len();
+        Ok((
+            Journal {
+                path: path.to_owned(),
+                file,
+                open,
+                lines,
+            },
+            waiting,
+        ))
     }
 
     /// Appends `entries`; with `sync`, fsynced before it returns. Rewrites the file when it has
@@ -246,13 +200,46 @@ impl Journal {
         }
         self.lines += entries.len();
         for e in entries {
-            self.note(e);
+            note(&mut self.open, e);
         }
         if self.lines > JOURNAL_COMPACT_AT.max(4 * self.open.len()) {
-            self.rewrite()?;
+            self.file = rewrite(&self.path, &self.open)?;
+            self.lines = self.open.len();
         }
         Ok(())
     }
+}
+
+/// Takes a journal entry into `open` (id → tenant and hash of what waits).
+fn note(open: &mut HashMap<String, (String, u64)>, e: Entry) {
+    match e {
+        Entry::Queued { tenant, id, hash } => {
+            open.insert(id, (tenant, hash));
+        }
+        Entry::Done { id, hash } => {
+            if open.get(&id).is_some_and(|(_, h)| *h == hash) {
+                open.remove(&id);
+            }
+        }
+    }
+}
+
+/// Replaces the journal at `path` with one line per record in `open`, durably, and opens it
+/// for appending.
+fn rewrite(path: &Path, open: &HashMap<String, (String, u64)>) -> Result<File> {
+    let mut bytes = Vec::new();
+    for (id, (tenant, hash)) in open {
+        bytes.extend(line(&Entry::Queued {
+            tenant: tenant.clone(),
+            id: id.clone(),
+            hash: *hash,
+        })?);
+    }
+    crate::manager::write_durable(path, &bytes)?;
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
 }
 
 fn line(e: &Entry) -> Result<Vec<u8>> {
@@ -472,10 +459,7 @@ async fn recover(shared: &Shared, waiting: &[Waiting]) -> (Vec<Job>, HashSet<Str
             }
         }
     }
-    let mut q = shared.queued.lock();
-    for j in &jobs {
-        q.insert(j.id.clone(), j.hash);
-    }
+    // `queued` holds these ids under the same hashes since the store opened.
     (jobs, unread)
 }
 

@@ -1144,14 +1144,37 @@ pub(crate) fn sync_dir(dir: &Path) {
     }
 }
 
+/// Replaces `path` with `bytes` (a temporary file renamed into place), creating its folder.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
+    replace_file(path, bytes, false)
+}
+
+/// [`write_atomic`], with the new file and its folder fsynced before it returns.
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(path, bytes, true)
+}
+
+fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent();
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+    let writing = |e| Error::io(format!("writing {}", tmp.display()), e);
+    if durable {
+        let mut f = std::fs::File::create(&tmp).map_err(writing)?;
+        std::io::Write::write_all(&mut f, bytes).map_err(writing)?;
+        f.sync_all().map_err(writing)?;
+    } else {
+        std::fs::write(&tmp, bytes).map_err(writing)?;
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+    if let (true, Some(dir)) = (durable, dir) {
+        sync_dir(dir);
+    }
+    Ok(())
 }
 
 /// The tracker a session's spending counts against: its own (`budget.per = "session"`, or no

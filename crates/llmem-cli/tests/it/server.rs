@@ -713,6 +713,32 @@ fn the_committed_openapi_document_is_the_generated_one() {
     }
 }
 
+/// The text of the best memory a search by `key` for `query` finds on the server at `root`.
+#[cfg(feature = "onnx")]
+async fn best(http: &reqwest::Client, root: &str, key: &str, query: &str) -> String {
+    let (_, v, _) = call(
+        http,
+        Method::POST,
+        &format!("{root}/v1/memories/search"),
+        Some(key),
+        Some(json!({"query": query, "limit": 1})),
+    )
+    .await;
+    texts(&v).first().cloned().unwrap_or_default()
+}
+
+/// Whether `ok` holds within 30 s, asked every 250 ms.
+#[cfg(feature = "onnx")]
+async fn within_30s(mut ok: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..120 {
+        if ok().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 /// `retrieval.deferred_embedding` in a server: memories are acknowledged before their vectors
 /// exist (found by their words at once, by meaning once embedded), and what a SIGKILLed server
 /// left waiting is in the journal and embedded by the next start.
@@ -739,7 +765,6 @@ async fn deferred_embedding_acknowledges_first_and_a_killed_server_embeds_the_re
     ];
     let http = reqwest::Client::new();
     let remember = |texts: Vec<String>| json!({"messages": texts.into_iter().map(|t| json!({"role": "user", "content": t})).collect::<Vec<_>>()});
-    let top = |v: &Value| texts(v).first().cloned().unwrap_or_default();
     let journal = data.join("embedding-queue.log");
     let waiting = || {
         let mut open = std::collections::HashSet::new();
@@ -777,34 +802,21 @@ async fn deferred_embedding_acknowledges_first_and_a_killed_server_embeds_the_re
     assert_eq!(status, 200, "{added}");
     assert_eq!(added["results"].as_array().unwrap().len(), 40);
     // At once, by its words.
-    let (_, v, _) = call(
-        &http,
-        Method::POST,
-        &url(&server.root, "/v1/memories/search"),
-        Some(&acme),
-        Some(json!({"query": "clarinet concert", "limit": 3})),
-    )
-    .await;
-    assert!(top(&v).contains("clarinet"), "{v}");
+    let found = best(&http, &server.root, &acme, "clarinet concert").await;
+    assert!(found.contains("clarinet"), "{found}");
     // By meaning (no word in common) once its batch is embedded.
-    let meaning = json!({"query": "Which musical instrument does she play?", "limit": 1});
-    let mut found = false;
-    for _ in 0..120 {
-        let (_, v, _) = call(
+    let by_meaning = within_30s(async || {
+        best(
             &http,
-            Method::POST,
-            &url(&server.root, "/v1/memories/search"),
-            Some(&acme),
-            Some(meaning.clone()),
+            &server.root,
+            &acme,
+            "Which musical instrument does she play?",
         )
-        .await;
-        if top(&v).contains("clarinet") {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(found, "found by meaning once embedded");
+        .await
+        .contains("clarinet")
+    })
+    .await;
+    assert!(by_meaning, "found by meaning once embedded");
 
     // 60 more, and the server is SIGKILLed as soon as it acknowledges them.
     let second: Vec<String> = (0..60)
@@ -837,22 +849,13 @@ async fn deferred_embedding_acknowledges_first_and_a_killed_server_embeds_the_re
     )
     .await;
     assert_eq!(texts(&v).len(), 100, "every acknowledged memory is stored");
-    let mut found = false;
-    for _ in 0..120 {
-        let (_, v, _) = call(
-            &http,
-            Method::POST,
-            &url(&server.root, "/v1/memories/search"),
-            Some(&acme),
-            Some(json!({"query": "Who fixed a boat?", "limit": 1})),
-        )
-        .await;
-        if top(&v).contains("sailboat") && waiting() == 0 {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let found = within_30s(async || {
+        best(&http, &server.root, &acme, "Who fixed a boat?")
+            .await
+            .contains("sailboat")
+            && waiting() == 0
+    })
+    .await;
     assert!(
         found,
         "the {left} records the kill left are embedded after the restart: {}",

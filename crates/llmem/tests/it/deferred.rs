@@ -13,9 +13,7 @@ use llmem::tiers::{WarmConfig, WarmStore};
 use llmem::{Config, DeferredSettings, DeferredStore, MemoryManager, Message, Providers};
 use tokio::sync::Semaphore;
 
-fn minilm() -> Arc<dyn Embedder> {
-    crate::minilm()
-}
+use crate::minilm;
 
 /// MiniLM behind a gate: each call waits for a permit (the test decides when the background
 /// task may embed), and fails while `failing` is set.

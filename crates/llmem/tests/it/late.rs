@@ -13,6 +13,8 @@ use llmem::core::{Embedded, Embedder, Filter, MemoryRecord, MemoryStore, Scope, 
 use llmem::internals::{Archive, LongTerm, REPLY_TO};
 use llmem::tiers::WarmStore;
 
+use crate::minilm;
+
 const SAID: [&str; 6] = [
     "Priya: I've been practising the clarinet every evening this month.",
     "Priya: The weather at the beach was lovely on Saturday.",
@@ -22,10 +24,6 @@ const SAID: [&str; 6] = [
     "Priya: We finally repainted the kitchen a pale yellow.",
 ];
 const QUESTION: &str = "What musical instrument does Priya play?";
-
-fn embedder() -> Arc<dyn Embedder> {
-    crate::minilm()
-}
 
 fn settings(late: f32) -> RetrievalSettings {
     // Questions and sessions left out of the ranking, so that a score is the store's plus the
@@ -50,7 +48,7 @@ async fn scores(lt: &LongTerm, scope: &Scope) -> HashMap<String, f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_interaction_reranks_by_token_matches_with_vectors_kept_or_computed() {
-    let embedder = embedder();
+    let embedder = minilm();
     let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
     let scope = Scope::tenant("u1");
     let writer = LongTerm::new(store.clone(), Some(embedder.clone()), settings(0.5));
@@ -134,7 +132,7 @@ impl Embedder for FailsOnMemories {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_embedder_leaves_the_search_unre_ranked_not_failed() {
-    let minilm = embedder();
+    let minilm = minilm();
     let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
     let scope = Scope::tenant("u1");
     // Stored without token vectors (late interaction off), so the search must compute them.
@@ -178,7 +176,7 @@ struct Conversation {
 }
 
 fn conversation() -> Conversation {
-    let embedder = embedder();
+    let embedder = minilm();
     let store: Arc<dyn MemoryStore> = Arc::new(WarmStore::in_memory());
     let scope = Scope::session("u1", "s1");
     let writer = Arc::new(replying(&store, &embedder, 0.6));

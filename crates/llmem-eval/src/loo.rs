@@ -2,16 +2,20 @@
 //! conversations holds on the fifth. For each candidate setting (the defaults, then each
 //! `--vary` value of one retrieval weight at a time) the LoCoMo run is repeated in a child
 //! process with that `LLMEM_RETRIEVAL_*` variable; then, for each conversation held out, the
-//! candidate with the best recall on the other conversations is chosen and its recall on the
-//! held-out one is what counts. The fold figure pools those held-out results; the all-five
-//! figure is the best candidate's recall on all five (what tuning on everything would
-//! report).
+//! candidate with the best figure on the other conversations is chosen (recall@10, or the
+//! share of questions with all their evidence in the prompt; with `--max-off-topic`, only among
+//! the candidates that let at most that share of off-topic questions recall a memory there)
+//! and its figure on the held-out one is what counts. The fold figure pools those held-out
+//! results; the all-five figure is the best candidate's on all five (what tuning on everything
+//! would report).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+
+use crate::Settings;
 
 /// What to vary and where the runs read their data.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +27,16 @@ pub struct LooArgs {
     /// `session_weight=0,0.15,0.45` (repeatable; the key is a `[retrieval]` key).
     #[arg(long = "vary", required = true)]
     pub vary: Vec<String>,
+    /// Whose settings the runs use (`llmem-eval locomo --settings`).
+    #[arg(long, value_enum, default_value_t = Settings::Eval)]
+    pub settings: Settings,
+    /// The figure a candidate is chosen by.
+    #[arg(long, value_enum, default_value_t = Objective::Recall)]
+    pub objective: Objective,
+    /// Choose only among candidates whose off-topic questions (another conversation's) recall
+    /// a memory at most this often on the training conversations, in [0, 1].
+    #[arg(long)]
+    pub max_off_topic: Option<f64>,
     /// Write the candidates, the folds and the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -31,35 +45,89 @@ pub struct LooArgs {
     pub work: Option<PathBuf>,
 }
 
-/// One setting tried: its variable (none for the defaults) and per conversation the evidence
-/// turns and how many of them were in the top k.
+/// The figure a candidate is chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Objective {
+    /// recall@10: the share of evidence turns in the top 10.
+    Recall,
+    /// evidence_in_context: the share of questions with all their evidence in the prompt.
+    Evidence,
+}
+
+impl Objective {
+    fn name(self) -> &'static str {
+        match self {
+            Objective::Recall => "recall@10",
+            Objective::Evidence => "evidence in context",
+        }
+    }
+}
+
+/// One conversation's counts in one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counts {
+    sample: String,
+    evidence_turns: u64,
+    evidence_found: u64,
+    evidence_questions: u64,
+    in_context: u64,
+    off_topic: u64,
+    off_topic_recalling: u64,
+}
+
+impl Counts {
+    /// (part, whole) of `objective`.
+    fn of(&self, objective: Objective) -> (u64, u64) {
+        match objective {
+            Objective::Recall => (self.evidence_found, self.evidence_turns),
+            Objective::Evidence => (self.in_context, self.evidence_questions),
+        }
+    }
+}
+
+/// One setting tried: its variable (none for the defaults) and its counts per conversation.
 #[derive(Debug, Clone)]
 struct Candidate {
     name: String,
     env: Option<(String, String)>,
-    per_sample: Vec<(String, u64, u64)>,
+    per_sample: Vec<Counts>,
+}
+
+/// `part / whole` pooled over `counts`, 0 without a whole.
+fn pooled<'a>(counts: impl Iterator<Item = &'a Counts>, f: impl Fn(&Counts) -> (u64, u64)) -> f64 {
+    let (part, whole) = counts.fold((0, 0), |(p, w), c| {
+        let (a, b) = f(c);
+        (p + a, w + b)
+    });
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 impl Candidate {
-    /// Pooled recall over the conversations `keep` accepts.
-    fn recall(&self, keep: impl Fn(&str) -> bool) -> f64 {
-        let (found, total) = self
-            .per_sample
-            .iter()
-            .filter(|(s, _, _)| keep(s))
-            .fold((0, 0), |(f, t), (_, e, n)| (f + n, t + e));
-        if total == 0 {
-            0.0
-        } else {
-            found as f64 / total as f64
-        }
+    /// `objective` pooled over the conversations `keep` accepts.
+    fn figure(&self, objective: Objective, keep: impl Fn(&str) -> bool) -> f64 {
+        pooled(self.per_sample.iter().filter(|c| keep(&c.sample)), |c| {
+            c.of(objective)
+        })
     }
 
-    fn counts(&self, sample: &str) -> (u64, u64) {
+    /// The share of off-topic questions that recalled a memory, over the conversations `keep`
+    /// accepts.
+    fn off_topic(&self, keep: impl Fn(&str) -> bool) -> f64 {
+        pooled(self.per_sample.iter().filter(|c| keep(&c.sample)), |c| {
+            (c.off_topic_recalling, c.off_topic)
+        })
+    }
+
+    fn counts(&self, sample: &str) -> Counts {
         self.per_sample
             .iter()
-            .find(|(s, _, _)| s == sample)
-            .map_or((0, 0), |(_, e, n)| (*e, *n))
+            .find(|c| c.sample == sample)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -90,13 +158,21 @@ fn parse_vary(spec: &str) -> Result<(String, Vec<String>)> {
 /// Runs `llmem-eval locomo` for one candidate and reads its per-conversation counts.
 fn run_one(
     data: &Path,
+    settings: Settings,
     env: Option<&(String, String)>,
     out: &Path,
-) -> Result<Vec<(String, u64, u64)>> {
+) -> Result<Vec<Counts>> {
     let exe = std::env::current_exe().context("cannot find the llmem-eval binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["locomo", "--quiet", "--no-curve", "--data"])
         .arg(data)
+        .args([
+            "--settings",
+            match settings {
+                Settings::Eval => "eval",
+                Settings::Product => "product",
+            },
+        ])
         .arg("--json")
         .arg(out);
     if let Some((k, v)) = env {
@@ -115,11 +191,16 @@ fn run_one(
     Ok(per
         .iter()
         .map(|(id, m)| {
-            (
-                id.clone(),
-                m["evidence_turns"].as_u64().unwrap_or(0),
-                m["evidence_found"].as_u64().unwrap_or(0),
-            )
+            let n = |key: &str| m[key].as_u64().unwrap_or(0);
+            Counts {
+                sample: id.clone(),
+                evidence_turns: n("evidence_turns"),
+                evidence_found: n("evidence_found"),
+                evidence_questions: n("evidence_questions"),
+                in_context: n("evidence_questions_in_context"),
+                off_topic: n("off_topic_questions"),
+                off_topic_recalling: n("off_topic_recalling_questions"),
+            }
         })
         .collect())
 }
@@ -149,7 +230,12 @@ pub fn run(args: &LooArgs) -> Result<()> {
     let mut candidates = Vec::new();
     for (i, (name, env)) in settings.into_iter().enumerate() {
         eprintln!("[{}] {name}", i + 1);
-        let per_sample = run_one(&args.data, env.as_ref(), &work.join(format!("run{i}.json")))?;
+        let per_sample = run_one(
+            &args.data,
+            args.settings,
+            env.as_ref(),
+            &work.join(format!("run{i}.json")),
+        )?;
         candidates.push(Candidate {
             name,
             env,
@@ -159,65 +245,100 @@ pub fn run(args: &LooArgs) -> Result<()> {
     let Some(first) = candidates.first() else {
         bail!("no candidates");
     };
-    let samples: Vec<String> = first.per_sample.iter().map(|(s, _, _)| s.clone()).collect();
+    let samples: Vec<String> = first.per_sample.iter().map(|c| c.sample.clone()).collect();
     if samples.len() < 2 {
         bail!("leave-one-out needs at least two conversations");
     }
-    // The best candidate on the conversations `keep` accepts; the defaults win ties.
+    let objective = args.objective;
+    let cap = args.max_off_topic;
+    if let Some(c) = cap
+        && !(0.0..=1.0).contains(&c)
+    {
+        bail!("--max-off-topic {c}: expected a share in [0, 1]");
+    }
+    // The best eligible candidate on the conversations `keep` accepts (the defaults win ties;
+    // when none is eligible, the defaults).
     let best = |keep: &dyn Fn(&str) -> bool| -> usize {
-        let mut at = 0;
+        let eligible = |c: &Candidate| cap.is_none_or(|cap| c.off_topic(keep) <= cap + 1e-12);
+        let mut at: Option<usize> = None;
         for (i, c) in candidates.iter().enumerate() {
-            if c.recall(keep) > candidates[at].recall(keep) + 1e-12 {
-                at = i;
+            if eligible(c)
+                && at.is_none_or(|a| {
+                    c.figure(objective, keep) > candidates[a].figure(objective, keep) + 1e-12
+                })
+            {
+                at = Some(i);
             }
         }
-        at
+        at.unwrap_or(0)
     };
     let mut folds = Vec::new();
     let (mut found, mut total, mut default_found) = (0, 0, 0);
+    let (mut off, mut off_total) = (0, 0);
     println!(
-        "\n{:<10} {:<44} {:>12} {:>12}",
-        "held out", "chosen on the other four", "held-out", "defaults"
+        "\n{:<10} {:<44} {:>12} {:>12} {:>10}",
+        "held out", "chosen on the other four", "held-out", "defaults", "off-topic"
     );
     for s in &samples {
         let chosen = best(&|x: &str| x != s);
-        let (e, n) = candidates[chosen].counts(s);
-        let (_, d) = candidates[0].counts(s);
+        let held = candidates[chosen].counts(s);
+        let (n, e) = held.of(objective);
+        let (d, _) = candidates[0].counts(s).of(objective);
         found += n;
         default_found += d;
         total += e;
+        off += held.off_topic_recalling;
+        off_total += held.off_topic;
         let pct = |n: u64| 100.0 * n as f64 / e.max(1) as f64;
+        let off_share = held.off_topic_recalling as f64 / held.off_topic.max(1) as f64;
         println!(
-            "{s:<10} {:<44} {:>11.1}% {:>11.1}%",
+            "{s:<10} {:<44} {:>11.1}% {:>11.1}% {:>9.1}%",
             candidates[chosen].name,
             pct(n),
-            pct(d)
+            pct(d),
+            100.0 * off_share
         );
-        folds.push(json!({"held_out": s, "chosen": candidates[chosen].name, "held_out_recall": pct(n) / 100.0, "defaults_recall": pct(d) / 100.0}));
+        folds.push(json!({"held_out": s, "chosen": candidates[chosen].name, "held_out_figure": pct(n) / 100.0, "defaults_figure": pct(d) / 100.0, "held_out_off_topic_recalling": off_share}));
     }
     let all = best(&|_: &str| true);
     let fold = found as f64 / total.max(1) as f64;
     let defaults = default_found as f64 / total.max(1) as f64;
-    let all_five = candidates[all].recall(|_| true);
+    let all_five = candidates[all].figure(objective, |_| true);
     println!(
-        "\nrecall@10: held-out folds {:.1}%, defaults {:.1}%, best on all five ({}) {:.1}%",
+        "\n{}: held-out folds {:.1}% (off-topic questions recalling: {:.1}%), defaults {:.1}%, best on all five ({}) {:.1}%",
+        objective.name(),
         100.0 * fold,
+        100.0 * off as f64 / off_total.max(1) as f64,
         100.0 * defaults,
         candidates[all].name,
         100.0 * all_five
     );
     let report = json!({
+        "objective": objective.name(),
+        "max_off_topic": cap,
         "candidates": candidates.iter().map(|c| json!({
             "name": c.name,
             "variable": c.env.as_ref().map(|(k, v)| format!("{k}={v}")),
-            "recall_at_10": c.recall(|_| true),
-            "per_sample": c.per_sample.iter().map(|(s, e, n)| json!({"sample": s, "evidence_turns": e, "evidence_found": n})).collect::<Vec<_>>(),
+            "figure": c.figure(objective, |_| true),
+            "recall_at_10": c.figure(Objective::Recall, |_| true),
+            "evidence_in_context": c.figure(Objective::Evidence, |_| true),
+            "off_topic_recalling": c.off_topic(|_| true),
+            "per_sample": c.per_sample.iter().map(|p| json!({
+                "sample": p.sample,
+                "evidence_turns": p.evidence_turns,
+                "evidence_found": p.evidence_found,
+                "evidence_questions": p.evidence_questions,
+                "evidence_questions_in_context": p.in_context,
+                "off_topic_questions": p.off_topic,
+                "off_topic_recalling_questions": p.off_topic_recalling,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "folds": folds,
-        "held_out_recall_at_10": fold,
-        "defaults_recall_at_10": defaults,
+        "held_out": fold,
+        "held_out_off_topic_recalling": off as f64 / off_total.max(1) as f64,
+        "defaults": defaults,
         "best_on_all_five": candidates[all].name,
-        "best_on_all_five_recall_at_10": all_five,
+        "best_on_all_five_figure": all_five,
     });
     if let Some(path) = &args.json {
         crate::report::write_file(path, &serde_json::to_string_pretty(&report)?)?;
@@ -244,13 +365,24 @@ mod tests {
                 .unwrap_or_default();
             assert!(e.contains("--vary"), "{bad}: {e}");
         }
+        let counts = |sample: &str, turns, found, questions, in_context| Counts {
+            sample: sample.into(),
+            evidence_turns: turns,
+            evidence_found: found,
+            evidence_questions: questions,
+            in_context,
+            off_topic: 10,
+            off_topic_recalling: 2,
+        };
         let c = Candidate {
             name: "x".into(),
             env: None,
-            per_sample: vec![("a".into(), 10, 5), ("b".into(), 10, 9)],
+            per_sample: vec![counts("a", 10, 5, 4, 1), counts("b", 10, 9, 4, 3)],
         };
-        assert!((c.recall(|_| true) - 0.7).abs() < 1e-9);
-        assert!((c.recall(|s| s == "b") - 0.9).abs() < 1e-9);
-        assert_eq!(c.counts("a"), (10, 5));
+        assert!((c.figure(Objective::Recall, |_| true) - 0.7).abs() < 1e-9);
+        assert!((c.figure(Objective::Recall, |s| s == "b") - 0.9).abs() < 1e-9);
+        assert!((c.figure(Objective::Evidence, |_| true) - 0.5).abs() < 1e-9);
+        assert!((c.off_topic(|s| s == "a") - 0.2).abs() < 1e-9);
+        assert_eq!(c.counts("a").of(Objective::Recall), (5, 10));
     }
 }

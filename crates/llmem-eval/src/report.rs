@@ -93,6 +93,12 @@ pub fn summarise(outcomes: &[&Outcome]) -> serde_json::Map<String, Value> {
         .filter_map(|o| o.evidence_in_context)
         .collect();
     m.insert("evidence_in_context".into(), share(&in_context));
+    // Its counts too: the questions with evidence, and those with all of it in the prompt.
+    m.insert("evidence_questions".into(), json!(in_context.len()));
+    m.insert(
+        "evidence_questions_in_context".into(),
+        json!(in_context.iter().filter(|x| **x).count()),
+    );
     m.insert("answer_in_context".into(), share(&answerable));
     m.insert("answer_in_full_conversation".into(), share(&anywhere));
     m.insert(
@@ -372,6 +378,14 @@ pub fn print_table(report: &serde_json::Map<String, Value>, k: usize, budget: us
         .and_then(Value::as_f64)
     {
         println!("the whole conversation: {t:.0} tokens on average");
+    }
+    if let Some(n) = report.get("off_topic_questions").and_then(Value::as_u64) {
+        println!(
+            "off-topic ({n} questions of another conversation): {} recall a memory, {} memories and {} prompt tokens on average",
+            fmt_opt(&report["off_topic_recalling"], true),
+            fmt_opt(&report["off_topic_memories"], false),
+            fmt_opt(&report["off_topic_context_tokens"], false)
+        );
     }
 }
 

@@ -26,6 +26,9 @@ const CANDIDATES: usize = 80;
 /// Tokens of prompt per memory considered on the budget curve: a larger budget considers more
 /// memories (`budget / 20`, at least [`CANDIDATES`]), or its room could not fill.
 const TOKENS_PER_CANDIDATE: usize = 20;
+/// Questions of another conversation asked of each one, to measure what the relevance gate lets
+/// through when nothing remembered answers them (`off_topic_*`).
+const OFF_TOPIC: usize = 40;
 /// The cut-offs of the `recall_at_<k>` figures.
 pub const RECALL_KS: [usize; 4] = [5, 10, 20, 50];
 const SYSTEM: &str = "You answer questions about a long conversation. Below are dated memories \
@@ -237,7 +240,9 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
     let mut embedded_secs = 0.0;
     let mut add_ms: Vec<f64> = Vec::new();
     let mut conversation_tokens = Vec::new();
-    for sample in &samples {
+    // Questions of another conversation asked of each one: (memories recalled, prompt tokens).
+    let mut off_topic: Vec<(usize, usize, &str)> = Vec::new();
+    for (si, sample) in samples.iter().enumerate() {
         bar.set_message(format!("{} ingest", sample.id));
         let started = Instant::now();
         add_ms.extend(ingest_manager(sample, &config, &providers, &bar).await?);
@@ -304,6 +309,11 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             let ready = asker.prepare(Some(&q.text)).await?;
             let prepare_ms = prepared.elapsed().as_secs_f64() * 1000.0;
             let evidence_in_context = all_in_prompt(&q.evidence, &ready.retrieved);
+            let in_prompt: Vec<&str> = ready
+                .retrieved
+                .iter()
+                .flat_map(|r| dia_ids(&r.record))
+                .collect();
             let mut prompt = ready.messages;
             prompt.push(Message::user(q.text.clone()));
             // Recall at each cut-off, from one wider search.
@@ -380,6 +390,8 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
                     "answer": q.answer,
                     "evidence": q.evidence,
                     "top_k": top_ids,
+                    "in_prompt": in_prompt,
+                    "top_50": wide.iter().filter_map(|h| h.record.metadata.get("dia_id")?.as_str()).collect::<Vec<_>>(),
                     "evidence_found": found,
                     "evidence_found_at": RECALL_KS.iter().zip(found_at).map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
                     "evidence_in_context": evidence_in_context,
@@ -425,6 +437,21 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             });
             bar.inc(1);
         }
+        // What the relevance gate lets through for questions this user's memory cannot answer:
+        // the first questions of the next conversation (other people, other events).
+        if samples.len() > 1 {
+            let other = &samples[(si + 1) % samples.len()];
+            for q in other.questions.iter().take(OFF_TOPIC) {
+                let ready = asker.prepare(Some(&q.text)).await?;
+                let mut prompt = ready.messages;
+                prompt.push(Message::user(q.text.clone()));
+                off_topic.push((
+                    ready.retrieved.len(),
+                    counter.count_messages(&prompt),
+                    sample.id.as_str(),
+                ));
+            }
+        }
     }
     bar.finish_and_clear();
     if let Some(mut out) = details {
@@ -457,6 +484,36 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         "deferred_embedding".into(),
         json!(providers.deferred.as_ref().map(|d| d.queue_stats())),
     );
+    if !off_topic.is_empty() {
+        let n = off_topic.len() as f64;
+        let recalling = |s: Option<&str>| {
+            off_topic
+                .iter()
+                .filter(|(m, _, id)| *m > 0 && s.is_none_or(|s| s == *id))
+                .count()
+        };
+        report.insert("off_topic_questions".into(), json!(off_topic.len()));
+        report.insert(
+            "off_topic_recalling".into(),
+            json!(recalling(None) as f64 / n),
+        );
+        report.insert(
+            "off_topic_memories".into(),
+            json!(off_topic.iter().map(|(m, _, _)| *m).sum::<usize>() as f64 / n),
+        );
+        report.insert(
+            "off_topic_context_tokens".into(),
+            json!(off_topic.iter().map(|(_, t, _)| *t).sum::<usize>() as f64 / n),
+        );
+        // Per conversation, the counts (so that leave-one-out pools them).
+        if let Some(per) = report.get_mut("per_sample").and_then(|v| v.as_object_mut()) {
+            for (id, figures) in per.iter_mut() {
+                let asked = off_topic.iter().filter(|(_, _, s)| s == id).count();
+                figures["off_topic_questions"] = json!(asked);
+                figures["off_topic_recalling_questions"] = json!(recalling(Some(id)));
+            }
+        }
+    }
     report.insert(
         "settings".into(),
         json!(match args.settings {
@@ -510,6 +567,8 @@ pub fn manager_config(args: &Args, model: &str, budget: usize) -> Result<Config>
         FactArg::Llm => FactMode::Llm,
     };
     c.retrieval.k = CANDIDATES.max(args.k).max(budget / TOKENS_PER_CANDIDATE);
+    c.retrieval.recall_gate = 0.0;
+    c.retrieval.recall_floor = 0.0;
     c.retrieval.min_similarity = 0.0;
     c.retrieval.min_term_overlap = 0.0;
     c.retrieval.max_tokens = budget;

@@ -17,8 +17,10 @@
 //! summarizer = "auto"              # extractive | chat
 //!
 //! [retrieval]
-//! k = 5
-//! min_similarity = 0.35            # cosine, when an embedder is configured
+//! k = 20
+//! recall_gate = 0.45               # cosine the best memory needs for a question to recall any
+//! recall_floor = 0.0               # cosine each recalled memory needs
+//! min_similarity = 0.35            # cosine a block's message needs to stay on Memory::gc
 //! min_term_overlap = 0.34          # share of the question's words, without one
 //! max_tokens = 1000
 //! question_weight = 0.7            # score factor of a memory that only asks
@@ -355,8 +357,15 @@ pub enum SummarizerMode {
 pub struct RetrievalSettings {
     /// Memories considered per question.
     pub k: usize,
-    /// With an embedder: a memory is loaded only if its cosine similarity to the question is at
-    /// least this.
+    /// With an embedder: a question recalls memories only when the best of its candidates
+    /// reaches this cosine similarity with it (the question is about something remembered);
+    /// otherwise it recalls none. 0 turns the gate off.
+    pub recall_gate: f32,
+    /// With an embedder: the cosine similarity each memory a question recalls needs, once the
+    /// question passes `recall_gate`.
+    pub recall_floor: f32,
+    /// With an embedder: the cosine similarity with the question that a message of a
+    /// [`crate::Memory`] block needs to stay on `gc`.
     pub min_similarity: f32,
     /// Without one: only if it shares at least this share of the question's content words.
     pub min_term_overlap: f32,
@@ -402,7 +411,9 @@ pub struct RetrievalSettings {
 impl Default for RetrievalSettings {
     fn default() -> Self {
         RetrievalSettings {
-            k: 5,
+            k: 20,
+            recall_gate: 0.45,
+            recall_floor: 0.0,
             min_similarity: 0.35,
             min_term_overlap: 0.34,
             max_tokens: 1000,
@@ -686,6 +697,18 @@ impl Config {
         let r = &self.retrieval;
         // Values in [0, 1]: the key, the value, what it is, and a hint.
         let unit = [
+            (
+                "retrieval.recall_gate",
+                r.recall_gate,
+                "a cosine similarity",
+                "; 0 lets every question recall",
+            ),
+            (
+                "retrieval.recall_floor",
+                r.recall_floor,
+                "a cosine similarity",
+                "",
+            ),
             (
                 "retrieval.min_similarity",
                 r.min_similarity,

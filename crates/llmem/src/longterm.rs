@@ -661,11 +661,19 @@ impl LongTerm {
     }
 
     /// The memories of `scope` relevant to `query`, best first: at most `k`, each passing the
-    /// relevance gate (cosine ≥ `min_similarity` with an embedder, else term overlap ≥
-    /// `min_term_overlap`), and none already said in `context` (the texts of the messages in
-    /// the prompt: a fact taken from a message still in the window is not loaded again) or by
-    /// a memory recalled before it on the same day (a fact and the turn it was drawn from take
+    /// relevance gate, and none already said in `context` (the texts of the messages in the
+    /// prompt: a fact taken from a message still in the window is not loaded again) or by a
+    /// memory recalled before it on the same day (a fact and the turn it was drawn from take
     /// one of the `k`, not two).
+    ///
+    /// The gate, with an embedder: the question recalls anything only when the best cosine
+    /// among its candidates reaches `recall_gate` (it is about something remembered), and then
+    /// each memory needs `recall_floor`. A question's own evidence is often far from it by
+    /// cosine (a reply that names what was asked about in other words) while its best
+    /// candidate is close: judging the question by its best match and taking the rest in the
+    /// search's order keeps that evidence, and a question about nothing remembered still
+    /// recalls nothing. Without vectors (no embedder, or a memory still waiting for its own),
+    /// a memory needs `min_term_overlap` of the question's words.
     pub async fn recall(
         &self,
         scope: &Scope,
@@ -679,6 +687,15 @@ impl LongTerm {
         }
         let qv = self.embed_query(query).await?;
         let hits = self.search(scope, query, k * 3).await?;
+        let cosine = |r: &MemoryRecord| match (&qv, &r.embedding) {
+            (Some(q), Some(v)) if q.len() == v.len() => Some(dot(q, v)),
+            _ => None,
+        };
+        let best = hits
+            .iter()
+            .filter_map(|h| cosine(&h.record))
+            .reduce(f32::max);
+        let about_memory = best.is_none_or(|b| b >= self.settings.recall_gate);
         let mut out: Vec<Recalled> = Vec::new();
         for h in hits {
             if h.record.is_superseded()
@@ -687,16 +704,14 @@ impl LongTerm {
             {
                 continue;
             }
-            let relevance = match (&qv, &h.record.embedding) {
-                (Some(q), Some(v)) if q.len() == v.len() => dot(q, v),
-                _ => overlap(&terms, &h.record.search_text()),
+            let (relevance, passes) = match cosine(&h.record) {
+                Some(c) => (c, about_memory && c >= self.settings.recall_floor),
+                None => {
+                    let o = overlap(&terms, &h.record.search_text());
+                    (o, o >= self.settings.min_term_overlap)
+                }
             };
-            let gate = if qv.is_some() && h.record.embedding.is_some() {
-                self.settings.min_similarity
-            } else {
-                self.settings.min_term_overlap
-            };
-            if relevance >= gate {
+            if passes {
                 out.push(Recalled {
                     record: h.record,
                     relevance,

@@ -792,3 +792,72 @@ async fn recall_gives_a_statement_once_a_day() {
         "the freed slot goes to the next memory: {got:?}"
     );
 }
+
+/// The relevance gate judges a question by its best match, then fills by rank: with the real
+/// MiniLM, a question about the conversation recalls its memories, those far from it by cosine
+/// too (which a gate on each memory's own cosine drops), and a question about nothing
+/// remembered recalls nothing (which no gate at all would not ensure).
+#[cfg(feature = "onnx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_judges_the_question_by_its_best_match() {
+    async fn recalled(gate: f32, floor: f32, question: &str) -> Vec<(String, f32)> {
+        let mut c = small();
+        c.retrieval.recall_gate = gate;
+        c.retrieval.recall_floor = floor;
+        c.memory.facts = llmem::FactMode::Off;
+        let providers = Providers::default()
+            .with_counter(gpt4o())
+            .with_store(Arc::new(WarmStore::in_memory()))
+            .with_embedder(crate::minilm());
+        let mut m = MemoryManager::new(c.clone(), providers.clone()).unwrap();
+        let turns = [
+            (
+                "Mel",
+                "We went to a pottery workshop on Saturday, the kids made bowls.",
+            ),
+            ("Jon", "Did Ava like it?"),
+            ("Mel", "Loved it! Already asking when we go back."),
+            ("Jon", "I started training for the marathon in October."),
+            ("Mel", "The weather was awful all week, rain every day."),
+        ];
+        for (who, text) in turns {
+            m.add_message(Message::user(text).with_name(who), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(m.end_session().await.unwrap(), turns.len());
+        // Asked in a new session of the same user: the turns are no longer in its window
+        // (recall leaves out what the prompt already says), only in long-term memory.
+        let mut asker =
+            MemoryManager::for_session(c, providers, Scope::session("default", "questions"))
+                .unwrap();
+        let p = asker.prepare(Some(question)).await.unwrap();
+        p.retrieved
+            .into_iter()
+            .map(|r| (r.record.text, r.relevance))
+            .collect()
+    }
+    let about = "Did Mel's kids enjoy the pottery workshop?";
+    let elsewhere = "Explain quantum chromodynamics and gauge symmetry.";
+    let defaults = llmem::RetrievalSettings::default();
+    let (gate, floor) = (defaults.recall_gate, defaults.recall_floor);
+
+    // The shipped gate: the question's best match passes it, and memories far from the
+    // question by cosine come with it, best first, up to k.
+    let got = recalled(gate, floor, about).await;
+    assert!(got[0].0.contains("pottery") && got[0].1 >= gate, "{got:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.iter().any(|(_, c)| *c < 0.35), "{got:?}");
+    // Nothing remembered is about the other question: it recalls nothing.
+    assert_eq!(recalled(gate, floor, elsewhere).await, Vec::new());
+
+    // A gate on each memory's own cosine keeps only the close ones.
+    let got = recalled(0.0, 0.35, about).await;
+    assert!(
+        !got.is_empty() && got.iter().all(|(_, c)| *c >= 0.35),
+        "{got:?}"
+    );
+    assert!(got.len() < 5, "{got:?}");
+    // And without the gate, the other question is given memories it does not need.
+    assert!(!recalled(0.0, 0.0, elsewhere).await.is_empty());
+}

@@ -166,13 +166,7 @@ fn run_one(
     let mut cmd = Command::new(exe);
     cmd.args(["locomo", "--quiet", "--no-curve", "--data"])
         .arg(data)
-        .args([
-            "--settings",
-            match settings {
-                Settings::Eval => "eval",
-                Settings::Product => "product",
-            },
-        ])
+        .args(["--settings", settings.name()])
         .arg("--json")
         .arg(out);
     if let Some((k, v)) = env {
@@ -290,7 +284,7 @@ pub fn run(args: &LooArgs) -> Result<()> {
         off += held.off_topic_recalling;
         off_total += held.off_topic;
         let pct = |n: u64| 100.0 * n as f64 / e.max(1) as f64;
-        let off_share = held.off_topic_recalling as f64 / held.off_topic.max(1) as f64;
+        let off_share = candidates[chosen].off_topic(|x| x == s);
         println!(
             "{s:<10} {:<44} {:>11.1}% {:>11.1}% {:>9.1}%",
             candidates[chosen].name,

@@ -118,6 +118,16 @@ pub enum Settings {
     Product,
 }
 
+impl Settings {
+    /// The name `--settings` takes, and the report's `settings`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Settings::Eval => "eval",
+            Settings::Product => "product",
+        }
+    }
+}
+
 /// Which facts the manager draws from each turn (`memory.facts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FactArg {
@@ -514,13 +524,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             }
         }
     }
-    report.insert(
-        "settings".into(),
-        json!(match args.settings {
-            Settings::Eval => "eval",
-            Settings::Product => "product",
-        }),
-    );
+    report.insert("settings".into(), json!(args.settings.name()));
     report.insert(
         "full_conversation_tokens".into(),
         json!(

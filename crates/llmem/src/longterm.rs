@@ -687,24 +687,25 @@ impl LongTerm {
         }
         let qv = self.embed_query(query).await?;
         let hits = self.search(scope, query, k * 3).await?;
-        let cosine = |r: &MemoryRecord| match (&qv, &r.embedding) {
-            (Some(q), Some(v)) if q.len() == v.len() => Some(dot(q, v)),
-            _ => None,
-        };
-        let best = hits
+        // Each candidate's cosine with the question, once: the gate reads their best.
+        let cosines: Vec<Option<f32>> = hits
             .iter()
-            .filter_map(|h| cosine(&h.record))
-            .reduce(f32::max);
+            .map(|h| match (&qv, &h.record.embedding) {
+                (Some(q), Some(v)) if q.len() == v.len() => Some(dot(q, v)),
+                _ => None,
+            })
+            .collect();
+        let best = cosines.iter().flatten().copied().reduce(f32::max);
         let about_memory = best.is_none_or(|b| b >= self.settings.recall_gate);
         let mut out: Vec<Recalled> = Vec::new();
-        for h in hits {
+        for (h, cosine) in hits.into_iter().zip(cosines) {
             if h.record.is_superseded()
                 || already_said(&h.record.text, context)
                 || repeats(&h.record, out.iter().map(|r| &r.record))
             {
                 continue;
             }
-            let (relevance, passes) = match cosine(&h.record) {
+            let (relevance, passes) = match cosine {
                 Some(c) => (c, about_memory && c >= self.settings.recall_floor),
                 None => {
                     let o = overlap(&terms, &h.record.search_text());

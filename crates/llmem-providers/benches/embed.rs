@@ -1,5 +1,10 @@
 //! Embeddings per second of the local ONNX embedder (MiniLM-L6-v2 int8) at batch 1 and 32, on the
 //! sentences in `benches/sentences.txt` (the same ones `benches/peers/onnxruntime_bench.py` uses).
+//!
+//! `onnx_embed_mixed` embeds 256 texts of mixed length (one to four of those sentences, about
+//! 12 to 75 tokens, as conversation turns are) in the order given, in runs of 32 (each run
+//! padded to its longest: the earlier path, the peer), against one call that runs them
+//! shortest first at 32 and at 16 a run.
 //! `cargo bench -p llmem-providers --features onnx --bench embed`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +16,19 @@ fn sentences() -> Vec<String> {
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
+        .collect()
+}
+
+/// 256 texts of one to four sentences, in an order that mixes their lengths.
+fn mixed(sentences: &[String]) -> Vec<String> {
+    (0..256)
+        .map(|i| {
+            let k = 1 + (i * 7 + i / 5) % 4;
+            (0..k)
+                .map(|j| sentences[(i + j * 13) % sentences.len()].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
 }
 
@@ -39,6 +57,30 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+
+    let e16 = OnnxEmbedderBuilder::new()
+        .with_threads(threads)
+        .with_batch_size(16)
+        .build()
+        .unwrap();
+    let mixed = mixed(&texts);
+    let mut g = c.benchmark_group("onnx_embed_mixed");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(mixed.len() as u64));
+    g.bench_function("in_order_runs_of_32", |b| {
+        b.iter(|| {
+            for run in mixed.chunks(32) {
+                e.embed_blocking(run).unwrap();
+            }
+        })
+    });
+    g.bench_function("by_length_runs_of_32", |b| {
+        b.iter(|| e.embed_blocking(&mixed).unwrap())
+    });
+    g.bench_function("by_length_runs_of_16", |b| {
+        b.iter(|| e16.embed_blocking(&mixed).unwrap())
+    });
     g.finish();
 }
 

@@ -6,6 +6,8 @@
 //! - `ingest/deferred_ack`: the same 200 `add_message` calls with the queue on, timed until
 //!   the last returns (the queue, 4,096, holds them all); the drain after each run is not timed.
 //! - `ingest/deferred_embedded`: the same, timed until every memory has its vector.
+//! - `ingest/deferred_embedded_batch_64`: the same with the queue's earlier call size (64
+//!   records an embedder call, where the default is now 256).
 //!
 //! The manager runs the eval's window (compress at 750 tokens, the last 8 turns raw) so that
 //! turns reach long-term memory as they are said, with heuristic facts off. Criterion reports
@@ -54,16 +56,14 @@ fn config() -> Config {
 /// last `add_message` returned and until every memory had its vector.
 async fn ingest(
     embedder: &Arc<dyn Embedder>,
-    deferred: bool,
+    deferred: Option<DeferredSettings>,
     turns: &[Message],
 ) -> (Duration, Duration) {
     let mut providers = Providers::default()
         .with_store(Arc::new(WarmStore::in_memory()))
         .with_embedder(embedder.clone());
-    if deferred {
-        providers = providers
-            .with_deferred_embedding(DeferredSettings::default())
-            .unwrap();
+    if let Some(settings) = deferred {
+        providers = providers.with_deferred_embedding(settings).unwrap();
     }
     let mut m =
         MemoryManager::for_session(config(), providers.clone(), Scope::session("u", "s")).unwrap();
@@ -95,21 +95,41 @@ fn bench(c: &mut Criterion) {
     g.bench_function("inline", |b| {
         b.iter_custom(|n| {
             (0..n)
-                .map(|_| rt.block_on(ingest(&embedder, false, &turns)).0)
+                .map(|_| rt.block_on(ingest(&embedder, None, &turns)).0)
                 .sum()
         })
     });
     g.bench_function("deferred_ack", |b| {
         b.iter_custom(|n| {
             (0..n)
-                .map(|_| rt.block_on(ingest(&embedder, true, &turns)).0)
+                .map(|_| {
+                    rt.block_on(ingest(&embedder, Some(DeferredSettings::default()), &turns))
+                        .0
+                })
                 .sum()
         })
     });
     g.bench_function("deferred_embedded", |b| {
         b.iter_custom(|n| {
             (0..n)
-                .map(|_| rt.block_on(ingest(&embedder, true, &turns)).1)
+                .map(|_| {
+                    rt.block_on(ingest(&embedder, Some(DeferredSettings::default()), &turns))
+                        .1
+                })
+                .sum()
+        })
+    });
+    g.bench_function("deferred_embedded_batch_64", |b| {
+        let settings = DeferredSettings {
+            batch: 64,
+            ..DeferredSettings::default()
+        };
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| {
+                    rt.block_on(ingest(&embedder, Some(settings.clone()), &turns))
+                        .1
+                })
                 .sum()
         })
     });

@@ -46,7 +46,9 @@ pub const ATTEMPTS: u32 = 4;
 pub struct DeferredSettings {
     /// Records waiting for their vector, at most (a put past it waits for room).
     pub queue: usize,
-    /// Records embedded in one embedder call, at most.
+    /// Records embedded in one embedder call, at most (default 256). A call takes what is
+    /// waiting, up to this; a local embedder runs it in runs of texts of about one length
+    /// (`OnnxEmbedder` runs 16 at a time, shortest first), so a larger call pads less.
     pub batch: usize,
     /// The journal of the ids waiting (none: a record whose process dies before its vector
     /// is stored stays searchable by its words only).
@@ -59,7 +61,7 @@ impl Default for DeferredSettings {
     fn default() -> Self {
         DeferredSettings {
             queue: 4096,
-            batch: 64,
+            batch: 256,
             journal: None,
             retry_after: Duration::from_millis(200),
         }
@@ -468,9 +470,7 @@ fn wants_vector(r: &MemoryRecord) -> bool {
 }
 
 /// Embeds one batch (retried [`ATTEMPTS`] times) and sets the vectors, then marks it done.
-async fn embed_batch(shared: &Shared, mut batch: Vec<Job>) {
-    // Texts of similar length together: the model pads each call to its longest.
-    batch.sort_by_key(|j| j.text.len());
+async fn embed_batch(shared: &Shared, batch: Vec<Job>) {
     let texts: Vec<String> = batch.iter().map(|j| j.text.clone()).collect();
     let mut attempt = 0;
     let embedded = loop {
@@ -556,15 +556,20 @@ async fn set_vectors(
             .collect();
         let mut out = Vec::new();
         for (j, e) in jobs {
-            match stored.remove(&j.id) {
-                Some(mut r) if r.embedding.is_none() && r.text == j.text => {
+            // A batch can hold two texts of one id (rewritten while the first waited): the
+            // stored record goes to the job of its own text, whichever comes first.
+            let current = stored
+                .get(&j.id)
+                .is_some_and(|r| r.embedding.is_none() && r.text == j.text);
+            match current.then(|| stored.remove(&j.id)).flatten() {
+                Some(mut r) => {
                     if let (Some(late), Some(t)) = (&shared.late, &e.tokens) {
                         late.lock().insert(&r.id, &r.text, t);
                     }
                     r.embedding = Some(e.vector);
                     out.push(r);
                 }
-                _ => skipped += 1,
+                None => skipped += 1,
             }
         }
         set += out.len() as u64;

@@ -10,7 +10,7 @@ use llmem_core::{Embedded, Embedder, Error, Result, TokenVectors};
 use ort::session::Session;
 use ort::value::Tensor;
 use serde::{Deserialize, Serialize};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer};
+use tokenizers::{Encoding, Tokenizer};
 
 use super::{Device, Provider, SessionOptions, environment, ort_error, session};
 use crate::assets;
@@ -31,7 +31,8 @@ pub struct OnnxEmbedderConfig {
     /// The ONNX Runtime library; default `$ORT_DYLIB_PATH` or the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library_path: Option<PathBuf>,
-    /// Texts per model run (default 32).
+    /// Texts per model run (default 16). A call with more texts runs them shortest first, so
+    /// that each run pads little.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Intra-op threads (default: ONNX Runtime's choice).
@@ -162,11 +163,10 @@ impl OnnxEmbedderBuilder {
             context: format!("reading {}", tok_path.display()),
             source: e,
         })?;
-        // The shipped tokenizer pads every input to 128; pad to the batch's longest instead.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // The shipped tokenizer pads every input to 128. Texts are tokenised without padding
+        // and each model run pads to its own longest (`Inner::run`), with this id.
+        let pad_id = tokenizer.get_padding().map_or(0, |p| p.pad_id);
+        tokenizer.with_padding(None);
         let max_length = c
             .max_length
             .or_else(|| tokenizer.get_truncation().map(|t| t.max_length))
@@ -204,12 +204,13 @@ impl OnnxEmbedderBuilder {
             inner: Arc::new(Inner {
                 session: Mutex::new(session),
                 tokenizer,
+                pad_id,
                 token_type_ids: inputs.iter().any(|i| i == "token_type_ids"),
                 output,
             }),
             dimensions: 0,
             provider,
-            batch_size: c.batch_size.unwrap_or(32).max(1),
+            batch_size: c.batch_size.unwrap_or(16).max(1),
             name: format!(
                 "onnx:{}",
                 model
@@ -221,7 +222,7 @@ impl OnnxEmbedderBuilder {
         };
         e.dimensions = e
             .inner
-            .run(&["dimension probe".to_owned()])?
+            .embed(&["dimension probe".to_owned()], 1)?
             .first()
             .map(|e| e.vector.len())
             .unwrap_or(0);
@@ -234,14 +235,18 @@ impl OnnxEmbedderBuilder {
 struct Inner {
     session: Mutex<Session>,
     tokenizer: Tokenizer,
+    /// The id that pads a shorter text to its batch's longest.
+    pad_id: u32,
     token_type_ids: bool,
     output: String,
 }
 
 impl Inner {
-    /// One model run over `texts`: each one's pooled vector, and its token vectors when the
-    /// model's output is token states.
-    fn run(&self, texts: &[String]) -> Result<Vec<Embedded>> {
+    /// Embeds `texts`, in model runs of at most `batch` texts. The texts are run shortest
+    /// first, so that each run holds texts of about one length: a run pads each text to its
+    /// longest, and on conversation turns of 5 to 100 tokens, runs in the given order spend
+    /// about half their work on padding. The results come back in the order of `texts`.
+    fn embed(&self, texts: &[String], batch: usize) -> Result<Vec<Embedded>> {
         let enc = self
             .tokenizer
             .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
@@ -249,17 +254,35 @@ impl Inner {
                 context: "tokenising".into(),
                 source: e,
             })?;
-        let (b, len) = (
-            enc.len(),
-            enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0),
-        );
+        let mut order: Vec<usize> = (0..enc.len()).collect();
+        order.sort_by_key(|&i| enc[i].len());
+        let mut out: Vec<Option<Embedded>> = (0..enc.len()).map(|_| None).collect();
+        for run in order.chunks(batch.max(1)) {
+            let encodings: Vec<&Encoding> = run.iter().map(|&i| &enc[i]).collect();
+            for (&i, e) in run.iter().zip(self.run(&encodings)?) {
+                out[i] = Some(e);
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| Error::invalid("the model returned fewer vectors than texts")))
+            .collect()
+    }
+
+    /// One model run over `enc`, each padded to the longest: each one's pooled vector, and
+    /// its token vectors when the model's output is token states.
+    fn run(&self, enc: &[&Encoding]) -> Result<Vec<Embedded>> {
+        let (b, len) = (enc.len(), enc.iter().map(|e| e.len()).max().unwrap_or(0));
         let mut ids = Vec::with_capacity(b * len);
         let mut mask = Vec::with_capacity(b * len);
         let mut types = Vec::with_capacity(b * len);
-        for e in &enc {
+        for e in enc {
+            let pad = len - e.len();
             ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            ids.extend(std::iter::repeat_n(i64::from(self.pad_id), pad));
             mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+            mask.extend(std::iter::repeat_n(0, pad));
             types.extend(e.get_type_ids().iter().map(|&x| i64::from(x)));
+            types.extend(std::iter::repeat_n(0, pad));
         }
         let shape = [b, len];
         let t = |v: Vec<i64>| {
@@ -382,11 +405,7 @@ impl OnnxEmbedder {
 
     /// [`Embedder::embed_with_tokens`], synchronously.
     pub fn embed_with_tokens_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.batch_size) {
-            out.extend(self.inner.run(chunk)?);
-        }
-        Ok(out)
+        self.inner.embed(texts, self.batch_size)
     }
 
     /// Runs `f` on a blocking thread with a clone of this embedder.

@@ -77,18 +77,36 @@ async fn minilm_passes_embedder_conformance() {
     let e = embedder();
     assert_eq!(e.dimensions(), 384);
     embedder_conformance(&e).await;
-    // More texts than one batch: batching keeps order and values.
+    // More texts than one batch (8), of lengths in no order: the runs take them shortest
+    // first, and each text still gets its own vector and token vectors, as alone.
     let texts: Vec<String> = (0..19)
-        .map(|i| format!("sentence number {i} about memory"))
+        .map(|i| {
+            format!(
+                "sentence number {i}{}",
+                " about what the memory keeps".repeat((i * 7) % 5)
+            )
+        })
         .collect();
-    let all = e.embed(&texts).await.unwrap();
-    let one = e.embed(&texts[13..14]).await.unwrap();
-    let diff = all[13]
-        .iter()
-        .zip(&one[0])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(diff < 1e-4, "batching changes nothing ({diff})");
+    let all = e.embed_with_tokens(&texts).await.unwrap();
+    assert_eq!(all.len(), texts.len());
+    for (text, got) in texts.iter().zip(&all) {
+        let alone = e
+            .embed_with_tokens(std::slice::from_ref(text))
+            .await
+            .unwrap();
+        let diff = got
+            .vector
+            .iter()
+            .zip(&alone[0].vector)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff < 1e-4,
+            "batching changed the vector of {text:?} by {diff}"
+        );
+        let tokens = |e: &llmem_core::Embedded| e.tokens.as_ref().map(|t| t.len());
+        assert_eq!(tokens(got), tokens(&alone[0]), "token vectors of {text:?}");
+    }
 }
 
 #[tokio::test]

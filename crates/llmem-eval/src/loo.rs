@@ -298,11 +298,12 @@ pub fn run(args: &LooArgs) -> Result<()> {
     let fold = found as f64 / total.max(1) as f64;
     let defaults = default_found as f64 / total.max(1) as f64;
     let all_five = candidates[all].figure(objective, |_| true);
+    let fold_off_topic = off as f64 / off_total.max(1) as f64;
     println!(
         "\n{}: held-out folds {:.1}% (off-topic questions recalling: {:.1}%), defaults {:.1}%, best on all five ({}) {:.1}%",
         objective.name(),
         100.0 * fold,
-        100.0 * off as f64 / off_total.max(1) as f64,
+        100.0 * fold_off_topic,
         100.0 * defaults,
         candidates[all].name,
         100.0 * all_five
@@ -329,7 +330,7 @@ pub fn run(args: &LooArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
         "folds": folds,
         "held_out": fold,
-        "held_out_off_topic_recalling": off as f64 / off_total.max(1) as f64,
+        "held_out_off_topic_recalling": fold_off_topic,
         "defaults": defaults,
         "best_on_all_five": candidates[all].name,
         "best_on_all_five_figure": all_five,

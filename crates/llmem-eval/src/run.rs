@@ -318,12 +318,8 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             let prepared = Instant::now();
             let ready = asker.prepare(Some(&q.text)).await?;
             let prepare_ms = prepared.elapsed().as_secs_f64() * 1000.0;
-            let evidence_in_context = all_in_prompt(&q.evidence, &ready.retrieved);
-            let in_prompt: Vec<&str> = ready
-                .retrieved
-                .iter()
-                .flat_map(|r| dia_ids(&r.record))
-                .collect();
+            let in_prompt = prompt_ids(&ready.retrieved);
+            let evidence_in_context = all_in_prompt(&q.evidence, &in_prompt);
             let mut prompt = ready.messages;
             prompt.push(Message::user(q.text.clone()));
             // Recall at each cut-off, from one wider search.
@@ -344,7 +340,11 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
                 let mut messages = p.messages;
                 messages.push(Message::user(q.text.clone()));
                 let tokens = counter.count_messages(&messages);
-                at_budget.push((b, all_in_prompt(&q.evidence, &p.retrieved), tokens));
+                at_budget.push((
+                    b,
+                    all_in_prompt(&q.evidence, &prompt_ids(&p.retrieved)),
+                    tokens,
+                ));
             }
             // A memory counts for the turn it was said in, or was derived from (a fact keeps
             // its message's `dia_id`).
@@ -607,13 +607,18 @@ fn found_in(hits: &[llmem::core::ScoredRecord], k: usize, evidence: &[String]) -
     evidence.iter().filter(|e| top.contains(e.as_str())).count()
 }
 
-/// Whether every evidence turn is in the prompt, traced through the memories that entered it;
-/// `None` for a question without evidence.
-fn all_in_prompt(evidence: &[String], retrieved: &[llmem::Recalled]) -> Option<bool> {
+/// The turns the memories that entered a prompt count for (their `dia_id`s).
+fn prompt_ids(retrieved: &[llmem::Recalled]) -> Vec<&str> {
+    retrieved.iter().flat_map(|r| dia_ids(&r.record)).collect()
+}
+
+/// Whether every evidence turn is among `in_prompt` ([`prompt_ids`]); `None` for a question
+/// without evidence.
+fn all_in_prompt(evidence: &[String], in_prompt: &[&str]) -> Option<bool> {
     if evidence.is_empty() {
         return None;
     }
-    let inside: HashSet<&str> = retrieved.iter().flat_map(|r| dia_ids(&r.record)).collect();
+    let inside: HashSet<&str> = in_prompt.iter().copied().collect();
     Some(evidence.iter().all(|e| inside.contains(e.as_str())))
 }
 

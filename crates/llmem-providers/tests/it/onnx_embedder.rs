@@ -244,3 +244,84 @@ fn the_profile_names_the_provider_that_ran_and_cuda_is_refused_without_its_runti
         "{err}"
     );
 }
+
+/// The quantised copy that setup writes (`quantized = true`): its weight products run in int8
+/// (ONNX Runtime's profile says which operators ran), a text embeds the same alone and among
+/// others (the conformance kit checks it), each vector stays near the exact model's, and the
+/// pairs keep their cosines within 0.05; naming a model or a batch size too is an error that
+/// says what to remove.
+#[tokio::test]
+async fn the_quantized_model_runs_in_int8_near_the_exact_one() {
+    use llmem_providers::onnx::ProfileSummary;
+    let dir = tempfile::tempdir().unwrap();
+    let table: toml::Table = toml::from_str("quantized = true\nthreads = 2").unwrap();
+    let q = OnnxEmbedderBuilder::from_table(&table)
+        .unwrap()
+        .with_profiling(dir.path().join("int8"))
+        .build()
+        .unwrap_or_else(|e| panic!("the quantised model could not load: {e}"));
+    assert_eq!(q.name(), "onnx:all-minilm-l6-v2/model-int8");
+    assert_eq!(q.dimensions(), 384);
+    embedder_conformance(&q).await;
+    let e = embedder();
+    assert_eq!(e.name(), "onnx:all-minilm-l6-v2");
+
+    let texts: Vec<String> = PAIRS
+        .iter()
+        .flat_map(|(a, b)| [a.to_string(), b.to_string()])
+        .collect();
+    let exact = e.embed(&texts).await.unwrap();
+    let int8 = q.embed(&texts).await.unwrap();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    for (i, text) in texts.iter().enumerate() {
+        let c = dot(&exact[i], &int8[i]);
+        assert!(
+            c > 0.95,
+            "{text:?}: the int8 vector is at cosine {c} of the exact one"
+        );
+        assert!(
+            c < 0.999_999,
+            "{text:?}: the same vector, so not the quantised model"
+        );
+    }
+    for i in 0..PAIRS.len() {
+        let (a, b) = (
+            dot(&exact[2 * i], &exact[2 * i + 1]),
+            dot(&int8[2 * i], &int8[2 * i + 1]),
+        );
+        assert!(
+            (a - b).abs() < 0.05,
+            "pair {i} {:?}: exact {a} vs int8 {b}",
+            PAIRS[i]
+        );
+    }
+
+    let p = ProfileSummary::read(&q.end_profiling().unwrap()).unwrap();
+    let ops = &p.ops["CPUExecutionProvider"];
+    assert!(
+        ops.iter()
+            .any(|o| o.contains("Integer") || o.contains("Quantize")),
+        "no int8 operator ran: {ops:?}"
+    );
+
+    let err = OnnxEmbedderBuilder::new()
+        .with_quantized(true)
+        .with_model_path(assets::cache_dir().join("models/all-minilm-l6-v2/model.onnx"))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model_path") && err.contains("quantized"),
+        "{err}"
+    );
+    let err = OnnxEmbedderBuilder::new()
+        .with_quantized(true)
+        .with_batch_size(8)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("batch_size = 8") && err.contains("one text at a time"),
+        "{err}"
+    );
+}

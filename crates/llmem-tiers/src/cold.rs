@@ -105,7 +105,7 @@ pub struct ColdConfig {
     pub nprobes: usize,
     /// Candidates re-ranked exactly on the full vectors per result (`refine_factor × k`; 0:
     /// none). Default 5: with the default IVF-SQ index over 1M clustered 384-d vectors it took
-    /// recall@10 from 0.98 to 1.00 for about 3 ms (docs/benchmarks.md; IVF-PQ needs 20).
+    /// recall@10 from 0.98 to 1.00 for about 3 ms (docs/benchmarks.md; IVF-PQ and IVF-RQ need 20).
     pub refine_factor: u32,
     /// The kind of vector index [`ColdStore::build_index`] builds.
     pub index: ColdIndex,

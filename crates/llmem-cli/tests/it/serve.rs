@@ -142,7 +142,14 @@ async fn the_python_openai_client_talks_to_llamacpp_through_the_proxy() {
     .await;
     assert_eq!(stats["stats"]["messages"], 5, "{stats}");
     assert_eq!(stats["stats"]["requests"], 2, "{stats}");
-    assert!(dir.path().join("sessions/alice/alice.json").exists());
+    // Written behind, every flush interval (200 ms), once no request holds the session: allow
+    // 25 intervals on a loaded machine.
+    let saved = dir.path().join("sessions/alice/alice.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !saved.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(saved.exists(), "the session reached the disk within 5 s");
     let metrics = http
         .get(format!("{}/../metrics", proxy.base))
         .bearer_auth("s3cret-token")

@@ -55,6 +55,8 @@ enum Command {
     Update(cmd::store::UpdateArgs),
     /// Summarise old conversation memories by day or week into summaries linked to them.
     Consolidate(cmd::store::ConsolidateArgs),
+    /// Embed every memory again with the configured embedder, after a change of model.
+    Reembed(cmd::reembed::Args),
     /// Chat with a configured model through llmem's memory (interactive; /stats, /quit).
     Chat(cmd::chat::Args),
     /// An OpenAI-compatible proxy that gives any app memory: change only its base URL.
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             Command::Forget(args) => cmd::store::forget(args).await,
             Command::Update(args) => cmd::store::update(args).await,
             Command::Consolidate(args) => cmd::store::consolidate(args).await,
+            Command::Reembed(args) => cmd::reembed::run(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Mcp(args) => cmd::mcp::run(args).await,

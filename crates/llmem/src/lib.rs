@@ -17,6 +17,9 @@
 //!   [`local_embedder`] is the embedder that needs no server (MiniLM on ONNX Runtime).
 //! - [`open_store`], [`open_tiered`]: the long-term store `[tiers]` describes, for tools that
 //!   work on the stored memories themselves.
+//! - [`VectorModel`]: the model whose vectors a data directory holds (checked when providers
+//!   are built from the config); [`reembed()`] embeds every memory again after a change of
+//!   model (`llmem reembed`).
 //! - [`when`]: dates as people write them, and relative times (`yesterday`) resolved.
 //!
 //! The parts, re-exported:
@@ -48,6 +51,7 @@ mod longterm;
 mod manager;
 mod memory;
 mod plugins;
+mod reembed;
 mod sessions;
 mod storage;
 mod taxonomy;
@@ -69,6 +73,7 @@ pub use longterm::Recalled;
 pub use manager::{Budgets, MemoryManager, Prepared, Providers, SessionState, Stats};
 pub use memory::{BlockScope, Loaded, Memory};
 pub use plugins::{Plugins, local_embedder};
+pub use reembed::{EMBEDDER_FILE, Reembedded, VectorModel, reembed};
 pub use sessions::{SessionHandle, Sessions};
 pub use storage::{open_store, open_tiered};
 

@@ -107,6 +107,8 @@ impl Providers {
     /// of the plugin crates the program links).
     /// With `retrieval.deferred_embedding` and an embedder, the store is behind an embedding
     /// queue ([`Providers::with_deferred_embedding`]; its journal in `<tiers.dir>`).
+    /// With an embedder and `tiers.dir`, the directory must hold that model's vectors (or
+    /// none yet): another model's is an error that says to run [`crate::reembed()`].
     pub fn from_config_with(config: &Config, plugins: &Plugins) -> Result<Self> {
         let providers = Providers {
             chat: plugins.chat_model(config)?,
@@ -115,6 +117,10 @@ impl Providers {
             store: Some(crate::storage::open_store(&config.tiers)?),
             ..Providers::default()
         };
+        // The data directory's vectors must be this embedder's (crate::reembed).
+        if let (Some(e), Some(dir)) = (&providers.embedder, &config.tiers.dir) {
+            crate::reembed::VectorModel::of(config, &**e)?.check(dir)?;
+        }
         let r = &config.retrieval;
         if !r.deferred_embedding || providers.embedder.is_none() {
             return Ok(providers);

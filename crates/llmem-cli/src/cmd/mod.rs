@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod memapi;
 pub mod models;
 pub mod product;
+pub mod reembed;
 pub mod rest;
 pub mod serve;
 pub mod store;

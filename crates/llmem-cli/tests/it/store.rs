@@ -418,3 +418,39 @@ fn forget_and_update_from_the_command_line() {
     assert_eq!(records("alice"), 0);
     assert_eq!(records("bob"), 1);
 }
+
+#[cfg(feature = "onnx")]
+#[test]
+fn reembed_gives_every_memory_the_configured_models_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("llmem.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tiers]\ndir = {:?}\n\n[embedder]\nkind = \"onnx-embedder\"\nquantized = true\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for text in [
+        "the spare key is under the blue pot",
+        "the bike lock code is 4411",
+    ] {
+        run(&["store", "--config", c, "--tenant", "ana", text]);
+    }
+    let (out, err) = succeed(&["reembed", "--config", c]);
+    assert!(
+        out.contains("re-embedded 2 memories (warm 2)") && out.contains("model-int8"),
+        "{out}"
+    );
+    assert!(err.contains("re-embedded 2 of 2 memories"), "{err}");
+    let recorded = std::fs::read_to_string(data.join("embedder.json")).unwrap();
+    assert!(recorded.contains("model-int8"), "{recorded}");
+
+    // Without an embedder there is nothing to embed with: the error says where to name one.
+    let (code, _, err) = llmem(&["reembed", "--dir", data.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("[embedder]"), "{err}");
+}

@@ -52,6 +52,11 @@ const ROOT: &[&str] = &[
     "Loaded",
     "open_store",
     "open_tiered",
+    // the model of a data directory's vectors, and changing it
+    "EMBEDDER_FILE",
+    "VectorModel",
+    "Reembedded",
+    "reembed",
     // forgetting and updating
     "Forgotten",
     "UPDATED_AT",

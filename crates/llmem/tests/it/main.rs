@@ -16,6 +16,7 @@ mod forget;
 mod late;
 mod manager;
 mod memory;
+mod reembed;
 mod sessions;
 mod tiers;
 

@@ -183,11 +183,6 @@ pub async fn reembed(
     let to = VectorModel::of(config, &*embedder)?;
     let from = VectorModel::read(&dir)?;
     let tiered = crate::storage::open_tiered(&config.tiers).await?;
-    VectorModel {
-        reembedding: true,
-        ..to.clone()
-    }
-    .write(&dir)?;
     let mut tiers = Vec::new();
     for kind in tiered.tiers() {
         let Some(tier) = tiered.tier(kind) else {
@@ -198,6 +193,9 @@ pub async fn reembed(
     let total = tiers.iter().map(|(_, r)| r.len()).sum();
     let mut done = 0;
     let mut per_tier = Vec::new();
+    // Marked just before the first memory changes: an embedder that fails at once leaves the
+    // directory as it was, usable with its model.
+    let mut marked = false;
     for (kind, records) in tiers {
         let n = records.len();
         let mut records = records.into_iter().peekable();
@@ -215,6 +213,14 @@ pub async fn reembed(
             }
             for (r, v) in batch.iter_mut().zip(vectors) {
                 r.embedding = Some(v);
+            }
+            if !marked {
+                VectorModel {
+                    reembedding: true,
+                    ..to.clone()
+                }
+                .write(&dir)?;
+                marked = true;
             }
             done += batch.len();
             tiered.store_batch_in(batch, kind).await?;

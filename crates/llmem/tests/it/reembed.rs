@@ -3,7 +3,9 @@
 //! (real MiniLM and its int8 copy, a real Lance cold tier).
 #![cfg(all(feature = "onnx", feature = "lance"))]
 
-use llmem::core::{Filter, MemoryRecord, MemoryStore, Scope};
+use std::sync::Arc;
+
+use llmem::core::{Embedder, Error, Filter, MemoryRecord, MemoryStore, Scope};
 use llmem::tiers::TierKind;
 use llmem::{Config, EMBEDDER_FILE, Plugins, Providers, VectorModel};
 
@@ -185,4 +187,51 @@ async fn reembed_says_what_it_needs() {
     std::fs::write(dir.path().join(EMBEDDER_FILE), "not json").unwrap();
     let err = VectorModel::read(dir.path()).unwrap_err().to_string();
     assert!(err.contains("delete it"), "{err}");
+}
+
+/// An embedder whose every call fails (a provider that is down).
+#[derive(Debug)]
+struct Down;
+
+#[async_trait::async_trait]
+impl Embedder for Down {
+    fn name(&self) -> &str {
+        "down"
+    }
+    fn dimensions(&self) -> usize {
+        384
+    }
+    async fn embed(&self, _: &[String]) -> llmem::Result<Vec<Vec<f32>>> {
+        Err(Error::invalid("the embedding service is down"))
+    }
+}
+
+#[tokio::test]
+async fn an_embedder_that_fails_at_once_leaves_the_directory_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let exact = config(&data, false);
+    {
+        let p = Providers::from_config(&exact).unwrap();
+        p.store
+            .clone()
+            .unwrap()
+            .put(vec![MemoryRecord::new("u", TEXTS[0])])
+            .await
+            .unwrap();
+    }
+    let before = VectorModel::read(&data).unwrap();
+    let mut down = Config::from_toml_str("[embedder]\nkind = \"down\"\n").unwrap();
+    down.tiers = exact.tiers.clone();
+    let plugins = Plugins::builtin().with_embedders(|r| {
+        r.register("down", |_| Ok(Arc::new(Down) as Arc<dyn Embedder>));
+    });
+    let err = llmem::reembed(&down, &plugins, |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("down"), "{err}");
+    // Nothing changed: the record still names MiniLM, which opens the directory.
+    assert_eq!(VectorModel::read(&data).unwrap(), before);
+    Providers::from_config(&exact).unwrap();
 }

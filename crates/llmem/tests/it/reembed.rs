@@ -133,20 +133,24 @@ async fn another_model_is_refused_until_every_memory_is_embedded_again() {
     assert!(err.contains("llmem reembed"), "{err}");
 }
 
+/// The MiniLM configuration of `data`, where one memory was stored through it.
+async fn one_memory_by_minilm(data: &std::path::Path) -> Config {
+    let c = config(data, false);
+    let p = Providers::from_config(&c).unwrap();
+    p.store
+        .clone()
+        .unwrap()
+        .put(vec![MemoryRecord::new("u", TEXTS[0])])
+        .await
+        .unwrap();
+    c
+}
+
 #[tokio::test]
 async fn an_unfinished_reembed_is_refused_until_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let c = config(&data, false);
-    {
-        let p = Providers::from_config(&c).unwrap();
-        p.store
-            .clone()
-            .unwrap()
-            .put(vec![MemoryRecord::new("u", TEXTS[0])])
-            .await
-            .unwrap();
-    }
+    let c = one_memory_by_minilm(&data).await;
     // What a run that stopped half-way leaves.
     let mut m = VectorModel::read(&data).unwrap().unwrap();
     m.reembedding = true;
@@ -210,16 +214,7 @@ impl Embedder for Down {
 async fn an_embedder_that_fails_at_once_leaves_the_directory_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let exact = config(&data, false);
-    {
-        let p = Providers::from_config(&exact).unwrap();
-        p.store
-            .clone()
-            .unwrap()
-            .put(vec![MemoryRecord::new("u", TEXTS[0])])
-            .await
-            .unwrap();
-    }
+    let exact = one_memory_by_minilm(&data).await;
     let before = VectorModel::read(&data).unwrap();
     let mut down = Config::from_toml_str("[embedder]\nkind = \"down\"\n").unwrap();
     down.tiers = exact.tiers.clone();

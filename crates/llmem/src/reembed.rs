@@ -92,16 +92,11 @@ impl VectorModel {
         })
     }
 
-    /// Records `self` in `dir` (written whole, then renamed over the old record).
+    /// Records `self` in `dir` (written whole and synced, then renamed over the old record).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(EMBEDDER_FILE);
-        let tmp = dir.join(format!("{EMBEDDER_FILE}.tmp"));
-        let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
         let body = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::invalid(format!("encoding the model record: {e}")))?;
-        std::fs::write(&tmp, body).map_err(|e| io("writing", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("replacing", e))
+        crate::manager::write_durable(&dir.join(EMBEDDER_FILE), &body)
     }
 
     /// Checks that the memories in `dir` may be searched with `self`'s vectors: records

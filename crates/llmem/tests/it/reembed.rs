@@ -96,28 +96,19 @@ async fn another_model_is_refused_until_every_memory_is_embedded_again() {
     let stored = store.get(&scope, &ids).await.unwrap();
     assert_eq!(stored.len(), 5, "nothing lost");
     let exact_e = Plugins::builtin().embedder(&exact).unwrap().unwrap();
-    for r in &stored {
+    let texts: Vec<String> = stored.iter().map(|r| r.text.clone()).collect();
+    let (wanted, olds) = (
+        e.embed(&texts).await.unwrap(),
+        exact_e.embed(&texts).await.unwrap(),
+    );
+    for ((r, want), old) in stored.iter().zip(&wanted).zip(&olds) {
         let v = r.embedding.as_ref().expect("every memory has a vector now");
-        let want = e
-            .embed(std::slice::from_ref(&r.text))
-            .await
-            .unwrap()
-            .remove(0);
         assert!(
-            cosine(v, &want) > 0.9999,
+            cosine(v, want) > 0.9999,
             "{}: the int8 model's vector",
             r.text
         );
-        let old = exact_e
-            .embed(std::slice::from_ref(&r.text))
-            .await
-            .unwrap()
-            .remove(0);
-        assert!(
-            cosine(v, &old) < 0.9999,
-            "{}: not the exact model's",
-            r.text
-        );
+        assert!(cosine(v, old) < 0.9999, "{}: not the exact model's", r.text);
     }
     let tiered = llmem::open_tiered(&int8.tiers).await.unwrap();
     let cold = tiered.tier(TierKind::Cold).unwrap();

@@ -194,11 +194,12 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
         info.id,
         args.k,
         format_args!(
-            "MemoryManager, {} settings (question weight {}, session weight {}, late interaction {}, reply share {})",
+            "MemoryManager, {} settings (vector weight {}, question weight {}, session weight {}, late interaction {}, reply share {})",
             match args.settings {
                 Settings::Eval => "the eval's",
                 Settings::Product => "the product's default",
             },
+            config.retrieval.vector_weight,
             config.retrieval.question_weight,
             config.retrieval.session_weight,
             config.retrieval.late_interaction,

@@ -25,6 +25,7 @@
 //! max_tokens = 1000
 //! question_weight = 0.7            # score factor of a memory that only asks
 //! session_weight = 0.3             # share of its session's best match a memory gains
+//! vector_weight = 0.3              # share of meaning (cosine) against words (BM25) in the search
 //! late_interaction = 0.5           # weight of the token-level match (MaxSim) in the re-ranking
 //! late_reply_share = 0.6           # share of a reply's match taken with its question's words
 //! late_cache_mib = 256             # memory for the memories' token vectors
@@ -380,6 +381,11 @@ pub struct RetrievalSettings {
     /// session a question is about outranks a turn elsewhere that shares as many of its words.
     /// 0 turns it off.
     pub session_weight: f32,
+    /// Hybrid search, in [0, 1]: a candidate's score is `(1 − w)` times its BM25 score and `w`
+    /// times its cosine with the question, each normalised over the candidates
+    /// ([`llmem_core::Fusion::Weighted`]). 0 ranks by words alone, 1 by meaning alone; without
+    /// an embedder it is words alone whatever the weight.
+    pub vector_weight: f32,
     /// Late interaction, in [0, 1]: with an embedder that gives token vectors (the local ONNX
     /// one), the best candidates' scores gain this weight times their token-level match with
     /// the question ([`crate::late`]), scaled to [0, 1] over the candidates. 0 turns it off.
@@ -419,6 +425,7 @@ impl Default for RetrievalSettings {
             max_tokens: 1000,
             question_weight: 0.7,
             session_weight: 0.3,
+            vector_weight: llmem_core::Fusion::DEFAULT_VECTOR_WEIGHT,
             late_interaction: 0.5,
             late_reply_share: 0.6,
             late_cache_mib: 256,
@@ -726,6 +733,12 @@ impl Config {
                 r.session_weight,
                 "a share",
                 "; 0 leaves sessions out of the ranking",
+            ),
+            (
+                "retrieval.vector_weight",
+                r.vector_weight,
+                "a weight",
+                "; 0 ranks by words alone, 1 by meaning alone",
             ),
             (
                 "retrieval.late_interaction",

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use llmem_compress::ArchiveSink;
 use llmem_core::{
-    BROADER, ChatModel, Embedded, Embedder, Filter, KEYWORDS, MemoryRecord, MemoryStore, Message,
-    RecordKind, Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenCounter,
+    BROADER, ChatModel, Embedded, Embedder, Filter, Fusion, KEYWORDS, MemoryRecord, MemoryStore,
+    Message, RecordKind, Result, Role, Scope, ScoredRecord, SearchRequest, Timestamp, TokenCounter,
     TokenVectors, async_trait,
 };
 use llmem_tiers::text::tokenize;
@@ -513,7 +513,10 @@ impl LongTerm {
     ///
     /// No relevance gate (see [`LongTerm::recall`]).
     pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {
-        let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(CANDIDATES));
+        let mut req = SearchRequest::text(query.to_owned(), k.saturating_mul(CANDIDATES))
+            .with_fusion(Fusion::Weighted {
+                vector_weight: self.settings.vector_weight,
+            });
         let embedded = self.embed_query_tokens(query).await?;
         if let Some(e) = &embedded {
             req = req.with_vector(e.vector.clone());

@@ -232,7 +232,7 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
     );
     assert!(
         stdout.contains(
-            "question weight 0.7, session weight 0, late interaction 0.5, reply share 0.6)"
+            "vector weight 0.3, question weight 0.7, session weight 0, late interaction 0.5, reply share 0.6)"
         ),
         "{stdout}"
     );

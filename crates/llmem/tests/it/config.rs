@@ -145,6 +145,13 @@ fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
         e.contains("retrieval.session_weight") && e.contains("[0, 1]"),
         "{e}"
     );
+    let e = err(None, &[("LLMEM_RETRIEVAL_VECTOR_WEIGHT", "-0.1")]);
+    assert!(
+        e.contains("retrieval.vector_weight")
+            && e.contains("[0, 1]")
+            && e.contains("by words alone"),
+        "{e}"
+    );
     let e = err(None, &[("LLMEM_RETRIEVAL_RECALL_GATE", "1.2")]);
     assert!(
         e.contains("retrieval.recall_gate") && e.contains("[0, 1]"),

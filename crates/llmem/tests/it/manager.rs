@@ -18,6 +18,17 @@ fn small() -> Config {
     c
 }
 
+/// Each turn a user message of its speaker, then the session ended: every turn into
+/// long-term memory.
+async fn say_and_end(m: &mut MemoryManager, turns: &[(&str, &str)]) {
+    for (who, text) in turns {
+        m.add_message(Message::user(*text).with_name(*who), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(m.end_session().await.unwrap(), turns.len());
+}
+
 fn manager(config: Config) -> (MemoryManager, Arc<WarmStore>) {
     let store = Arc::new(WarmStore::in_memory());
     let m = MemoryManager::new(
@@ -663,12 +674,7 @@ async fn a_reply_outranks_the_question_it_answers() {
             ),
             ("Ana", "I spent the weekend baking bread for the market."),
         ];
-        for (who, text) in turns {
-            m.add_message(Message::user(text).with_name(who), None)
-                .await
-                .unwrap();
-        }
-        m.end_session().await.unwrap();
+        say_and_end(&mut m, &turns).await;
         m.search("Where did they go hiking last weekend?", 3)
             .await
             .unwrap()
@@ -820,12 +826,7 @@ async fn the_gate_judges_the_question_by_its_best_match() {
             ("Jon", "I started training for the marathon in October."),
             ("Mel", "The weather was awful all week, rain every day."),
         ];
-        for (who, text) in turns {
-            m.add_message(Message::user(text).with_name(who), None)
-                .await
-                .unwrap();
-        }
-        assert_eq!(m.end_session().await.unwrap(), turns.len());
+        say_and_end(&mut m, &turns).await;
         // Asked in a new session of the same user: the turns are no longer in its window
         // (recall leaves out what the prompt already says), only in long-term memory.
         let mut asker =
@@ -860,4 +861,89 @@ async fn the_gate_judges_the_question_by_its_best_match() {
     assert!(got.len() < 5, "{got:?}");
     // And without the gate, the other question is given memories it does not need.
     assert!(!recalled(0.0, 0.0, elsewhere).await.is_empty());
+}
+
+/// `retrieval.vector_weight` sets what the hybrid search ranks by: with the real MiniLM, 1
+/// ranks the memories by their cosine with the question, 0 by its words, as a store without
+/// vectors does.
+#[cfg(feature = "onnx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vector_weight_ranks_by_meaning_or_by_words() {
+    let question = "Did the children have fun making things out of clay?";
+    async fn ranked(
+        weight: f32,
+        embedder: bool,
+        question: &str,
+    ) -> Vec<(String, Option<Vec<f32>>)> {
+        let mut c = small();
+        c.retrieval.vector_weight = weight;
+        // The search alone: no re-ranking after the fusion.
+        c.retrieval.late_interaction = 0.0;
+        c.retrieval.session_weight = 0.0;
+        c.retrieval.question_weight = 1.0;
+        c.memory.facts = llmem::FactMode::Off;
+        let mut providers = Providers::default()
+            .with_counter(gpt4o())
+            .with_store(Arc::new(WarmStore::in_memory()));
+        if embedder {
+            providers = providers.with_embedder(crate::minilm());
+        }
+        let mut m = MemoryManager::new(c, providers).unwrap();
+        let turns = [
+            (
+                "Mel",
+                "We went to a pottery workshop on Saturday, the kids made bowls.",
+            ),
+            ("Jon", "Did the children have a good time at the fair?"),
+            (
+                "Mel",
+                "Making things by hand is fun, out of wood or anything.",
+            ),
+            ("Jon", "I started training for the marathon in October."),
+            ("Mel", "The weather was awful all week, rain every day."),
+        ];
+        say_and_end(&mut m, &turns).await;
+        m.search(question, 5)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.record.text, h.record.embedding))
+            .collect()
+    }
+    let texts =
+        |r: &[(String, Option<Vec<f32>>)]| r.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    let q = crate::minilm()
+        .embed(&[question.to_owned()])
+        .await
+        .unwrap()
+        .remove(0);
+    let by_meaning = ranked(1.0, true, question).await;
+    let cosines: Vec<f32> = by_meaning
+        .iter()
+        .map(|(_, v)| {
+            let v = v.as_ref().expect("every memory has its vector");
+            q.iter().zip(v).map(|(a, b)| a * b).sum()
+        })
+        .collect();
+    assert!(
+        cosines.windows(2).all(|w| w[0] >= w[1]),
+        "weight 1 ranks by cosine: {:?} {cosines:?}",
+        texts(&by_meaning)
+    );
+    assert!(
+        by_meaning[0].0.contains("pottery"),
+        "{:?}",
+        texts(&by_meaning)
+    );
+    let by_words = texts(&ranked(0.0, true, question).await);
+    let without_vectors = texts(&ranked(0.0, false, question).await);
+    assert_eq!(by_words, without_vectors, "weight 0 ranks by words alone");
+    assert_ne!(by_words, texts(&by_meaning), "the weight changes the order");
+    // The pottery turn says what was asked in other words ("kids", "bowls"): first by
+    // meaning, last by words, behind the turn that repeats the question's words.
+    assert!(
+        by_words[0].starts_with("Mel: Making things"),
+        "{by_words:?}"
+    );
+    assert!(by_words[4].contains("pottery"), "{by_words:?}");
 }

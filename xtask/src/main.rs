@@ -28,7 +28,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "eval",
-        "`llmem-eval locomo` on the full LoCoMo dev data (release build); writes docs/eval/locomo.{json,svg}",
+        "`llmem-eval locomo` on the full LoCoMo dev data (release build): the product's defaults (docs/eval/locomo-product.json), then the eval's settings with the budget curve (docs/eval/locomo.{json,svg})",
     ),
     (
         "gpu",
@@ -235,19 +235,43 @@ fn locomo_data() -> Result<PathBuf> {
     )
 }
 
+/// The LoCoMo eval twice: the product's defaults as shipped first (`locomo-product.json`), then
+/// the eval's settings, retrieval that fills the prompt, with the budget curve (`locomo.json`
+/// and its plots).
 fn eval(extra: &[String]) -> Result<()> {
     let env = test_env()?;
     let data = locomo_data()?;
     let out = root().join("docs/eval");
     std::fs::create_dir_all(&out)?;
-    run(cargo()
-        .args(["run", "--release", "-q", "-p", "llmem-eval", "--", "locomo"])
-        .arg("--data")
-        .arg(&data)
-        .args(["--budget", "1500", "--k", "10", "--quiet", "--json"])
-        .arg(out.join("locomo.json"))
-        .args(extra)
-        .envs(env))
+    let has = |flag: &str| extra.iter().any(|a| a == flag);
+    // `--settings` given: that run alone, into locomo.json.
+    let runs: &[(Option<&str>, &str)] = if has("--settings") {
+        &[(None, "locomo.json")]
+    } else {
+        &[
+            (Some("product"), "locomo-product.json"),
+            (Some("eval"), "locomo.json"),
+        ]
+    };
+    for &(settings, file) in runs {
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "-q", "-p", "llmem-eval", "--", "locomo"])
+            .arg("--data")
+            .arg(&data)
+            .args(["--budget", "1500", "--k", "10", "--quiet", "--json"])
+            .arg(out.join(file));
+        if let Some(s) = settings {
+            eprintln!("LoCoMo, the {s} settings:");
+            cmd.args(["--settings", s]);
+            // The budget curve is the eval's settings' (the product caps retrieval at
+            // `retrieval.max_tokens`).
+            if s == "product" && !has("--no-curve") {
+                cmd.arg("--no-curve");
+            }
+        }
+        run(cmd.args(extra).envs(env.clone()))?;
+    }
+    Ok(())
 }
 
 fn bench(extra: &[String]) -> Result<()> {

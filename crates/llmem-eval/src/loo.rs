@@ -28,7 +28,7 @@ pub struct LooArgs {
     #[arg(long = "vary", required = true)]
     pub vary: Vec<String>,
     /// Whose settings the runs use (`llmem-eval locomo --settings`).
-    #[arg(long, value_enum, default_value_t = Settings::Eval)]
+    #[arg(long, value_enum, default_value_t = Settings::Product)]
     pub settings: Settings,
     /// The figure a candidate is chosen by.
     #[arg(long, value_enum, default_value_t = Objective::Recall)]

@@ -64,14 +64,15 @@ pub struct Args {
     /// quantised model), or lexical search only.
     #[arg(long, value_enum, default_value_t = EmbedderMode::Auto)]
     pub embedder: EmbedderMode,
-    /// Whose settings the managers run with: the eval's (retrieval that fills the prompt: no
-    /// relevance gate, 80 candidates, the whole budget; the last 8 turns raw; facts per
-    /// `--facts`), or the product's defaults as shipped (only the model and the budget set).
-    #[arg(long, value_enum, default_value_t = Settings::Eval)]
+    /// Whose settings the managers run with: the product's defaults as shipped (only the model
+    /// and the budget set), or the eval's (retrieval that fills the prompt: no relevance gate,
+    /// 80 candidates, the whole budget; the last 8 turns raw; no facts).
+    #[arg(long, value_enum, default_value_t = Settings::Product)]
     pub settings: Settings,
-    /// Facts drawn from each turn (`llm`: by the local model).
-    #[arg(long, value_enum, default_value_t = FactArg::Off)]
-    pub facts: FactArg,
+    /// Facts drawn from each turn (`llm`: by the local model), over either settings' own:
+    /// the product's `memory.facts` (heuristic), none with the eval's.
+    #[arg(long, value_enum)]
+    pub facts: Option<FactArg>,
     /// Broader terms of memories' nouns from WordNet (`retrieval.taxonomy`: `auto` uses it when
     /// `cargo xtask setup wordnet` installed it, `off`, or a WordNet `dict` directory).
     #[arg(long, default_value = "auto")]
@@ -174,7 +175,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
     let info = counters.catalog().require(&args.model)?;
     let counter: Arc<dyn TokenCounter> = counters.for_model(&info.id)?;
     let embedder = embedder(args.embedder)?;
-    let chat = if args.answer || args.facts == FactArg::Llm {
+    let chat = if args.answer || args.facts == Some(FactArg::Llm) {
         let server = llmem::providers::llamacpp::LlamaCppServer::builder()
             .start()
             .await
@@ -239,7 +240,7 @@ pub(crate) async fn locomo(args: Args) -> Result<()> {
             ..llmem::DeferredSettings::default()
         })?;
     }
-    if let (Some((_, model)), FactArg::Llm) = (&chat, args.facts) {
+    if let (Some((_, model)), Some(FactArg::Llm)) = (&chat, args.facts) {
         providers = providers.with_chat(model.clone());
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -560,20 +561,24 @@ pub fn manager_config(args: &Args, model: &str, budget: usize) -> Result<Config>
     c.memory.max_context_tokens = budget;
     c.memory.answer_reserve = ANSWER_RESERVE;
     c.memory.compression_threshold = budget / 2;
+    let facts = args.facts.map(|f| match f {
+        FactArg::Off => FactMode::Off,
+        FactArg::Heuristic => FactMode::Heuristic,
+        FactArg::Llm => FactMode::Llm,
+    });
     if args.settings == Settings::Product {
         // The shipped defaults: the relevance gate, k, the retrieval's token cap, heuristic
         // facts, the summariser; only what a budget of this size forces is set.
         c.retrieval.max_tokens = c.retrieval.max_tokens.min(budget);
+        if let Some(f) = facts {
+            c.memory.facts = f;
+        }
         c.validate()?;
         return Ok(c);
     }
     c.memory.short_term_size = 8;
     c.memory.summarizer = SummarizerMode::Extractive;
-    c.memory.facts = match args.facts {
-        FactArg::Off => FactMode::Off,
-        FactArg::Heuristic => FactMode::Heuristic,
-        FactArg::Llm => FactMode::Llm,
-    };
+    c.memory.facts = facts.unwrap_or(FactMode::Off);
     c.retrieval.k = CANDIDATES.max(args.k).max(budget / TOKENS_PER_CANDIDATE);
     c.retrieval.recall_gate = 0.0;
     c.retrieval.recall_floor = 0.0;

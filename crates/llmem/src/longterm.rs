@@ -539,8 +539,19 @@ impl LongTerm {
         by_session(&mut hits, self.settings.session_weight);
         // Stable: ties keep the store's order.
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-        hits.truncate(k);
-        Ok(hits)
+        // A memory that repeats one ranked above it on the same day (a fact below the turn it
+        // was drawn from, a turn stored twice) takes no place of its own, as in `recall`: the
+        // top k are k different things said.
+        let mut top: Vec<ScoredRecord> = Vec::with_capacity(k.min(hits.len()));
+        for h in hits {
+            if top.len() == k {
+                break;
+            }
+            if !repeats(&h.record, top.iter().map(|t| &t.record)) {
+                top.push(h);
+            }
+        }
+        Ok(top)
     }
 
     /// Computes and keeps the token vectors of memories (id, text) in one embedder call; a

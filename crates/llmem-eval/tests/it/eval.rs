@@ -27,7 +27,7 @@ fn run_json(extra: &[&str]) -> (serde_json::Value, String) {
 
 #[test]
 fn eval_locomo_measures_recall_context_and_latency() {
-    let (v, stdout) = run_json(&["--embedder", "onnx"]);
+    let (v, stdout) = run_json(&["--embedder", "onnx", "--settings", "eval"]);
     assert!(stdout.contains("hybrid (BM25 + onnx"), "{stdout}");
     assert!(stdout.contains("pipeline: MemoryManager"), "{stdout}");
     for key in [
@@ -126,6 +126,8 @@ const MULTI_HOP_FLOOR: f64 = 0.35;
 #[test]
 fn a_smaller_budget_sends_less_and_lexical_search_works_alone() {
     let (small, stdout) = run_json(&[
+        "--settings",
+        "eval",
         "--embedder",
         "none",
         "--budget",
@@ -238,20 +240,18 @@ fn eval_takes_the_retrieval_weights_from_the_environment() {
     );
 }
 
-/// The product's defaults as shipped, over two conversations, each also asked the other's
-/// first 40 questions: the relevance gate lets most of this user's evidence into the prompt
-/// and few of the questions about someone else recall anything (`off_topic_*`).
+/// The product's defaults as shipped, what a run measures unless told `--settings eval`, over
+/// two conversations, each also asked the other's first 40 questions: the relevance gate lets
+/// most of this user's evidence into the prompt and few of the questions about someone else
+/// recall anything (`off_topic_*`).
 #[test]
 fn the_product_defaults_recall_evidence_and_leave_off_topic_questions_alone() {
-    let (v, stdout) = run_json(&[
-        "--embedder",
-        "onnx",
-        "--no-curve",
-        "--settings",
-        "product",
-        "--sample",
-        "conv-26",
-    ]);
+    let (v, stdout) = run_json(&["--embedder", "onnx", "--no-curve", "--sample", "conv-26"]);
+    assert_eq!(v["settings"], "product", "the default settings: {v}");
+    assert!(
+        stdout.contains("the product's default settings"),
+        "{stdout}"
+    );
     assert!(stdout.contains("off-topic (80 questions"), "{stdout}");
     let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {v}"));
     assert_eq!(v["off_topic_questions"], 80, "{v}");
@@ -273,6 +273,8 @@ fn the_product_defaults_recall_evidence_and_leave_off_topic_questions_alone() {
 #[test]
 fn answer_mode_scores_the_local_models_answers() {
     let (v, _) = run_json(&[
+        "--settings",
+        "eval",
         "--embedder",
         "none",
         "--no-curve",

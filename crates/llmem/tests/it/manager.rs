@@ -742,11 +742,11 @@ async fn a_kind_of_thing_finds_the_thing_named() {
 }
 
 /// A fact and the turn it was drawn from say the same thing on the same day: recall gives it
-/// once, and the slot goes to the next memory. The same words on another day are another
+/// once, and so does the search: the slot goes to the next memory. The same words on another day are another
 /// event, and are recalled too.
 #[tokio::test]
 #[cfg(feature = "internals")]
-async fn recall_gives_a_statement_once_a_day() {
+async fn recall_and_search_give_a_statement_once_a_day() {
     use llmem::RetrievalSettings;
     use llmem::core::MemoryRecord;
     use llmem::internals::LongTerm;
@@ -778,25 +778,35 @@ async fn recall_gives_a_statement_once_a_day() {
         )
         .await
         .unwrap();
-    let got: Vec<(String, String)> = recalled
+    let recalled: Vec<(String, String)> = recalled
         .iter()
         .map(|r| (r.record.text.clone(), r.record.created_at.to_rfc3339()))
         .collect();
-    assert_eq!(got.len(), 3, "{got:?}");
-    let alvalade_june = got
+    // The search's top k too: a memory repeating one above it takes no place.
+    let searched: Vec<(String, String)> = lt
+        .search(&Scope::tenant("u1"), "Where is the vet for Biscuit?", 3)
+        .await
+        .unwrap()
         .iter()
-        .filter(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-06-08"))
-        .count();
-    assert_eq!(alvalade_june, 1, "the fact and its turn, once: {got:?}");
-    assert!(
-        got.iter()
-            .any(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-09-01")),
-        "the same words on another day stay: {got:?}"
-    );
-    assert!(
-        got.iter().any(|(t, _)| t.contains("Saturdays")),
-        "the freed slot goes to the next memory: {got:?}"
-    );
+        .map(|h| (h.record.text.clone(), h.record.created_at.to_rfc3339()))
+        .collect();
+    for got in [recalled, searched] {
+        assert_eq!(got.len(), 3, "{got:?}");
+        let alvalade_june = got
+            .iter()
+            .filter(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-06-08"))
+            .count();
+        assert_eq!(alvalade_june, 1, "the fact and its turn, once: {got:?}");
+        assert!(
+            got.iter()
+                .any(|(t, d)| t.contains("Alvalade") && d.starts_with("2025-09-01")),
+            "the same words on another day stay: {got:?}"
+        );
+        assert!(
+            got.iter().any(|(t, _)| t.contains("Saturdays")),
+            "the freed slot goes to the next memory: {got:?}"
+        );
+    }
 }
 
 /// The relevance gate judges a question by its best match, then fills by rank: with the real

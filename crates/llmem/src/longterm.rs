@@ -493,7 +493,8 @@ impl LongTerm {
     }
 
     /// The `k` memories of `scope` that best match `query`: the store's hybrid ranking (lexical,
-    /// and by vector with an embedder) over [`CANDIDATES`]`·k` candidates, re-ranked.
+    /// and by vector with an embedder, `vector_weight` of it by vector) over
+    /// [`CANDIDATES`]`·k` candidates, re-ranked.
     /// - By late interaction, with an embedder that gives token vectors: the first
     ///   [`LATE_CANDIDATES`] gain `late_interaction` times their token-level match with the
     ///   question ([`crate::late`]), scaled to [0, 1] over them; `late_reply_share` of a
@@ -510,6 +511,10 @@ impl LongTerm {
     /// - A consolidation summary ([`crate::consolidate()`]) gives way to its own sources: it
     ///   is dropped when one of them is among the candidates, so it is recalled only for what
     ///   its sources no longer answer themselves.
+    ///
+    /// - A memory that repeats one ranked above it on the same day (a fact below the turn it
+    ///   was drawn from, a turn stored twice) is left out, as [`LongTerm::recall`] leaves it
+    ///   out: the `k` are `k` different things said.
     ///
     /// No relevance gate (see [`LongTerm::recall`]).
     pub async fn search(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<ScoredRecord>> {

@@ -243,7 +243,13 @@ fn eval(extra: &[String]) -> Result<()> {
     let data = locomo_data()?;
     let out = root().join("docs/eval");
     std::fs::create_dir_all(&out)?;
-    let has = |flag: &str| extra.iter().any(|a| a == flag);
+    // `--flag` or `--flag=value`.
+    let has = |flag: &str| {
+        extra.iter().any(|a| {
+            a.strip_prefix(flag)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
+    };
     // `--settings` given: that run alone, into locomo.json.
     let runs: &[(Option<&str>, &str)] = if has("--settings") {
         &[(None, "locomo.json")]
